@@ -1,0 +1,51 @@
+"""The project's exception hierarchy. Each class names the gRPC status code it maps to, so
+one server interceptor can translate any of them; this module itself imports no gRPC."""
+
+from __future__ import annotations
+
+
+class RecsysError(Exception):
+    """Base class. `status` is the name of a `grpc.StatusCode` member."""
+
+    status = "INTERNAL"
+
+
+class InvalidArgument(RecsysError):
+    """Bad input from a caller; `field` names the offending field when there is one."""
+
+    status = "INVALID_ARGUMENT"
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(RecsysError):
+    status = "NOT_FOUND"
+
+
+class FailedPrecondition(RecsysError):
+    status = "FAILED_PRECONDITION"
+
+
+class Unavailable(RecsysError):
+    status = "UNAVAILABLE"
+
+
+class DataFormatError(InvalidArgument):
+    """A data file that cannot be parsed; the message names the file and the line."""
+
+    def __init__(self, path, line: int | None, problem: str):
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {problem}", field=str(path))
+        self.path = path
+        self.line = line
+        self.problem = problem
+
+
+class DownloadError(Unavailable):
+    """A dataset could not be fetched or failed its checksum."""
+
+
+class ArtifactError(FailedPrecondition):
+    """A model artifact directory is missing, incomplete or not loadable."""
