@@ -1,0 +1,1 @@
+"""Reading, splitting and generating MovieLens-format rating data."""
