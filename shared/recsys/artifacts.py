@@ -1,0 +1,208 @@
+"""Versioned model artifacts: one directory per trained model.
+
+    <model_dir>/<version>/
+        model.keras          the Keras recommender (native format, loaded with safe_mode=True)
+        items.json           item ids in column order
+        normalization.json   μ and b_i (one per item, column order), the rating scale
+        config.json          the TrainConfig it was trained with
+        metadata.json        version, creation time, dataset, data fingerprint, training
+                             history, evaluation metrics
+        catalog.json         title and genres of each item (column order), for display
+
+A version directory is written under a temporary name and renamed into place, so a reader
+never sees half of one. Version names sort by creation time; the newest is the largest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.errors import ArtifactError
+from recsys.features import ItemIndex, Normalization
+from recsys.scoring import Recommender
+
+MODEL_FILE = "model.keras"
+ITEMS_FILE = "items.json"
+NORMALIZATION_FILE = "normalization.json"
+CONFIG_FILE = "config.json"
+METADATA_FILE = "metadata.json"
+CATALOG_FILE = "catalog.json"
+REQUIRED_FILES = (MODEL_FILE, ITEMS_FILE, NORMALIZATION_FILE, CONFIG_FILE, METADATA_FILE)
+
+
+@dataclass
+class Artifact:
+    """A loaded model version: what serving needs, plus its provenance."""
+
+    version: str
+    path: Path
+    recommender: Recommender
+    config: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    catalog: dict[int, tuple[str, str]] = field(default_factory=dict)  # id → (title, genres)
+
+    def title(self, item_id: int) -> str:
+        return self.catalog.get(int(item_id), (f"Item {item_id}", ""))[0]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.metadata.get("metrics", {})
+
+
+def data_fingerprint(ratings: pd.DataFrame) -> str:
+    """sha256 of the (user, item, rating) triples in order: which data a model saw."""
+    digest = hashlib.sha256()
+    for column, dtype in (("user_id", np.int64), ("item_id", np.int64), ("rating", np.float32)):
+        digest.update(np.ascontiguousarray(ratings[column].to_numpy(dtype)).tobytes())
+    return digest.hexdigest()
+
+
+def new_version_name(now: float | None = None) -> str:
+    """UTC time to the microsecond, e.g. 20261127T183501123456Z: unique and sortable."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    return f"{stamp}{int((now % 1) * 1e6):06d}Z"
+
+
+def save_artifact(
+    model_dir: Path | str,
+    recommender_model,
+    index: ItemIndex,
+    normalization: Normalization,
+    *,
+    config: dict[str, Any],
+    metadata: dict[str, Any],
+    rating_scale: tuple[float, float],
+    catalog: pd.DataFrame | None = None,
+    version: str | None = None,
+) -> Path:
+    """Write a version directory atomically and return its path. `catalog`: title and genres
+    columns indexed by item id (missing items get an empty title)."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = version or new_version_name()
+    final = model_dir / version
+    if final.exists():
+        raise ArtifactError(f"model version {version} already exists in {model_dir}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir))
+    try:
+        recommender_model.save(staging / MODEL_FILE)
+        _write_json(staging / ITEMS_FILE, [int(i) for i in index.item_ids])
+        _write_json(
+            staging / NORMALIZATION_FILE,
+            {
+                "global_mean": normalization.global_mean,
+                "item_means": [float(b) for b in normalization.item_means],
+                "rating_scale": list(rating_scale),
+            },
+        )
+        _write_json(staging / CONFIG_FILE, config)
+        _write_json(staging / METADATA_FILE, {"version": version, **metadata})
+        _write_json(staging / CATALOG_FILE, _catalog_rows(index, catalog))
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def list_versions(model_dir: Path | str) -> list[str]:
+    """Complete version directories, oldest first (staging directories start with '.')."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in model_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / METADATA_FILE).is_file()
+    )
+
+
+def resolve_version(model_dir: Path | str, version: str | None = None) -> Path:
+    """The directory of `version`, or of the newest version when None."""
+    model_dir = Path(model_dir)
+    versions = list_versions(model_dir)
+    if not versions:
+        raise ArtifactError(f"no model versions in {model_dir}")
+    if version is None:
+        return model_dir / versions[-1]
+    if version not in versions:
+        raise ArtifactError(f"model version {version} not found in {model_dir}")
+    return model_dir / version
+
+
+def load_artifact(path: Path | str) -> Artifact:
+    """Load a version directory: the Keras file with safe_mode=True, then its kernels as
+    NumPy matrices for inference."""
+    import keras  # deferred: reading metadata should not pay for TensorFlow start-up
+
+    from recsys.model.training import linear_network
+
+    path = Path(path)
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise ArtifactError(f"{path} is not a complete model version (missing {missing})")
+    try:
+        model = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
+        network = linear_network(model)
+    except Exception as exc:  # a corrupt or foreign file: say which, keep the cause
+        raise ArtifactError(f"cannot load {path / MODEL_FILE}: {exc}") from exc
+    item_ids = _read_json(path / ITEMS_FILE)
+    normalization_values = _read_json(path / NORMALIZATION_FILE)
+    index = ItemIndex(np.array(item_ids, dtype=np.int64))
+    normalization = Normalization(
+        float(normalization_values["global_mean"]),
+        np.array(normalization_values["item_means"], dtype=np.float64),
+    )
+    scale = tuple(normalization_values.get("rating_scale", (1.0, 5.0)))
+    try:
+        recommender = Recommender(network, index, normalization, scale)
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: {exc}") from exc
+    metadata = _read_json(path / METADATA_FILE)
+    catalog_path = path / CATALOG_FILE
+    catalog = {}
+    if catalog_path.is_file():
+        catalog = {int(r["item_id"]): (r["title"], r["genres"]) for r in _read_json(catalog_path)}
+    return Artifact(
+        version=metadata.get("version", path.name),
+        path=path,
+        recommender=recommender,
+        config=_read_json(path / CONFIG_FILE),
+        metadata=metadata,
+        catalog=catalog,
+    )
+
+
+def _catalog_rows(index: ItemIndex, catalog: pd.DataFrame | None) -> list[dict[str, Any]]:
+    rows = []
+    for item_id in index.item_ids:
+        title, genres = f"Item {item_id}", ""
+        if catalog is not None and item_id in catalog.index:
+            entry = catalog.loc[item_id]
+            title = entry["title"] if isinstance(entry["title"], str) else title
+            genres = entry["genres"] if isinstance(entry["genres"], str) else ""
+        rows.append({"item_id": int(item_id), "title": title, "genres": genres})
+    return rows
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot read {path}: {exc}") from exc

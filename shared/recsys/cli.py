@@ -1,0 +1,325 @@
+"""The `recsys` command line: train, evaluate, recommend, similar, versions, download,
+synthesize. Tables go to stdout, progress and logs to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from recsys.errors import InvalidArgument, RecsysError
+from recsys.logs import configure_logging, quiet_tensorflow
+
+log = logging.getLogger("recsys")
+
+DEFAULT_MODEL_DIR = Path("artifacts")
+
+
+def parse_ratings(text: str) -> dict[int, float]:
+    """'260:5,480:4.5' → {260: 5.0, 480: 4.5}; a repeated item keeps its last rating."""
+    ratings: dict[int, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        item, sep, rating = part.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            ratings[int(item)] = float(rating)
+        except ValueError:
+            raise InvalidArgument(
+                f"bad rating {part!r}: expected MOVIE_ID:RATING, e.g. 260:5", field="ratings"
+            ) from None
+    if not ratings:
+        raise InvalidArgument("no ratings given", field="ratings")
+    return ratings
+
+
+def parse_settings(pairs: list[str]) -> dict[str, object]:
+    """['encoding_size=64', 'l2=1e-3', 'top_n=none'] → typed values (JSON-ish)."""
+    settings: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidArgument(f"bad setting {pair!r}: expected NAME=VALUE", field="set")
+        lowered = value.lower()
+        if lowered in ("none", "null"):
+            settings[key] = None
+        else:
+            try:
+                settings[key] = json.loads(lowered if lowered in ("true", "false") else value)
+            except ValueError:
+                settings[key] = value
+    return settings
+
+
+def format_table(headers: list[str], rows: list[list[object]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    numeric = [all(_is_number(row[i]) for row in rows) for i in range(len(headers))]
+
+    def line(values):
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) or value is None
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def scores_table(scores) -> str:
+    return format_table(
+        ["model", "RMSE", "MAE", "Recall@10", "NDCG@10", "test pairs", "coverage"],
+        [
+            [s.name, s.rmse, s.mae, s.recall_at_10, s.ndcg_at_10, s.test_pairs, s.coverage]
+            for s in scores
+        ],
+    )
+
+
+def _load(args):
+    from recsys.artifacts import load_artifact, resolve_version
+
+    return load_artifact(resolve_version(args.model_dir, args.version))
+
+
+def cmd_train(args) -> int:
+    from recsys.model.config import PRESETS
+    from recsys.pipeline import find_data, train_and_evaluate
+
+    config = PRESETS[args.preset].replace(**parse_settings(args.set or []))
+    source = find_data(args.data, download=None if args.no_download else "ml-1m")
+    log.info("data: %s (%s, %d ratings)", source.path, source.how, len(source.data.ratings))
+    run = train_and_evaluate(source, config, args.model_dir, progress=args.progress)
+    print(f"model version {run.artifact_path.name} saved in {run.artifact_path.parent}")
+    print(
+        f"preset {args.preset}: {run.epochs} epochs (best {run.best_epoch}), "
+        f"loss {run.final_loss:.4f}, {run.seconds:.1f}s"
+    )
+    print(scores_table(run.scores))
+    if args.json:
+        _write_json(
+            args.json,
+            {
+                "version": run.artifact_path.name,
+                "preset": args.preset,
+                "config": config.to_dict(),
+                "seconds": run.seconds,
+                "final_loss": run.final_loss,
+                "scores": [s.to_dict() for s in run.scores],
+            },
+        )
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from recsys.pipeline import environment, evaluate_artifact, find_data
+
+    artifact = _load(args)
+    data_path = args.data or artifact.metadata.get("dataset", {}).get("path")
+    source = find_data(data_path, download=None)
+    scores = evaluate_artifact(artifact, source)
+    print(f"model version {artifact.version}, data {source.path}")
+    print(scores_table(scores))
+    if args.json:
+        _write_json(
+            args.json,
+            {
+                "version": artifact.version,
+                "data": str(source.path),
+                "environment": environment(),
+                "scores": [s.to_dict() for s in scores],
+            },
+        )
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    artifact = _load(args)
+    ratings = parse_ratings(args.ratings)
+    user = artifact.recommender.user_vector(ratings)
+    if user.unknown_item_ids:
+        log.warning("not in the model, ignored: %s", user.unknown_item_ids)
+    picks = artifact.recommender.recommend(ratings, args.k)
+    print(f"model version {artifact.version}; top {args.k} for {args.ratings}")
+    print(
+        format_table(
+            ["rank", "movie_id", "predicted", "title"],
+            [[n, s.item_id, s.value, artifact.title(s.item_id)] for n, s in enumerate(picks, 1)],
+        )
+    )
+    return 0
+
+
+def cmd_similar(args) -> int:
+    artifact = _load(args)
+    picks = artifact.recommender.similar(
+        args.item_id, args.k, metric=args.metric, farthest=args.farthest
+    )
+    which = "farthest from" if args.farthest else "nearest to"
+    print(
+        f"model version {artifact.version}; {args.metric} distance, {which} "
+        f"{args.item_id} {artifact.title(args.item_id)}"
+    )
+    print(
+        format_table(
+            ["rank", "movie_id", "distance", "title"],
+            [[n, s.item_id, s.value, artifact.title(s.item_id)] for n, s in enumerate(picks, 1)],
+        )
+    )
+    return 0
+
+
+def cmd_versions(args) -> int:
+    from recsys.artifacts import list_versions
+
+    versions = list_versions(args.model_dir)
+    if not versions:
+        print(f"no model versions in {args.model_dir}")
+        return 1
+    rows = []
+    for version in versions:
+        meta = json.loads((Path(args.model_dir) / version / "metadata.json").read_text())
+        model_scores = [
+            m
+            for n, m in meta.get("metrics", {}).items()
+            if n not in ("global mean", "bias baseline")
+        ]
+        rmse = model_scores[0]["rmse"] if model_scores else None
+        rows.append([version, meta.get("dataset", {}).get("name", "?"), rmse])
+    print(format_table(["version", "data", "test RMSE"], rows))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from recsys.data.download import download_dataset
+
+    print(download_dataset(args.dataset, args.cache_dir))
+    return 0
+
+
+def cmd_synthesize(args) -> int:
+    from recsys.data.synthetic import SyntheticSpec, write_synthetic_movielens
+
+    spec = SyntheticSpec(
+        n_users=args.users, n_items=args.items, n_groups=args.groups, seed=args.seed
+    )
+    print(write_synthetic_movielens(args.directory, spec))
+    return 0
+
+
+def _write_json(path: Path, value: object) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(value, indent=2) + "\n")
+    log.info("wrote %s", path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description="Train, evaluate and query the linear-autoencoder recommender "
+        '("Building a Recommender System, Part 2") on MovieLens data.',
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_model(p):
+        p.add_argument(
+            "--model-dir",
+            type=Path,
+            default=DEFAULT_MODEL_DIR,
+            help="directory of model versions (default: %(default)s)",
+        )
+        p.add_argument("--version", help="model version to use (default: the newest)")
+
+    p = sub.add_parser("train", help="train a model, evaluate it and save it as a new version")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="MovieLens directory (ML-1M, ML-100K or ml-latest); "
+        "default: download ML-1M, else synthetic data",
+    )
+    p.add_argument("--no-download", action="store_true", help="never try the network")
+    p.add_argument(
+        "--preset",
+        choices=["default", "article"],
+        default="default",
+        help="'article' reproduces the post; 'default' is the best measured",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a training setting, e.g. --set encoding_size=64",
+    )
+    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    p.add_argument("--progress", action="store_true", help="show a Keras progress bar")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a saved model on the held-out split")
+    with_model(p)
+    p.add_argument("--data", type=Path, help="the data it was trained on (default: recorded)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("recommend", help="top-k movies for ratings given inline")
+    with_model(p)
+    p.add_argument("ratings", help="MOVIE_ID:RATING pairs, e.g. 260:5,1196:4")
+    p.add_argument("-k", type=int, default=10, help="how many (default: %(default)s)")
+    p.set_defaults(run=cmd_recommend)
+
+    p = sub.add_parser("similar", help="movies nearest to (or farthest from) a movie")
+    with_model(p)
+    p.add_argument("item_id", type=int, help="MovieLens movie id, e.g. 260 (Star Wars)")
+    p.add_argument("-k", type=int, default=10, help="how many (default: %(default)s)")
+    p.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean")
+    p.add_argument("--farthest", action="store_true", help="least similar first")
+    p.set_defaults(run=cmd_similar)
+
+    p = sub.add_parser("versions", help="list saved model versions")
+    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    p.set_defaults(run=cmd_versions)
+
+    p = sub.add_parser("download", help="fetch a MovieLens zip from GroupLens (md5-checked)")
+    p.add_argument("dataset", choices=["ml-1m", "ml-100k"])
+    p.add_argument("--cache-dir", type=Path, help="default: $RECSYS_CACHE_DIR or ~/.cache/recsys")
+    p.set_defaults(run=cmd_download)
+
+    p = sub.add_parser("synthesize", help="write a synthetic MovieLens (ML-1M format)")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--users", type=int, default=600)
+    p.add_argument("--items", type=int, default=200)
+    p.add_argument("--groups", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_synthesize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_tensorflow()
+    configure_logging(json_lines=False, level=args.log_level)
+    try:
+        return args.run(args)
+    except RecsysError as exc:
+        print(f"recsys {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

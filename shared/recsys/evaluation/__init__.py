@@ -1,0 +1,1 @@
+"""Held-out evaluation: metrics and the comparison against baselines (DESIGN §6)."""

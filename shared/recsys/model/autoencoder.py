@@ -1,0 +1,67 @@
+"""The article's linear autoencoder in Keras 3 and its masked loss.
+
+recommender = decoder ∘ encoder; encoder = Dense(k, linear, no bias) and
+decoder = Dense(n_items, linear, no bias) are models of their own, so the code of a
+preference vector and the item embeddings (the decoder kernel's columns) can be reached.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+ENCODER = "encoder"
+DECODER = "decoder"
+
+
+def build_autoencoder(n_items: int, encoding_size: int, *, l2: float = 0.0) -> keras.Model:
+    """The recommender model: (batch, n_items) preferences → (batch, n_items) predictions."""
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+
+    def dense(units: int, name: str) -> keras.layers.Dense:
+        return keras.layers.Dense(
+            units, activation="linear", use_bias=False, kernel_regularizer=regularizer, name=name
+        )
+
+    code_input = keras.Input(shape=(encoding_size,), name="code")
+    decoder = keras.Model(code_input, dense(n_items, "item_embeddings")(code_input), name=DECODER)
+    preferences = keras.Input(shape=(n_items,), name="preferences")
+    encoder = keras.Model(preferences, dense(encoding_size, "code")(preferences), name=ENCODER)
+    return keras.Model(preferences, decoder(encoder(preferences)), name="recommender")
+
+
+def encoder_of(recommender: keras.Model) -> keras.Model:
+    return recommender.get_layer(ENCODER)
+
+
+def decoder_of(recommender: keras.Model) -> keras.Model:
+    return recommender.get_layer(DECODER)
+
+
+def masked_mse(target, prediction, mask):
+    """Mean of (prediction - target)² over the entries where mask is 1; 0 when there are none
+    (the article's guard against the NaN of an empty mean)."""
+    count = ops.sum(mask)
+    total = ops.sum(mask * ops.square(prediction - target))
+    return ops.where(count > 0, total / ops.maximum(count, 1.0), 0.0)
+
+
+def article_loss(target, hidden_input, prediction, hidden_weight: float):
+    """frac × MSE over hidden entries (input ≠ target) + (1 − frac) × MSE over entries the
+    input still shows (input ≠ 0). All three tensors are (batch, n_items)."""
+    hidden = ops.cast(ops.not_equal(hidden_input, target), prediction.dtype)
+    visible = ops.cast(ops.not_equal(hidden_input, 0.0), prediction.dtype)
+    return hidden_weight * masked_mse(target, prediction, hidden) + (
+        1.0 - hidden_weight
+    ) * masked_mse(target, prediction, visible)
+
+
+def packed_loss(hidden_weight: float):
+    """The article's loss as a Keras loss: y_true packs [target | hidden input] side by side,
+    shape (batch, 2 × n_items), because a Keras loss sees only y_true and y_pred."""
+
+    def loss(y_true, y_pred):
+        n_items = ops.shape(y_pred)[-1]
+        return article_loss(y_true[:, :n_items], y_true[:, n_items:], y_pred, hidden_weight)
+
+    return loss

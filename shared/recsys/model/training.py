@@ -1,0 +1,242 @@
+"""Training the autoencoder: batches built from a sparse matrix with fresh random hiding every
+epoch, the article's loss, and early stopping on the loss or on validation RMSE."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
+from recsys.model.autoencoder import build_autoencoder, decoder_of, encoder_of, packed_loss
+from recsys.model.config import TrainConfig
+from recsys.scoring import LinearAutoencoder
+
+log = logging.getLogger(__name__)
+
+
+class HiddenPreferenceBatches(keras.utils.PyDataset):
+    """Batches of (hidden input, [target | hidden input]) built from a CSR matrix of user
+    preferences. Each call hides a fresh random `hide_fraction` of every row's known entries,
+    so every epoch draws new masks. Only `batch_size` rows are ever dense at once.
+
+    With `rescale`, the model's input (not the packed copy the loss reads its masks from) is
+    divided by 1 - hide_fraction, as inverted dropout does, so a full vector at serving time
+    has the scale the model was trained on."""
+
+    def __init__(
+        self,
+        matrix: sp.csr_matrix,
+        batch_size: int,
+        hide_fraction: float,
+        seed: int,
+        rescale: bool = False,
+    ):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.input_scale = np.float32(1 / (1 - hide_fraction) if rescale else 1)
+        self.matrix = matrix.astype(np.float32)
+        self.batch_size = batch_size
+        self.hide_fraction = hide_fraction
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(matrix.shape[0])
+
+    def __len__(self) -> int:
+        return math.ceil(self.matrix.shape[0] / self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        target = self.matrix[rows].toarray()
+        hide = self.rng.random(target.shape, dtype=np.float32) < self.hide_fraction
+        hidden_input = np.where(hide, np.float32(0), target)
+        packed = np.concatenate([target, hidden_input], axis=1)
+        if self.input_scale != 1:
+            hidden_input *= self.input_scale
+        return hidden_input, packed
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(self.matrix.shape[0])
+
+
+@dataclass
+class ValidationSet:
+    """Held-out pairs scored from the users' other (fit) ratings."""
+
+    inputs: PreferenceMatrix  # the fit preferences of the validation users
+    rows: np.ndarray  # row in `inputs` of each held-out pair
+    columns: np.ndarray  # item column of each held-out pair
+    ratings: np.ndarray  # the held-out ratings, float64
+
+    @classmethod
+    def build(cls, fit, held_out, index, normalization, rating_scale) -> ValidationSet:
+        columns = index.columns(held_out["item_id"].to_numpy())
+        held_out = held_out[columns >= 0]
+        users = np.unique(held_out["user_id"].to_numpy())
+        inputs = preference_matrix(fit, index, normalization, user_ids=users)
+        rows = pd.Index(inputs.user_ids).get_indexer(held_out["user_id"].to_numpy())
+        return cls(
+            inputs,
+            rows,
+            index.columns(held_out["item_id"].to_numpy()),
+            held_out["rating"].to_numpy(np.float64),
+        )
+
+    def rmse(self, network: LinearAutoencoder, normalization: Normalization, scale) -> float:
+        prefs = network.predict_pairs(self.inputs.matrix, self.rows, self.columns)
+        predicted = normalization.denormalize(
+            prefs.astype(np.float64), self.inputs.user_means[self.rows], self.columns
+        )
+        predicted = np.clip(predicted, *scale)
+        return float(np.sqrt(np.mean((predicted - self.ratings) ** 2)))
+
+
+def linear_network(recommender: keras.Model) -> LinearAutoencoder:
+    """The kernels of a trained recommender as NumPy matrices."""
+    encoder_kernel = encoder_of(recommender).get_layer("code").kernel
+    decoder_kernel = decoder_of(recommender).get_layer("item_embeddings").kernel
+    return LinearAutoencoder(
+        np.asarray(keras.ops.convert_to_numpy(encoder_kernel), dtype=np.float32),
+        np.asarray(keras.ops.convert_to_numpy(decoder_kernel), dtype=np.float32),
+    )
+
+
+class ValidationRMSE(keras.callbacks.Callback):
+    """Adds `val_rmse` (de-normalized, clipped) to the epoch logs."""
+
+    def __init__(self, validation: ValidationSet, normalization: Normalization, scale):
+        super().__init__()
+        self.validation = validation
+        self.normalization = normalization
+        self.scale = scale
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            network = linear_network(self.model)
+            logs["val_rmse"] = self.validation.rmse(network, self.normalization, self.scale)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One log line per epoch: loss, validation RMSE, seconds."""
+
+    def __init__(self, max_epochs: int):
+        super().__init__()
+        self.max_epochs = max_epochs
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        log.info(
+            "epoch %d/%d loss %.4f val_rmse %s (%.1fs)",
+            epoch + 1,
+            self.max_epochs,
+            logs.get("loss", float("nan")),
+            f"{logs['val_rmse']:.4f}" if "val_rmse" in logs else "-",
+            time.perf_counter() - self.started,
+        )
+
+
+@dataclass
+class TrainedModel:
+    recommender: keras.Model
+    index: ItemIndex
+    normalization: Normalization
+    config: TrainConfig
+    rating_scale: tuple[float, float]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+    @property
+    def network(self) -> LinearAutoencoder:
+        return linear_network(self.recommender)
+
+    def serving_model(self) -> keras.Model:
+        """An uncompiled copy with the trained weights: what an artifact stores (no loss,
+        no optimizer state, so loading needs no custom objects)."""
+        copy = build_autoencoder(len(self.index), self.config.encoding_size)
+        copy.set_weights(self.recommender.get_weights())
+        return copy
+
+
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    if config.optimizer == "adadelta":
+        # Keras 2's Adadelta defaults as the article used them: lr 1.0, rho 0.95, eps 1e-7.
+        return keras.optimizers.Adadelta(learning_rate=config.learning_rate, rho=0.95)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=config.learning_rate)
+    return keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=0.9)
+
+
+def train_autoencoder(
+    fit: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    config: TrainConfig,
+    *,
+    rating_scale: tuple[float, float] = (1.0, 5.0),
+    progress: bool = False,
+) -> TrainedModel:
+    """Train on `fit`; `validation` (may be None with loss-based stopping) feeds val_rmse."""
+    started = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    index = ItemIndex(config.item_selection.select(fit))
+    kept = fit[np.isin(fit["item_id"].to_numpy(), index.item_ids)]
+    normalization = Normalization.fit(
+        index.columns(kept["item_id"].to_numpy()), kept["rating"].to_numpy(), len(index)
+    )
+    train_matrix = preference_matrix(fit, index, normalization).matrix
+    log.info(
+        "training on %d users x %d items (%s), %d ratings",
+        train_matrix.shape[0],
+        len(index),
+        config.item_selection.describe(),
+        train_matrix.nnz,
+    )
+
+    recommender = build_autoencoder(len(index), config.encoding_size, l2=config.l2)
+    recommender.compile(
+        optimizer=make_optimizer(config), loss=packed_loss(config.hidden_weight), jit_compile=True
+    )
+    batches = HiddenPreferenceBatches(
+        train_matrix, config.batch_size, config.hide_fraction, config.seed, config.rescale_input
+    )
+
+    callbacks: list[keras.callbacks.Callback] = []
+    if validation is not None and len(validation):
+        held_out = ValidationSet.build(fit, validation, index, normalization, rating_scale)
+        callbacks.append(ValidationRMSE(held_out, normalization, rating_scale))
+    elif config.early_stopping == "validation":
+        raise ValueError("early stopping on validation RMSE needs validation ratings")
+    monitor = "val_rmse" if config.early_stopping == "validation" else "loss"
+    callbacks.append(
+        keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            min_delta=config.min_delta,
+            patience=config.patience,
+            mode="min",
+            restore_best_weights=True,
+        )
+    )
+    callbacks.append(EpochLog(config.max_epochs))
+    history = recommender.fit(
+        batches, epochs=config.max_epochs, callbacks=callbacks, verbose=1 if progress else 0
+    )
+    metric = history.history[monitor]
+    best_epoch = int(np.argmin(metric)) + 1
+    return TrainedModel(
+        recommender=recommender,
+        index=index,
+        normalization=normalization,
+        config=config,
+        rating_scale=rating_scale,
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        best_epoch=best_epoch,
+        seconds=time.perf_counter() - started,
+    )

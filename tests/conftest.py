@@ -1,0 +1,49 @@
+"""Shared fixtures: small synthetic MovieLens data and a model trained on it once per run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from recsys.data.synthetic import SyntheticSpec, write_synthetic_movielens  # noqa: E402
+
+TEAM_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SYNTHETIC = SyntheticSpec(n_users=400, n_items=120, n_groups=4, ratings_per_user=40, seed=7)
+
+# Small and quick, but the same code path as the default preset.
+TINY_TRAINING = {
+    "encoding_size": 8,
+    "l2": 1e-4,
+    "batch_size": 32,
+    "max_epochs": 40,
+    "learning_rate": 3e-3,
+    "patience": 5,
+}
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    return write_synthetic_movielens(tmp_path_factory.mktemp("synthetic"), SYNTHETIC)
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_dir, tmp_path_factory):
+    """(DataSource, TrainingRun) of the default preset, shrunk, on the synthetic data."""
+    from recsys.model.config import PRESETS
+    from recsys.pipeline import find_data, train_and_evaluate
+
+    source = find_data(synthetic_dir, download=None)
+    config = PRESETS["default"].replace(**TINY_TRAINING)
+    model_dir = tmp_path_factory.mktemp("models")
+    return source, train_and_evaluate(source, config, model_dir)
+
+
+def team_data(name: str) -> Path:
+    """A dataset of ../shared/data; CI always has it, so its absence is a failure."""
+    path = TEAM_DATA / name
+    assert path.is_dir(), f"team data missing: {path} (the repository expects ../shared beside it)"
+    return path

@@ -1,0 +1,91 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from recsys.cli import format_table, main, parse_ratings, parse_settings
+from recsys.errors import InvalidArgument
+
+
+def test_parse_ratings():
+    assert parse_ratings("260:5, 480:4.5,260:4") == {260: 4.0, 480: 4.5}
+    for bad in ("", "260", "260:x", "a:5"):
+        with pytest.raises(InvalidArgument):
+            parse_ratings(bad)
+
+
+def test_parse_settings():
+    assert parse_settings(
+        ["encoding_size=64", "l2=1e-3", "top_n=none", "optimizer=adam", "rescale_input=true"]
+    ) == {
+        "encoding_size": 64,
+        "l2": 1e-3,
+        "top_n": None,
+        "optimizer": "adam",
+        "rescale_input": True,
+    }
+    with pytest.raises(InvalidArgument):
+        parse_settings(["encoding_size"])
+
+
+def test_table_alignment():
+    table = format_table(["name", "x"], [["a", 1.0], ["bb", None]])
+    assert table.splitlines() == ["name       x", "----  ------", "a     1.0000", "bb         -"]
+
+
+def test_help_reads_well():
+    out = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for command in ("train", "evaluate", "recommend", "similar", "versions", "download"):
+        assert command in out
+
+
+@pytest.mark.slow
+def test_train_then_query(synthetic_dir, tmp_path, capsys):
+    models = tmp_path / "models"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(synthetic_dir),
+                "--model-dir",
+                str(models),
+                "--set",
+                "encoding_size=8",
+                "--set",
+                "max_epochs=5",
+                "--json",
+                str(tmp_path / "train.json"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "bias baseline" in out and "autoencoder" in out
+    result = json.loads((tmp_path / "train.json").read_text())
+    assert [s["name"] for s in result["scores"]] == ["global mean", "bias baseline", "autoencoder"]
+
+    assert main(["recommend", "1:5,5:5,2:1", "-k", "3", "--model-dir", str(models)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 2 + 3 and "Synthetic Movie" in lines[-1]
+
+    assert main(["similar", "1", "-k", "2", "--metric", "cosine", "--model-dir", str(models)]) == 0
+    assert "cosine distance, nearest to 1" in capsys.readouterr().out
+
+    assert (
+        main(["evaluate", "--model-dir", str(models), "--json", str(tmp_path / "eval.json")]) == 0
+    )
+    evaluated = json.loads((tmp_path / "eval.json").read_text())["scores"]
+    assert evaluated == result["scores"]  # the same split and model give the same figures
+
+    assert main(["versions", "--model-dir", str(models)]) == 0
+    assert result["version"] in capsys.readouterr().out
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["similar", "1", "--model-dir", str(tmp_path)]) == 2
+    assert "no model versions" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "--model-dir", str(tmp_path)]) == 2
+    assert "no MovieLens ratings file" in capsys.readouterr().err

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from recsys.errors import InvalidArgument, NotFound
+from recsys.features import ItemIndex, Normalization
+from recsys.scoring import LinearAutoencoder, Recommender, item_distances, top_k
+
+
+def tiny_recommender():
+    # 3 items (ids 10, 20, 30), k = 1. encoder [[1], [0], [0]], decoder [[0, 2, -1]]:
+    # the code is the preference for item 10; predictions = code × [0, 2, -1].
+    network = LinearAutoencoder(
+        np.array([[1.0], [0.0], [0.0]], np.float32), np.array([[0.0, 2.0, -1.0]], np.float32)
+    )
+    # μ = 3, b_i = [0.5, 0, -0.5]
+    return Recommender(
+        network, ItemIndex(np.array([10, 20, 30])), Normalization(3.0, np.array([0.5, 0.0, -0.5]))
+    )
+
+
+def test_recommend_by_hand():
+    model = tiny_recommender()
+    # user rates 10 with 5 and 30 with 2: residuals 5-3-0.5 = 1.5, 2-3+0.5 = -0.5 → b_u = 0.5
+    # prefs: 10 → 1.0, 30 → -1.0; code = 1.0; predicted prefs [0, 2, -1]
+    # ratings = pref + b_u + b_i + μ: item 20 → 2 + 0.5 + 0 + 3 = 5.5
+    user = model.user_vector({10: 5, 30: 2})
+    assert user.user_mean == pytest.approx(0.5)
+    np.testing.assert_allclose(user.preferences, [1.0, 0.0, -1.0])
+    np.testing.assert_allclose(model.predict_ratings(user), [4.0, 5.5, 2.0])
+    picks = model.recommend({10: 5, 30: 2}, k=5)
+    assert [(p.item_id, p.value) for p in picks] == [(20, pytest.approx(5.5))]
+
+
+def test_recommend_ignores_unknown_items_and_checks_input():
+    model = tiny_recommender()
+    assert model.user_vector({10: 5, 999: 4}).unknown_item_ids == [999]
+    with pytest.raises(InvalidArgument, match="outside"):
+        model.user_vector({10: 6})
+    with pytest.raises(InvalidArgument, match="k must be positive"):
+        model.recommend({10: 5}, k=0)
+    # nobody rated anything known: b_u = 0, prefs 0 → ratings are μ + b_i
+    np.testing.assert_allclose(model.predict_ratings(model.user_vector({})), [3.5, 3.0, 2.5])
+
+
+def test_similar_items():
+    model = tiny_recommender()
+    # embeddings (decoder columns): 10 → 0, 20 → 2, 30 → -1
+    near = model.similar(10, k=2)
+    assert [(p.item_id, p.value) for p in near] == [(30, 1.0), (20, 2.0)]
+    far = model.similar(10, k=1, farthest=True)
+    assert far[0].item_id == 20
+    with pytest.raises(NotFound):
+        model.similar(99)
+    with pytest.raises(InvalidArgument, match="metric"):
+        model.similar(10, metric="manhattan")
+
+
+def test_distances():
+    emb = np.array([[1.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_allclose(item_distances(emb, 0), [0.0, np.sqrt(5), 1.0, 1.0])
+    # cosine: same direction 0, orthogonal 1, zero vector 1
+    np.testing.assert_allclose(item_distances(emb, 0, "cosine"), [0.0, 1.0, 0.0, 1.0])
+
+
+def test_top_k_order_and_ties():
+    scores = np.array([1.0, 3.0, -np.inf, 3.0, 2.0])
+    assert top_k(scores, 3).tolist() == [1, 3, 4]
+    assert top_k(scores, 0).tolist() == []
+    assert top_k(scores, 10).tolist() == [1, 3, 4, 0, 2]
