@@ -76,14 +76,16 @@ PRESETS: dict[str, TrainConfig] = {
     # What measured best on ML-1M (README, "Model quality"): whole catalog, stopping on
     # validation RMSE, Adam, an L2 penalty against the overfitting of the whole catalog.
     "default": TrainConfig(
-        encoding_size=256,
-        l2=1e-4,
+        encoding_size=64,
+        hide_fraction=0.3,
+        l2=6e-4,
+        rescale_input=True,
         optimizer="adam",
         learning_rate=1e-3,
-        batch_size=64,
+        batch_size=128,
         max_epochs=60,
         early_stopping="validation",
-        patience=4,
-        min_delta=1e-4,
+        patience=3,
+        min_delta=0.0,
     ),
 }
