@@ -26,6 +26,26 @@ TINY_TRAINING = {
 
 
 @pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server for the whole run; if it cannot start, every test using it fails."""
+    from recsys.redis_server import LocalRedis
+
+    server = LocalRedis().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's Redis, emptied before the test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     return write_synthetic_movielens(tmp_path_factory.mktemp("synthetic"), SYNTHETIC)
 

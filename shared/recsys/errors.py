@@ -32,6 +32,14 @@ class Unavailable(RecsysError):
     status = "UNAVAILABLE"
 
 
+class DeadlineExceeded(RecsysError):
+    status = "DEADLINE_EXCEEDED"
+
+
+class ResourceExhausted(RecsysError):
+    status = "RESOURCE_EXHAUSTED"
+
+
 class DataFormatError(InvalidArgument):
     """A data file that cannot be parsed; the message names the file and the line."""
 

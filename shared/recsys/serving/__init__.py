@@ -1,0 +1,2 @@
+"""What the three gRPC services share: configuration, error mapping, server bootstrap,
+upstream channels."""

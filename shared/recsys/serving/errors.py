@@ -1,0 +1,77 @@
+"""One server interceptor maps the project's exceptions to gRPC status codes (DESIGN §4).
+
+Handlers raise `recsys.errors` exceptions; nothing else calls `abort` or `set_code`. An
+INVALID_ARGUMENT carries a `google.rpc.BadRequest` detail naming the field; an unexpected
+exception is logged with its traceback and answered INTERNAL without leaking it."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from recsys.errors import InvalidArgument, RecsysError
+
+log = logging.getLogger(__name__)
+
+
+def status_for(error: RecsysError) -> grpc.Status:
+    """The grpc.Status (code, message, rich details) for one of our exceptions."""
+    code = grpc.StatusCode[error.status]
+    status = status_pb2.Status(code=getattr(code_pb2, error.status), message=str(error))
+    if isinstance(error, InvalidArgument) and error.field:
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=error.field, description=str(error)
+                    )
+                ]
+            )
+        )
+        status.details.append(detail)
+    return rpc_status.to_status(status)
+
+
+def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """(field, description) pairs of a BadRequest detail on a client-side error."""
+    status = rpc_status.from_call(error)
+    violations = []
+    for detail in status.details if status else []:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            violations += [(v.field, v.description) for v in bad_request.field_violations]
+    return violations
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary-unary handler: RecsysError → its status; anything else → INTERNAL."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def guarded(request, context):
+            try:
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except RecsysError as error:
+                status = status_for(error)
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            except Exception:
+                log.exception("unhandled error", extra={"method": method})
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,122 @@
+"""Server bootstrap shared by the three services: an asyncio gRPC server with the error
+interceptor and message-size limits, health checking and reflection, readiness probes that
+drive the health status, and graceful shutdown on SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from recsys.serving.config import Settings
+from recsys.serving.errors import ErrorInterceptor
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def message_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+    ]
+
+
+class Service:
+    """A gRPC server with health and reflection. `service_names` are the full names of the
+    services it serves (e.g. "recsys.model.v1.ModelService"); their health starts
+    NOT_SERVING and follows `readiness` once `start()` has run."""
+
+    def __init__(self, settings: Settings, service_names: Iterable[str]):
+        self.settings = settings
+        self.service_names = list(service_names)
+        self.server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()], options=message_options(settings)
+        )
+        self.health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            self.server,
+        )  # fmt: skip
+        self.port = 0
+        self._tasks: list[asyncio.Task] = []
+        self._cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    def bind(self, port: int) -> int:
+        """Listen on bind_host:port (0: any free port); returns the port."""
+        self.port = self.server.add_insecure_port(f"{self.settings.bind_host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.bind_host}:{port}")
+        return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        status = SERVING if serving else NOT_SERVING
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    def watch_readiness(self, probe: Callable[[], Awaitable[bool]], every_s: float = 1.0):
+        """Run `probe` now and every `every_s` seconds; health follows its answer."""
+
+        async def loop():
+            last = None
+            while True:
+                try:
+                    ready = await probe()
+                except Exception as exc:  # a probe that fails means "not ready"
+                    log.debug("readiness probe failed: %s", exc)
+                    ready = False
+                if ready != last:
+                    log.info("health %s", "SERVING" if ready else "NOT_SERVING")
+                    await self.set_serving(ready)
+                    last = ready
+                await asyncio.sleep(every_s)
+
+        self._tasks.append(asyncio.get_running_loop().create_task(loop()))
+
+    def on_stop(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        """Run `cleanup` after the server has stopped (close channels, clients)."""
+        self._cleanups.append(cleanup)
+
+    async def start(self) -> None:
+        await self.set_serving(False)
+        await self.server.start()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING first, then let in-flight calls finish within `grace`."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grace_s if grace is None else grace)
+        for cleanup in self._cleanups:
+            await cleanup()
+
+    async def serve_until_signal(self) -> None:
+        """The end of a `main()`: on SIGTERM or SIGINT stop gracefully, then return."""
+        loop = asyncio.get_running_loop()
+        stopping: list[asyncio.Task] = []
+
+        def on_signal(signum: int) -> None:
+            if not stopping:
+                log.info("signal %s: shutting down", signal.Signals(signum).name)
+                stopping.append(loop.create_task(self.stop()))
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await self.server.wait_for_termination()
+        if stopping:
+            await stopping[0]
+        log.info("stopped")
