@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,20 +31,31 @@ SMOKE_SETTINGS = ["encoding_size=8", "max_epochs=3"]
 def train_once(data: Path, preset: str, settings: list[str], workdir: Path) -> dict:
     """One `recsys train` in a child process: its own wall time and peak RSS."""
     out = workdir / f"{preset}.json"
-    command = [sys.executable, "-m", "recsys.cli", "train", "--data", str(data), "--preset",
-               preset, "--model-dir", str(workdir / "models"), "--json", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "recsys.cli",
+        "train",
+        "--data",
+        str(data),
+        "--preset",
+        preset,
+        "--model-dir",
+        str(workdir / "models"),
+        "--json",
+        str(out),
+    ]
     for setting in settings:
         command += ["--set", setting]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage: its peak RSS
     wall = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"training failed: {' '.join(command)}")
     result = json.loads(out.read_text())
     result["wall_seconds"] = wall
-    # ru_maxrss of children is the largest child so far; children run one at a time and the
-    # first is the largest only if it really was, so report it only when it grew
-    result["peak_rss_mib"] = peak_kib / 1024 if peak_kib > before else None
+    result["peak_rss_mib"] = usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
     return result
 
 
@@ -74,7 +85,7 @@ def main(argv=None) -> int:
                 score["ndcg_at_10"], score["coverage"],
                 round(result["seconds"], 1) if model else None,
                 round(result["wall_seconds"], 1) if model else None,
-                round(result["peak_rss_mib"]) if model and result["peak_rss_mib"] else None,
+                round(result["peak_rss_mib"]) if model else None,
             ])  # fmt: skip
     print(format_table(["preset", "model", "RMSE", "MAE", "Recall@10", "NDCG@10", "coverage",
                         "train s", "wall s", "peak MiB"], rows))  # fmt: skip

@@ -77,7 +77,9 @@ class LocalRedis:
             "--logfile", str(self.data_dir / "redis.log"),
             *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        )
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
         deadline = time.monotonic() + timeout
         try:

@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 
 def status_for(error: RecsysError) -> grpc.Status:
     """The grpc.Status (code, message, rich details) for one of our exceptions."""
-    code = grpc.StatusCode[error.status]
     status = status_pb2.Status(code=getattr(code_pb2, error.status), message=str(error))
     if isinstance(error, InvalidArgument) and error.field:
         detail = any_pb2.Any()

@@ -1,0 +1,132 @@
+"""The model service's domain: a loaded model version answering predictions for sparse
+preference vectors named by movie id. NumPy only on the request path (no gRPC here)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from recsys.artifacts import Artifact, load_artifact, resolve_version
+from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from recsys.scoring import top_k
+
+log = logging.getLogger(__name__)
+
+MAX_K = 1000
+MAX_GIVEN_ITEMS = 10_000
+
+
+@dataclass(frozen=True)
+class Output:
+    """What to return: every item (kind "all"), the `movie_ids` given ("given"), or the top
+    `k` not in `exclude` ranked by rating (preference + b_i) or by preference ("top_k")."""
+
+    kind: str
+    movie_ids: tuple[int, ...] = ()
+    k: int = 0
+    exclude: frozenset[int] = frozenset()
+    rank_by_rating: bool = True
+
+
+@dataclass(frozen=True)
+class Prediction:
+    movie_ids: np.ndarray  # (n,) int64
+    preferences: np.ndarray  # (n,) float32 predicted preferences
+    ignored_movie_ids: list[int]  # input items the model does not cover
+
+
+class Predictor:
+    """One loaded model version."""
+
+    def __init__(self, artifact: Artifact):
+        self.artifact = artifact
+        self.version = artifact.version
+        model = artifact.recommender
+        self.index = model.index
+        self.network = model.network
+        self.item_means = model.normalization.item_means.astype(np.float32)
+
+    @classmethod
+    def load(cls, model_dir: str, version: str | None = None) -> Predictor:
+        started = time.perf_counter()
+        predictor = cls(load_artifact(resolve_version(model_dir, version or None)))
+        predictor.warm_up()
+        log.info(
+            "model loaded",
+            extra={"model_version": predictor.version, "items": len(predictor.index),
+                   "seconds": round(time.perf_counter() - started, 2)},
+        )  # fmt: skip
+        return predictor
+
+    def warm_up(self) -> None:
+        """Touch every code path once so the first request pays no first-call costs."""
+        empty = np.zeros((1, len(self.index)), np.float32)
+        self.network.predict(empty)
+        self.similar(int(self.index.item_ids[0]), 1)
+
+    def check_version(self, expected: str) -> None:
+        if expected and expected != self.version:
+            raise FailedPrecondition(
+                f"model version {self.version} is loaded, the request is for {expected}"
+            )
+
+    def vector(self, movie_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """Dense (n_items,) float32 preference vector from a sparse one named by movie id."""
+        columns = self.index.columns(movie_ids)
+        known = columns >= 0
+        dense = np.zeros(len(self.index), np.float32)
+        dense[columns[known]] = values[known]
+        return dense, sorted(int(i) for i in movie_ids[~known])
+
+    def predict_many(
+        self, vectors: list[tuple[np.ndarray, np.ndarray]], outputs: list[Output]
+    ) -> list[Prediction]:
+        """Several users in one matrix product; `vectors[j]` = (movie_ids, values)."""
+        dense, ignored = zip(*(self.vector(ids, values) for ids, values in vectors), strict=True)
+        predicted = self.network.predict(np.stack(dense))
+        return [
+            self._select(row, output, list(skipped))
+            for row, output, skipped in zip(predicted, outputs, ignored, strict=True)
+        ]
+
+    def _select(self, predicted: np.ndarray, output: Output, ignored: list[int]) -> Prediction:
+        ids = self.index.item_ids
+        if output.kind == "all":
+            return Prediction(ids, predicted, ignored)
+        if output.kind == "given":
+            wanted = np.array(output.movie_ids, dtype=np.int64)
+            columns = self.index.columns(wanted)
+            if (columns < 0).any():
+                unknown = sorted({int(i) for i in wanted[columns < 0]})[:10]
+                raise NotFound(f"movie ids not in model {self.version}: {unknown}")
+            return Prediction(wanted, predicted[columns], ignored)
+        scores = predicted + self.item_means if output.rank_by_rating else predicted.copy()
+        if output.exclude:
+            excluded = self.index.columns(np.fromiter(output.exclude, np.int64))
+            scores[excluded[excluded >= 0]] = -np.inf
+        best = top_k(scores, output.k)
+        best = best[np.isfinite(scores[best])]
+        return Prediction(ids[best], predicted[best], ignored)
+
+    def similar(self, movie_id: int, k: int, metric: str = "euclidean", farthest=False):
+        return self.artifact.recommender.similar(movie_id, k, metric=metric, farthest=farthest)
+
+
+class PredictorHolder:
+    """The predictor a server answers with; empty until the model has loaded."""
+
+    def __init__(self, predictor: Predictor | None = None):
+        self.predictor = predictor
+
+    def get(self) -> Predictor:
+        if self.predictor is None:
+            raise Unavailable("model not loaded yet")
+        return self.predictor
+
+
+def check_k(k: int, field: str = "k") -> int:
+    if not 1 <= k <= MAX_K:
+        raise InvalidArgument(f"{field} must be between 1 and {MAX_K}, got {k}", field=field)
+    return k

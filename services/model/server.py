@@ -1,0 +1,73 @@
+"""Model service bootstrap: `create_server(settings, holder)` for tests and `main()`.
+
+The server listens at once and reports NOT_SERVING; the model version (the newest in
+MODEL_DIR, or MODEL_VERSION) is loaded and warmed in the background, then health turns
+SERVING. Until then RPCs answer UNAVAILABLE."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from recsys.api.model.v1 import model_pb2, model_pb2_grpc
+from recsys.errors import RecsysError
+from recsys.logs import configure_logging, quiet_tensorflow
+from recsys.serving.config import ConfigError, Settings
+from recsys.serving.server import Service
+
+from services.model.predictor import Predictor, PredictorHolder
+from services.model.servicer import ModelServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+
+
+async def create_server(settings: Settings, holder: PredictorHolder) -> Service:
+    """A Service for `holder` bound to settings.model_port; healthy once it holds a model."""
+    service = Service(settings, [SERVICE_NAME])
+    model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(holder), service.server)
+    service.bind(settings.model_port)
+
+    async def ready() -> bool:
+        return holder.predictor is not None
+
+    service.watch_readiness(ready, every_s=0.2)
+    return service
+
+
+async def serve(settings: Settings) -> None:
+    holder = PredictorHolder()
+    service = await create_server(settings, holder)
+    await service.start()
+    log.info("model service listening", extra={"port": service.port})
+    try:
+        holder.predictor = await asyncio.to_thread(
+            Predictor.load, settings.model_dir, settings.model_version
+        )
+    except RecsysError as exc:
+        log.error("cannot load a model: %s", exc)
+        await service.stop(0)
+        raise
+    await service.serve_until_signal()
+
+
+def main() -> int:
+    quiet_tensorflow()
+    configure_logging(json_lines=True)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    configure_logging(json_lines=True, level=settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except RecsysError:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

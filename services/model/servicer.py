@@ -1,0 +1,125 @@
+"""ModelService RPCs: protobuf ↔ the predictor's domain objects, and input validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from recsys.api.model.v1 import model_pb2, model_pb2_grpc
+from recsys.errors import InvalidArgument
+
+from services.model.predictor import MAX_GIVEN_ITEMS, Output, PredictorHolder, check_k
+
+MAX_BATCH = 256
+MAX_PREFERENCES = 20_000
+METRICS = {
+    model_pb2.METRIC_UNSPECIFIED: "euclidean",
+    model_pb2.METRIC_EUCLIDEAN: "euclidean",
+    model_pb2.METRIC_COSINE: "cosine",
+}
+
+
+def sparse_vector(request: model_pb2.PredictRequest, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """(movie_ids int64, values float32) of a request's preferences, validated."""
+    entries = request.preferences
+    if len(entries) > MAX_PREFERENCES:
+        raise InvalidArgument(f"at most {MAX_PREFERENCES} preferences", field=field)
+    movie_ids = np.fromiter((e.movie_id for e in entries), np.int64, len(entries))
+    values = np.fromiter((e.value for e in entries), np.float32, len(entries))
+    if (movie_ids <= 0).any():
+        raise InvalidArgument("movie ids must be positive", field=f"{field}.movie_id")
+    if not np.isfinite(values).all():
+        raise InvalidArgument("preference values must be finite", field=f"{field}.value")
+    if len(np.unique(movie_ids)) != len(movie_ids):
+        raise InvalidArgument("a movie id appears twice", field=f"{field}.movie_id")
+    return movie_ids, values
+
+
+def output_of(request: model_pb2.PredictRequest, field: str) -> Output:
+    which = request.WhichOneof("output")
+    if which is None or which == "all_items":
+        return Output("all")
+    if which == "given_items":
+        ids = tuple(request.given_items.movie_ids)
+        if not 1 <= len(ids) <= MAX_GIVEN_ITEMS:
+            raise InvalidArgument(
+                f"give 1 to {MAX_GIVEN_ITEMS} movie ids", field=f"{field}given_items.movie_ids"
+            )
+        return Output("given", movie_ids=ids)
+    top = request.top_k
+    return Output(
+        "top_k",
+        k=check_k(top.k, f"{field}top_k.k"),
+        exclude=frozenset(top.exclude_movie_ids),
+        rank_by_rating=top.rank_by != model_pb2.RANK_BY_PREFERENCE,
+    )
+
+
+class ModelServicer(model_pb2_grpc.ModelServiceServicer):
+    def __init__(self, holder: PredictorHolder):
+        self.holder = holder
+
+    def _predict(self, requests, prefix: str) -> list[model_pb2.PredictResponse]:
+        predictor = self.holder.get()
+        vectors, outputs = [], []
+        for n, request in enumerate(requests):
+            field = f"{prefix}[{n}]." if prefix else ""
+            predictor.check_version(request.model_version)
+            vectors.append(sparse_vector(request, f"{field}preferences"))
+            outputs.append(output_of(request, field))
+        return [
+            model_pb2.PredictResponse(
+                model_version=predictor.version,
+                predictions=[
+                    model_pb2.ItemValue(movie_id=int(i), value=float(v))
+                    for i, v in zip(p.movie_ids, p.preferences, strict=True)
+                ],
+                ignored_movie_ids=p.ignored_movie_ids,
+            )
+            for p in predictor.predict_many(vectors, outputs)
+        ]
+
+    async def Predict(self, request, context):
+        return self._predict([request], "")[0]
+
+    async def BatchPredict(self, request, context):
+        if not 1 <= len(request.requests) <= MAX_BATCH:
+            raise InvalidArgument(f"give 1 to {MAX_BATCH} requests", field="requests")
+        return model_pb2.BatchPredictResponse(responses=self._predict(request.requests, "requests"))
+
+    async def SimilarItems(self, request, context):
+        predictor = self.holder.get()
+        if request.movie_id <= 0:
+            raise InvalidArgument("movie_id must be positive", field="movie_id")
+        if request.metric not in METRICS:
+            raise InvalidArgument(f"unknown metric {request.metric}", field="metric")
+        if request.direction not in model_pb2.Direction.values():
+            raise InvalidArgument(f"unknown direction {request.direction}", field="direction")
+        items = predictor.similar(
+            request.movie_id,
+            check_k(request.k),
+            METRICS[request.metric],
+            farthest=request.direction == model_pb2.DIRECTION_FARTHEST,
+        )
+        return model_pb2.SimilarItemsResponse(
+            model_version=predictor.version,
+            items=[model_pb2.ScoredItem(movie_id=s.item_id, distance=s.value) for s in items],
+        )
+
+    async def GetModelInfo(self, request, context):
+        predictor = self.holder.get()
+        artifact = predictor.artifact
+        metrics = {
+            f"{model}/{name}": float(value)
+            for model, scores in artifact.metrics.items()
+            for name, value in scores.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        return model_pb2.GetModelInfoResponse(
+            model_version=predictor.version,
+            item_count=len(predictor.index),
+            encoding_size=predictor.network.encoding_size,
+            metrics=metrics,
+            config_json=json.dumps(artifact.config, sort_keys=True),
+            created=artifact.metadata.get("created", ""),
+        )
