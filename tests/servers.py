@@ -5,6 +5,7 @@ tests call it through a real channel and the generated stubs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -78,3 +79,11 @@ def wait_serving(channel: grpc.Channel, service: str = "", timeout: float = 30.0
         if time.monotonic() > end:
             raise TimeoutError(f"health of {service or 'server'} never became SERVING")
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serving(factory: Callable[[], Awaitable[Service]]):
+    """Run a service and open a channel to it: yields (ServiceThread, grpc.Channel); the
+    channel is closed first, then the server stopped."""
+    with ServiceThread(factory) as running, grpc.insecure_channel(running.address) as channel:
+        yield running, channel

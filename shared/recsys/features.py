@@ -57,9 +57,10 @@ class ItemIndex:
 
     def __init__(self, item_ids: np.ndarray):
         self.item_ids = np.asarray(item_ids, dtype=np.int64)
-        self._column = {int(item): j for j, item in enumerate(self.item_ids)}
-        if len(self._column) != len(self.item_ids):
+        self._index = pd.Index(self.item_ids)
+        if not self._index.is_unique:
             raise ValueError("item ids must be unique")
+        self._column = {int(item): j for j, item in enumerate(self.item_ids)}
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -72,8 +73,7 @@ class ItemIndex:
 
     def columns(self, item_ids: np.ndarray) -> np.ndarray:
         """Column of each id, -1 where the model does not know the item. int64."""
-        lookup = self._column.get
-        return np.fromiter((lookup(int(i), -1) for i in item_ids), np.int64, len(item_ids))
+        return self._index.get_indexer(np.asarray(item_ids, dtype=np.int64)).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -45,12 +45,16 @@ class Service:
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
+            [
+                *self.service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             self.server,
-        )  # fmt: skip
+        )
         self.port = 0
         self._tasks: list[asyncio.Task] = []
+        self._probes: list[tuple[Callable[[], Awaitable[bool]], float]] = []
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
 
     def bind(self, port: int) -> int:
@@ -66,8 +70,10 @@ class Service:
             await self.health.set(name, status)
 
     def watch_readiness(self, probe: Callable[[], Awaitable[bool]], every_s: float = 1.0):
-        """Run `probe` now and every `every_s` seconds; health follows its answer."""
+        """From `start()` on, run `probe` every `every_s` seconds; health follows it."""
+        self._probes.append((probe, every_s))
 
+    def _watch(self, probe: Callable[[], Awaitable[bool]], every_s: float) -> asyncio.Task:
         async def loop():
             last = None
             while True:
@@ -82,7 +88,7 @@ class Service:
                     last = ready
                 await asyncio.sleep(every_s)
 
-        self._tasks.append(asyncio.get_running_loop().create_task(loop()))
+        return asyncio.get_running_loop().create_task(loop())
 
     def on_stop(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         """Run `cleanup` after the server has stopped (close channels, clients)."""
@@ -91,6 +97,7 @@ class Service:
     async def start(self) -> None:
         await self.set_serving(False)
         await self.server.start()
+        self._tasks += [self._watch(probe, every_s) for probe, every_s in self._probes]
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING first, then let in-flight calls finish within `grace`."""
