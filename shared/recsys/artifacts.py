@@ -185,6 +185,59 @@ def load_artifact(path: Path | str) -> Artifact:
     )
 
 
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the feature store needs from a model version, read without Keras: the column
+    order, μ and b_i, the rating scale and the catalog of the model's items."""
+
+    version: str
+    path: Path
+    index: ItemIndex
+    normalization: Normalization
+    rating_scale: tuple[float, float]
+    catalog: dict[int, tuple[str, str]]  # id → (title, "|"-joined genres); may be empty
+
+
+FEATURE_FILES = (ITEMS_FILE, NORMALIZATION_FILE)
+
+
+def load_features_spec(path: Path | str) -> FeatureSpec:
+    """Read items.json, normalization.json and (when present) catalog.json and metadata.json
+    of a version directory. Pure JSON: no TensorFlow start-up. The version is the one in
+    metadata.json, else the directory name."""
+    path = Path(path)
+    missing = [name for name in FEATURE_FILES if not (path / name).is_file()]
+    if missing:
+        raise ArtifactError(f"{path} is not a model version (missing {missing})")
+    index = ItemIndex(np.array(_read_json(path / ITEMS_FILE), dtype=np.int64))
+    values = _read_json(path / NORMALIZATION_FILE)
+    try:
+        normalization = Normalization(
+            float(values["global_mean"]), np.array(values["item_means"], dtype=np.float64)
+        )
+        low, high = values.get("rating_scale", (1.0, 5.0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path / NORMALIZATION_FILE}: malformed ({exc!r})") from exc
+    if normalization.item_means.shape != (len(index),):
+        raise ArtifactError(
+            f"{path}: {len(normalization.item_means)} item means for {len(index)} items"
+        )
+    metadata = _read_json(path / METADATA_FILE) if (path / METADATA_FILE).is_file() else {}
+    catalog = {}
+    if (path / CATALOG_FILE).is_file():
+        catalog = {
+            int(r["item_id"]): (r["title"], r["genres"]) for r in _read_json(path / CATALOG_FILE)
+        }
+    return FeatureSpec(
+        version=metadata.get("version", path.name),
+        path=path,
+        index=index,
+        normalization=normalization,
+        rating_scale=(float(low), float(high)),
+        catalog=catalog,
+    )
+
+
 def _catalog_rows(index: ItemIndex, catalog: pd.DataFrame | None) -> list[dict[str, Any]]:
     rows = []
     for item_id in index.item_ids:

@@ -1,0 +1,1 @@
+"""The recsys gRPC services: feature, model and gateway."""

@@ -1,0 +1,217 @@
+"""The feature service's Redis layout — an API shared by the loader, the feature service and
+anything else that reads or writes these keys. Key builders and codecs are pure (no I/O).
+
+Keys (P = prefix, default "recsys"; V = model version, e.g. 20261127T183501123456Z;
+U = MovieLens user id in decimal):
+
+    P:active                 string      the active model version, e.g. "20261127T183501123456Z";
+                                         set last, only once the version is fully written
+    P:ver:V:meta             hash        global_mean (μ, stars), rating_min, rating_max,
+                                         item_count (model columns), user_count (users loaded),
+                                         loaded_at (RFC 3339 UTC), status ("loading" | "ready")
+    P:ver:V:items            string      movie ids in model column order: little-endian int64,
+                                         8 bytes per column
+    P:ver:V:item_means       string      b_i per column (stars): little-endian float64, 8 bytes
+                                         per column, same order as items
+    P:ver:V:catalog          hash        movie id (decimal) → UTF-8 JSON
+                                         {"title": "Star Wars (1977)", "genres": ["Action"]}
+    P:ver:V:catalog_ids      sorted set  movie ids, score = movie id (pagination by id)
+    P:ver:V:user:{U}         hash        mean: b_u in stars (Python repr of a float, "0.125");
+                                         prefs: the preference vector, pairs of little-endian
+                                         int32 movie id + float32 preference, 8 bytes per rated
+                                         model item, ascending movie id
+    P:ratings:{U}            hash        movie id (decimal) → rating (shortest decimal, "4.5");
+                                         every rating of the user, version-independent: the
+                                         source of truth the versioned user hashes derive from
+    P:ratings:{U}:loading    hash        transient, only during a load: the replacement ratings
+                                         hash, renamed over P:ratings:{U} in one atomic RENAME
+
+The braces in `user:{U}` and `ratings:{U}` are the Redis Cluster hash tag: every key of one
+user hashes to the same slot, so one user's keys can be read and renamed together. Versions
+are immutable once their status is "ready". A missing hash field means "absent".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+STATUS_LOADING = "loading"
+STATUS_READY = "ready"
+
+META_FIELDS = (
+    "global_mean",
+    "rating_min",
+    "rating_max",
+    "item_count",
+    "user_count",
+    "loaded_at",
+    "status",
+)
+USER_MEAN = b"mean"
+USER_PREFS = b"prefs"
+
+ITEM_ID_DTYPE = np.dtype("<i8")
+ITEM_MEAN_DTYPE = np.dtype("<f8")
+PREFERENCE_DTYPE = np.dtype([("movie_id", "<i4"), ("value", "<f4")])
+"""One entry of a packed preference vector: 8 bytes, no padding."""
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def is_valid_version(version: str) -> bool:
+    """Letters, digits, '_', '.', '-' (no ':', braces or glob characters), not empty."""
+    return bool(_VERSION.match(version))
+
+
+class KeyLayout:
+    """Builds every key of one deployment's prefix, as bytes.
+
+    >>> KeyLayout("recsys").user("20260101T000000000000Z", 42)
+    b'recsys:ver:20260101T000000000000Z:user:{42}'
+    """
+
+    def __init__(self, prefix: str = "recsys"):
+        if not _PREFIX.match(prefix):
+            raise ValueError(f"bad Redis key prefix {prefix!r}: use letters, digits, _ . : -")
+        self.prefix = prefix
+
+    def active(self) -> bytes:
+        return f"{self.prefix}:active".encode()
+
+    def meta(self, version: str) -> bytes:
+        return self._versioned(version, "meta")
+
+    def items(self, version: str) -> bytes:
+        return self._versioned(version, "items")
+
+    def item_means(self, version: str) -> bytes:
+        return self._versioned(version, "item_means")
+
+    def catalog(self, version: str) -> bytes:
+        return self._versioned(version, "catalog")
+
+    def catalog_ids(self, version: str) -> bytes:
+        return self._versioned(version, "catalog_ids")
+
+    def user(self, version: str, user_id: int) -> bytes:
+        return self._versioned(version, f"user:{{{_user(user_id)}}}")
+
+    def ratings(self, user_id: int) -> bytes:
+        return f"{self.prefix}:ratings:{{{_user(user_id)}}}".encode()
+
+    def ratings_loading(self, user_id: int) -> bytes:
+        """The transient replacement of `ratings(user_id)` during a load (same hash tag)."""
+        return f"{self.prefix}:ratings:{{{_user(user_id)}}}:loading".encode()
+
+    def version_pattern(self, version: str) -> bytes:
+        """SCAN MATCH pattern for every key of one version's namespace."""
+        return self._versioned(version, "*")
+
+    def _versioned(self, version: str, suffix: str) -> bytes:
+        if not is_valid_version(version):
+            raise ValueError(f"bad model version {version!r}")
+        return f"{self.prefix}:ver:{version}:{suffix}".encode()
+
+
+def _user(user_id: int) -> int:
+    user_id = int(user_id)
+    if user_id <= 0:
+        raise ValueError(f"user id must be positive, got {user_id}")
+    return user_id
+
+
+# --- item ids and item means: the model's columns -------------------------------------------
+
+
+def encode_item_ids(item_ids: Sequence[int] | np.ndarray) -> bytes:
+    """(n_items,) movie ids in column order → 8·n bytes, little-endian int64."""
+    return np.asarray(item_ids, dtype=np.int64).astype(ITEM_ID_DTYPE).tobytes()
+
+
+def decode_item_ids(raw: bytes) -> np.ndarray:
+    """The inverse of encode_item_ids: (n_items,) int64."""
+    return np.frombuffer(raw, dtype=ITEM_ID_DTYPE).astype(np.int64)
+
+
+def encode_item_means(item_means: Sequence[float] | np.ndarray) -> bytes:
+    """(n_items,) b_i in stars → 8·n bytes, little-endian float64."""
+    return np.asarray(item_means, dtype=np.float64).astype(ITEM_MEAN_DTYPE).tobytes()
+
+
+def decode_item_means(raw: bytes) -> np.ndarray:
+    """The inverse of encode_item_means: (n_items,) float64."""
+    return np.frombuffer(raw, dtype=ITEM_MEAN_DTYPE).astype(np.float64)
+
+
+# --- a user's preference vector, mean and ratings -------------------------------------------
+
+
+def encode_preferences(movie_ids: np.ndarray, values: np.ndarray) -> bytes:
+    """Sparse preferences → 8·n bytes of (int32 movie id, float32 value), ascending id.
+    movie_ids: (n,) ints in 1..2^31-1, unique; values: (n,) preferences in stars."""
+    movie_ids = np.asarray(movie_ids, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float32)
+    if movie_ids.shape != values.shape or movie_ids.ndim != 1:
+        raise ValueError("movie_ids and values must be 1-D and of the same length")
+    if len(movie_ids) and (movie_ids.min() <= 0 or movie_ids.max() > _INT32_MAX):
+        raise ValueError("movie ids must be in 1..2^31-1")
+    order = np.argsort(movie_ids, kind="stable")
+    packed = np.empty(len(movie_ids), dtype=PREFERENCE_DTYPE)
+    packed["movie_id"] = movie_ids[order]
+    packed["value"] = values[order]
+    return packed.tobytes()
+
+
+def decode_preferences(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of encode_preferences: ((n,) int64 movie ids, (n,) float32 values)."""
+    if len(raw) % PREFERENCE_DTYPE.itemsize:
+        raise ValueError(f"packed preferences of {len(raw)} bytes: not a multiple of 8")
+    packed = np.frombuffer(raw, dtype=PREFERENCE_DTYPE)
+    return packed["movie_id"].astype(np.int64), packed["value"].astype(np.float32)
+
+
+def encode_user_mean(user_mean: float) -> bytes:
+    """b_u as the repr of a Python float: exact, e.g. b'-0.3125'."""
+    return repr(float(user_mean)).encode()
+
+
+def decode_user_mean(raw: bytes) -> float:
+    return float(raw)
+
+
+def encode_rating(rating: float) -> bytes:
+    """A rating as the shortest decimal that reads back as the same float32: b'4.5', b'5'."""
+    return np.format_float_positional(np.float32(rating), trim="-").encode()
+
+
+def decode_ratings(fields: dict[bytes, bytes]) -> dict[int, float]:
+    """A ratings hash as returned by HGETALL → {movie id: rating in stars}."""
+    return {int(movie_id): float(rating) for movie_id, rating in fields.items()}
+
+
+# --- the catalog ----------------------------------------------------------------------------
+
+
+def split_genres(genres: str | float | None) -> list[str]:
+    """MovieLens's "Action|Sci-Fi" → ["Action", "Sci-Fi"]; empty, None or NaN → []."""
+    if not isinstance(genres, str):
+        return []
+    return [genre for genre in genres.split("|") if genre and genre != "(no genres listed)"]
+
+
+def encode_catalog_entry(title: str, genres: Iterable[str]) -> bytes:
+    """UTF-8 JSON {"title": ..., "genres": [...]}, compact, non-ASCII kept as is."""
+    entry = {"title": title, "genres": list(genres)}
+    return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_catalog_entry(raw: bytes) -> tuple[str, tuple[str, ...]]:
+    """The inverse of encode_catalog_entry: (title, genres)."""
+    entry = json.loads(raw)
+    return entry["title"], tuple(entry.get("genres", ()))

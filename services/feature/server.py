@@ -1,0 +1,81 @@
+"""Feature service bootstrap: `create_server(settings, redis_client)` builds the gRPC server
+(tests bind port 0 through it); `main()` reads the environment and serves until SIGTERM.
+
+    REDIS_URL=redis://127.0.0.1:6379/0 python -m services.feature.server
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
+from recsys.logs import configure_logging
+from recsys.serving.config import ConfigError, Settings
+from recsys.serving.server import Service
+from services.feature.servicer import FeatureServicer
+from services.feature.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = feature_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name
+READINESS_EVERY_S = 1.0
+
+
+def connect_redis(settings: Settings) -> redis.asyncio.Redis:
+    """The process's one Redis client: socket timeouts from settings, and one quick retry on
+    a connection error only, so a dropped pooled connection reconnects, while a dead or hung
+    Redis fails within one timeout."""
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(
+            ExponentialWithJitterBackoff(base=0.01, cap=0.1),
+            retries=1,
+            supported_errors=(redis.exceptions.ConnectionError,),
+        ),
+    )
+
+
+async def create_server(settings: Settings, redis_client: redis.asyncio.Redis) -> Service:
+    """An unstarted Service bound to settings.feature_port (0: any free port, see `.port`).
+    Health is SERVING while Redis answers and a model version is active."""
+    store = FeatureStore(redis_client, settings.redis_key_prefix)
+    service = Service(settings, [SERVICE_NAME])
+    feature_pb2_grpc.add_FeatureServiceServicer_to_server(FeatureServicer(store), service.server)
+    service.bind(settings.feature_port)
+    service.watch_readiness(store.ready, every_s=READINESS_EVERY_S)
+    return service
+
+
+async def serve(settings: Settings) -> None:
+    client = connect_redis(settings)
+    service = await create_server(settings, client)
+    service.on_stop(client.aclose)
+    await service.start()
+    log.info("feature service listening", extra={"port": service.port})
+    await service.serve_until_signal()
+
+
+def main() -> int:
+    configure_logging(json_lines=True)
+    try:
+        settings = Settings.from_env()
+        settings.require("redis_url")
+    except ConfigError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    configure_logging(json_lines=True, level=settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""FeatureService RPCs: validate requests, call the FeatureStore, translate its domain objects
+to protobuf. Errors are raised as recsys.errors exceptions; the interceptor maps them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Sequence
+
+from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
+from recsys.errors import InvalidArgument, NotFound
+from services.feature.store import CatalogItem, FeatureStore, UserFeatures
+
+MAX_IDS = 1000
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+_TOKEN = re.compile(rb"^after:([1-9][0-9]{0,18})$")
+
+
+def encode_page_token(last_movie_id: int) -> str:
+    """Opaque to clients: urlsafe base64 of "after:<movie id>", unpadded."""
+    return base64.urlsafe_b64encode(f"after:{last_movie_id}".encode()).rstrip(b"=").decode()
+
+
+def decode_page_token(token: str) -> int:
+    """The movie id a page token continues after; InvalidArgument for anything else."""
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    match = _TOKEN.match(raw)
+    if match is None:
+        raise InvalidArgument("page_token is not one this service issued", field="page_token")
+    return int(match.group(1))
+
+
+def _check_ids(ids: Sequence[int], field: str) -> None:
+    if not ids:
+        raise InvalidArgument(f"{field} is empty", field=field)
+    if len(ids) > MAX_IDS:
+        raise InvalidArgument(f"{field} has {len(ids)} ids; at most {MAX_IDS}", field=field)
+    bad = next((i for i in ids if i <= 0), None)
+    if bad is not None:
+        raise InvalidArgument(f"{field} contains {bad}; ids must be > 0", field=field)
+
+
+def user_message(user: UserFeatures) -> feature_pb2.UserFeatures:
+    movie_ids, values = user.preferences
+    return feature_pb2.UserFeatures(
+        user_id=user.user_id,
+        model_version=user.model_version,
+        user_mean=user.user_mean,
+        ratings=[feature_pb2.Rating(movie_id=m, rating=r) for m, r in sorted(user.ratings.items())],
+        preferences=[
+            feature_pb2.ItemValue(movie_id=m, value=v)
+            for m, v in zip(movie_ids.tolist(), values.tolist(), strict=True)
+        ],
+    )
+
+
+def item_message(item: CatalogItem) -> feature_pb2.Item:
+    return feature_pb2.Item(movie_id=item.movie_id, title=item.title, genres=item.genres)
+
+
+class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
+    def __init__(self, store: FeatureStore):
+        self.store = store
+
+    async def GetUserFeatures(self, request, context):
+        if request.user_id <= 0:
+            raise InvalidArgument(f"user_id must be > 0, got {request.user_id}", field="user_id")
+        version = await self.store.resolve(request.model_version)
+        users = await self.store.get_users(version, [request.user_id])
+        if request.user_id not in users:
+            raise NotFound(f"user {request.user_id} has no stored ratings")
+        return feature_pb2.GetUserFeaturesResponse(features=user_message(users[request.user_id]))
+
+    async def BatchGetUserFeatures(self, request, context):
+        _check_ids(request.user_ids, "user_ids")
+        version = await self.store.resolve(request.model_version)
+        user_ids = list(dict.fromkeys(request.user_ids))
+        users = await self.store.get_users(version, user_ids)
+        return feature_pb2.BatchGetUserFeaturesResponse(
+            features=[user_message(users[u]) for u in user_ids if u in users],
+            missing_user_ids=[u for u in user_ids if u not in users],
+            model_version=version,
+        )
+
+    async def GetNormalization(self, request, context):
+        version = await self.store.resolve(request.model_version)
+        normalization = await self.store.normalization(version)
+        return feature_pb2.GetNormalizationResponse(
+            model_version=version,
+            global_mean=normalization.global_mean,
+            item_means=[
+                feature_pb2.ItemValue(movie_id=m, value=b)
+                for m, b in zip(
+                    normalization.item_ids.tolist(), normalization.item_means.tolist(), strict=True
+                )
+            ],
+            rating_min=normalization.rating_min,
+            rating_max=normalization.rating_max,
+        )
+
+    async def GetItems(self, request, context):
+        _check_ids(request.movie_ids, "movie_ids")
+        version = await self.store.resolve(request.model_version)
+        movie_ids = list(dict.fromkeys(request.movie_ids))
+        items = await self.store.get_items(version, movie_ids)
+        return feature_pb2.GetItemsResponse(
+            items=[item_message(items[m]) for m in movie_ids if m in items],
+            missing_movie_ids=[m for m in movie_ids if m not in items],
+        )
+
+    async def ListItems(self, request, context):
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(
+                f"page_size must be 0 to {MAX_PAGE_SIZE}, got {request.page_size}",
+                field="page_size",
+            )
+        after = decode_page_token(request.page_token) if request.page_token else None
+        version = await self.store.resolve(request.model_version)
+        page = await self.store.list_items(version, request.page_size or DEFAULT_PAGE_SIZE, after)
+        return feature_pb2.ListItemsResponse(
+            items=[item_message(item) for item in page.items],
+            next_page_token=(
+                encode_page_token(page.last_movie_id) if page.last_movie_id is not None else ""
+            ),
+            total_size=page.total_size,
+        )

@@ -1,0 +1,253 @@
+"""Reads a model version's features from Redis (layout: services.feature.layout) into domain
+objects: one pipeline per call, decoded by pure functions. No gRPC in here."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import redis.asyncio
+import redis.exceptions
+
+from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from recsys.features import ItemIndex, Normalization
+from services.feature import layout
+from services.feature.layout import KeyLayout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UserFeatures:
+    """One user under one model version.
+
+    ratings: every stored rating, {movie id: stars}, including items the model lacks.
+    preferences: ((n,) int64 movie ids ascending, (n,) float32 r − μ − b_i − b_u) over the
+        rated items the model covers.
+    """
+
+    user_id: int
+    model_version: str
+    user_mean: float
+    ratings: dict[int, float]
+    preferences: tuple[np.ndarray, np.ndarray]
+
+
+class VersionNormalization(NamedTuple):
+    """μ and b_i of a model version: item_ids (n_items,) int64 in column order, item_means
+    (n_items,) float64 stars in the same order; the rating scale in stars."""
+
+    global_mean: float
+    item_ids: np.ndarray
+    item_means: np.ndarray
+    rating_min: float
+    rating_max: float
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    movie_id: int
+    title: str
+    genres: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """One page of the catalog by ascending movie id; `last_movie_id` is set when more
+    items follow (the next page starts after it)."""
+
+    items: list[CatalogItem]
+    total_size: int
+    last_movie_id: int | None
+
+
+def _redis_errors(method):
+    """Redis down or too slow → Unavailable (retryable); the raw error only goes to the log."""
+
+    @functools.wraps(method)
+    async def guarded(*args, **kwargs):
+        try:
+            return await method(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning(
+                "redis unavailable", extra={"operation": method.__name__, "error": str(exc)}
+            )
+            raise Unavailable(f"redis unavailable: {type(exc).__name__}") from None
+
+    return guarded
+
+
+class FeatureStore:
+    """The feature service's view of Redis. Versions are immutable once ready, so their
+    readiness and normalization are cached in memory; users and the catalog are not."""
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str = "recsys"):
+        self._redis = client
+        self.keys = KeyLayout(prefix)
+        self._ready_versions: set[str] = set()
+        self._normalizations: dict[str, tuple[VersionNormalization, Normalization, ItemIndex]] = {}
+
+    @_redis_errors
+    async def ping(self) -> bool:
+        return bool(await self._redis.ping())
+
+    @_redis_errors
+    async def active_version(self) -> str | None:
+        active = await self._redis.get(self.keys.active())
+        return active.decode() if active is not None else None
+
+    @_redis_errors
+    async def ready(self) -> bool:
+        """Redis answers PING and an active version exists (one round trip)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.ping()
+        pipe.get(self.keys.active())
+        pong, active = await pipe.execute()
+        return bool(pong) and active is not None
+
+    @_redis_errors
+    async def resolve(self, version: str | None) -> str:
+        """The version to answer for: `version`, or the active one when empty. NotFound when
+        it was never loaded; FailedPrecondition while none is active or it is still loading."""
+        if not version:
+            version = await self.active_version()
+            if version is None:
+                raise FailedPrecondition(
+                    "no active model version: load one with `recsys load-features`"
+                )
+        elif not layout.is_valid_version(version):
+            raise InvalidArgument(f"bad model version {version!r}", field="model_version")
+        if version in self._ready_versions:
+            return version
+        status = await self._redis.hget(self.keys.meta(version), "status")
+        if status is None:
+            raise NotFound(f"model version {version} is not loaded")
+        if status.decode() != layout.STATUS_READY:
+            raise FailedPrecondition(f"model version {version} is still loading")
+        self._ready_versions.add(version)
+        return version
+
+    @_redis_errors
+    async def get_users(self, version: str, user_ids: Iterable[int]) -> dict[int, UserFeatures]:
+        """Features of each user with stored ratings (others are absent), in one round trip.
+        A user whose ratings exist but who has no hash under `version` (rated after the
+        load) gets preferences computed here, with the version's μ and b_i."""
+        user_ids = list(dict.fromkeys(int(u) for u in user_ids))
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hgetall(self.keys.ratings(user_id))
+            pipe.hmget(self.keys.user(version, user_id), layout.USER_MEAN, layout.USER_PREFS)
+        replies = await pipe.execute()
+        users = {}
+        for user_id, ratings_hash, (mean, prefs) in zip(
+            user_ids, replies[0::2], replies[1::2], strict=True
+        ):
+            if not ratings_hash:
+                continue
+            ratings = layout.decode_ratings(ratings_hash)
+            if mean is None or prefs is None:
+                users[user_id] = await self._derive_user(version, user_id, ratings)
+            else:
+                users[user_id] = UserFeatures(
+                    user_id=user_id,
+                    model_version=version,
+                    user_mean=layout.decode_user_mean(mean),
+                    ratings=ratings,
+                    preferences=layout.decode_preferences(prefs),
+                )
+        return users
+
+    async def _derive_user(
+        self, version: str, user_id: int, ratings: dict[int, float]
+    ) -> UserFeatures:
+        _, normalization, index = await self._version_normalization(version)
+        movie_ids = np.array(sorted(ratings), dtype=np.int64)
+        columns = index.columns(movie_ids)
+        known = columns >= 0
+        values = np.array([ratings[m] for m in movie_ids[known]], dtype=np.float64)
+        prefs, user_mean = normalization.preferences(columns[known], values)
+        return UserFeatures(
+            user_id=user_id,
+            model_version=version,
+            user_mean=user_mean,
+            ratings=ratings,
+            preferences=(movie_ids[known], prefs.astype(np.float32)),
+        )
+
+    @_redis_errors
+    async def normalization(self, version: str) -> VersionNormalization:
+        """μ, the item ids and b_i in column order, and the rating scale of `version`."""
+        return (await self._version_normalization(version))[0]
+
+    async def _version_normalization(
+        self, version: str
+    ) -> tuple[VersionNormalization, Normalization, ItemIndex]:
+        cached = self._normalizations.get(version)
+        if cached is not None:
+            return cached
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(self.keys.meta(version), "global_mean", "rating_min", "rating_max", "status")
+        pipe.get(self.keys.items(version))
+        pipe.get(self.keys.item_means(version))
+        (global_mean, low, high, status), items, item_means = await pipe.execute()
+        if status is None or items is None or item_means is None:
+            raise NotFound(f"model version {version} is not loaded")
+        if status.decode() != layout.STATUS_READY:
+            raise FailedPrecondition(f"model version {version} is still loading")
+        values = VersionNormalization(
+            global_mean=float(global_mean),
+            item_ids=layout.decode_item_ids(items),
+            item_means=layout.decode_item_means(item_means),
+            rating_min=float(low),
+            rating_max=float(high),
+        )
+        cached = (
+            values,
+            Normalization(values.global_mean, values.item_means),
+            ItemIndex(values.item_ids),
+        )
+        self._normalizations[version] = cached
+        return cached
+
+    @_redis_errors
+    async def get_items(self, version: str, movie_ids: Iterable[int]) -> dict[int, CatalogItem]:
+        """Catalog entries by id (one HMGET); ids not in the catalog are absent."""
+        movie_ids = list(dict.fromkeys(int(m) for m in movie_ids))
+        if not movie_ids:
+            return {}
+        entries = await self._redis.hmget(self.keys.catalog(version), movie_ids)
+        return _catalog_items(movie_ids, entries)
+
+    @_redis_errors
+    async def list_items(
+        self, version: str, page_size: int, after_movie_id: int | None = None
+    ) -> ItemPage:
+        """Up to `page_size` (≥ 1) items with ids above `after_movie_id`, ascending."""
+        low = f"({int(after_movie_id)}" if after_movie_id is not None else "-inf"
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrangebyscore(self.keys.catalog_ids(version), low, "+inf", start=0, num=page_size + 1)
+        pipe.zcard(self.keys.catalog_ids(version))
+        members, total = await pipe.execute()
+        movie_ids = [int(m) for m in members[:page_size]]
+        entries = (
+            await self._redis.hmget(self.keys.catalog(version), movie_ids) if movie_ids else []
+        )
+        found = _catalog_items(movie_ids, entries)
+        items = [found.get(m, CatalogItem(m, f"Item {m}", ())) for m in movie_ids]
+        more = len(members) > page_size
+        return ItemPage(
+            items=items, total_size=int(total), last_movie_id=movie_ids[-1] if more else None
+        )
+
+
+def _catalog_items(movie_ids: list[int], entries: list[bytes | None]) -> dict[int, CatalogItem]:
+    items = {}
+    for movie_id, entry in zip(movie_ids, entries, strict=True):
+        if entry is not None:
+            title, genres = layout.decode_catalog_entry(entry)
+            items[movie_id] = CatalogItem(movie_id, title, genres)
+    return items
