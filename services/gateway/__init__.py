@@ -1,0 +1,1 @@
+"""Gateway: the public API; assembles the full predict flow from the feature and model services."""

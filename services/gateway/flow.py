@@ -1,0 +1,257 @@
+"""The full predict flow: a user's features (stored, or computed here from inline ratings
+under the model version's normalization), the model call, de-normalization
+(pref + b_u + b_i + μ), exclusion of rated items, ranking, titles.
+
+Per model version the gateway caches what never changes within it: μ and b_i, the item index
+and the catalog. Every response names the version; features and model never mix versions."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.api.feature.v1 import feature_pb2
+from recsys.api.model.v1 import model_pb2
+from recsys.errors import FailedPrecondition, InvalidArgument
+from recsys.features import ItemIndex, Normalization
+from services.gateway.upstream import Upstreams
+
+MAX_INLINE_RATINGS = 10_000
+CATALOG_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class VersionData:
+    """What the gateway caches of one model version."""
+
+    version: str
+    index: ItemIndex
+    normalization: Normalization
+    rating_scale: tuple[float, float]
+    catalog: dict[int, tuple[str, list[str]]]  # movie id → (title, genres)
+
+    def title(self, movie_id: int) -> tuple[str, list[str]]:
+        return self.catalog.get(movie_id, ("", []))
+
+
+@dataclass(frozen=True)
+class UserInput:
+    """A user's preference vector by movie id, b_u, and every movie id they rated."""
+
+    movie_ids: np.ndarray  # (n,) int64, items the model covers
+    preferences: np.ndarray  # (n,) float32
+    user_mean: float
+    rated_movie_ids: list[int]
+    ignored_movie_ids: list[int]  # rated, but not covered by the model
+
+
+@dataclass(frozen=True)
+class Scored:
+    movie_id: int
+    title: str
+    genres: list[str]
+    value: float  # a predicted rating, or a distance
+
+
+class PredictFlow:
+    def __init__(self, upstreams: Upstreams):
+        self.upstreams = upstreams
+        self._versions: dict[str, VersionData] = {}
+        self._model_version: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def model_version(self, context, *, refresh: bool = False) -> str:
+        """The version the model service serves (cached; refreshed on a mismatch)."""
+        if self._model_version is None or refresh:
+            info = await self.upstreams.call(
+                "model", self.upstreams.model.GetModelInfo, model_pb2.GetModelInfoRequest(), context
+            )
+            self._model_version = info.model_version
+        return self._model_version
+
+    async def version_data(self, version: str, context) -> VersionData:
+        if version in self._versions:
+            return self._versions[version]
+        async with self._lock:
+            if version not in self._versions:
+                self._versions = {version: await self._fetch_version(version, context)}
+        return self._versions[version]
+
+    async def _fetch_version(self, version: str, context) -> VersionData:
+        feature = self.upstreams.feature
+        norm = await self.upstreams.call(
+            "feature",
+            feature.GetNormalization,
+            feature_pb2.GetNormalizationRequest(model_version=version),
+            context,
+        )
+        catalog: dict[int, tuple[str, list[str]]] = {}
+        token = ""
+        while True:
+            page = await self.upstreams.call(
+                "feature",
+                feature.ListItems,
+                feature_pb2.ListItemsRequest(
+                    page_size=CATALOG_PAGE, page_token=token, model_version=version
+                ),
+                context,
+            )
+            catalog.update({i.movie_id: (i.title, list(i.genres)) for i in page.items})
+            token = page.next_page_token
+            if not token:
+                break
+        ids = np.array([m.movie_id for m in norm.item_means], dtype=np.int64)
+        means = np.array([m.value for m in norm.item_means], dtype=np.float64)
+        return VersionData(
+            version=version,
+            index=ItemIndex(ids),
+            normalization=Normalization(norm.global_mean, means),
+            rating_scale=(norm.rating_min, norm.rating_max),
+            catalog=catalog,
+        )
+
+    async def stored_user(self, user_id: int, version: str, context) -> UserInput:
+        if user_id <= 0:
+            raise InvalidArgument("user_id must be positive", field="user_id")
+        reply = await self.upstreams.call(
+            "feature",
+            self.upstreams.feature.GetUserFeatures,
+            feature_pb2.GetUserFeaturesRequest(user_id=user_id, model_version=version),
+            context,
+        )
+        features = reply.features
+        if features.model_version != version:
+            raise FailedPrecondition(
+                f"features of version {features.model_version}, model {version}"
+            )
+        ids = np.array([p.movie_id for p in features.preferences], dtype=np.int64)
+        rated = [r.movie_id for r in features.ratings]
+        covered = set(ids.tolist())
+        return UserInput(
+            movie_ids=ids,
+            preferences=np.array([p.value for p in features.preferences], dtype=np.float32),
+            user_mean=features.user_mean,
+            rated_movie_ids=rated,
+            ignored_movie_ids=sorted(m for m in rated if m not in covered),
+        )
+
+    def inline_user(self, ratings, data: VersionData) -> UserInput:
+        """Normalize ratings given in the request with the version's μ and b_i."""
+        if not ratings:
+            raise InvalidArgument("give at least one rating", field="inline_ratings.ratings")
+        if len(ratings) > MAX_INLINE_RATINGS:
+            raise InvalidArgument(
+                f"at most {MAX_INLINE_RATINGS} ratings", field="inline_ratings.ratings"
+            )
+        low, high = data.rating_scale
+        by_movie: dict[int, float] = {}
+        for rating in ratings:
+            if rating.movie_id <= 0:
+                raise InvalidArgument(
+                    f"movie_id must be positive, got {rating.movie_id}",
+                    field="inline_ratings.ratings.movie_id",
+                )
+            if not low <= rating.rating <= high:
+                raise InvalidArgument(
+                    f"rating {rating.rating:g} for movie {rating.movie_id} is outside "
+                    f"[{low:g}, {high:g}]",
+                    field="inline_ratings.ratings.rating",
+                )
+            by_movie[rating.movie_id] = float(rating.rating)
+        movie_ids = np.array(list(by_movie), dtype=np.int64)
+        values = np.array(list(by_movie.values()), dtype=np.float64)
+        columns = data.index.columns(movie_ids)
+        known = columns >= 0
+        prefs, user_mean = data.normalization.preferences(columns[known], values[known])
+        return UserInput(
+            movie_ids=movie_ids[known],
+            preferences=prefs.astype(np.float32),
+            user_mean=user_mean,
+            rated_movie_ids=movie_ids.tolist(),
+            ignored_movie_ids=sorted(movie_ids[~known].tolist()),
+        )
+
+    async def user_input(self, request, version: str, data: VersionData, context) -> UserInput:
+        which = request.WhichOneof("user")
+        if which == "user_id":
+            return await self.stored_user(request.user_id, version, context)
+        if which == "inline_ratings":
+            return self.inline_user(request.inline_ratings.ratings, data)
+        raise InvalidArgument("give user_id or inline_ratings", field="user")
+
+    async def predict(self, request, output, context):
+        """Run the flow for one request. `output(user)` gives the Predict oneof for that
+        user (top_k=... or given_items=...). Returns (version data, user input, predictions).
+        If the model service moved to another version meanwhile, the flow follows it once."""
+        for attempt in range(2):
+            version = await self.model_version(context, refresh=attempt > 0)
+            data = await self.version_data(version, context)
+            user = await self.user_input(request, version, data, context)
+            predict = model_pb2.PredictRequest(
+                preferences=[
+                    model_pb2.ItemValue(movie_id=int(m), value=float(v))
+                    for m, v in zip(user.movie_ids, user.preferences, strict=True)
+                ],
+                model_version=version,
+                **output(user),
+            )
+            try:
+                reply = await self.upstreams.call(
+                    "model", self.upstreams.model.Predict, predict, context
+                )
+            except FailedPrecondition:
+                if attempt == 0:
+                    continue
+                raise
+            return data, user, list(reply.predictions)
+        raise AssertionError("unreachable")
+
+    def scored(self, data: VersionData, user: UserInput, predictions) -> list[Scored]:
+        """Predicted preferences → de-normalized ratings with titles."""
+        if not predictions:
+            return []
+        ids = np.array([p.movie_id for p in predictions], dtype=np.int64)
+        prefs = np.array([p.value for p in predictions], dtype=np.float64)
+        ratings = data.normalization.denormalize(prefs, user.user_mean, data.index.columns(ids))
+        return [
+            Scored(int(m), *data.title(int(m)), float(r)) for m, r in zip(ids, ratings, strict=True)
+        ]
+
+    async def recommend(self, request, k: int, context) -> tuple[str, list[Scored], list[int]]:
+        """The top k unrated items by predicted rating."""
+        data, user, predictions = await self.predict(
+            request,
+            lambda user: {
+                "top_k": model_pb2.TopK(
+                    k=k, exclude_movie_ids=user.rated_movie_ids, rank_by=model_pb2.RANK_BY_RATING
+                )
+            },
+            context,
+        )
+        return data.version, self.scored(data, user, predictions), user.ignored_movie_ids
+
+    async def predict_ratings(self, request, movie_ids: list[int], context):
+        data, user, predictions = await self.predict(
+            request,
+            lambda user: {"given_items": model_pb2.GivenItems(movie_ids=movie_ids)},
+            context,
+        )
+        return data.version, self.scored(data, user, predictions), user.ignored_movie_ids
+
+    async def similar(self, movie_id: int, k: int, metric, farthest: bool, context):
+        reply = await self.upstreams.call(
+            "model",
+            self.upstreams.model.SimilarItems,
+            model_pb2.SimilarItemsRequest(
+                movie_id=movie_id,
+                k=k,
+                metric=metric,
+                direction=model_pb2.DIRECTION_FARTHEST if farthest else model_pb2.DIRECTION_NEAREST,
+            ),
+            context,
+        )
+        data = await self.version_data(reply.model_version, context)
+        items = [Scored(i.movie_id, *data.title(i.movie_id), i.distance) for i in reply.items]
+        return reply.model_version, items

@@ -1,0 +1,73 @@
+"""GatewayService RPCs: validation and protobuf ↔ the predict flow."""
+
+from __future__ import annotations
+
+from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from recsys.errors import InvalidArgument
+from services.gateway.flow import PredictFlow
+
+DEFAULT_K = 10
+MAX_K = 1000
+MAX_MOVIE_IDS = 10_000
+
+
+def k_of(request) -> int:
+    k = request.k or DEFAULT_K
+    if not 1 <= k <= MAX_K:
+        raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {request.k}", field="k")
+    return k
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, flow: PredictFlow):
+        self.flow = flow
+
+    async def Recommend(self, request, context):
+        k = k_of(request)
+        version, items, ignored = await self.flow.recommend(request, k, context)
+        return gateway_pb2.RecommendResponse(
+            items=[
+                gateway_pb2.Recommendation(
+                    movie_id=s.movie_id, title=s.title, genres=s.genres, predicted_rating=s.value
+                )
+                for s in items
+            ],
+            model_version=version,
+            ignored_movie_ids=ignored,
+        )
+
+    async def PredictRatings(self, request, context):
+        movie_ids = list(request.movie_ids)
+        if not 1 <= len(movie_ids) <= MAX_MOVIE_IDS:
+            raise InvalidArgument(f"give 1 to {MAX_MOVIE_IDS} movie ids", field="movie_ids")
+        if any(m <= 0 for m in movie_ids):
+            raise InvalidArgument("movie ids must be positive", field="movie_ids")
+        version, items, ignored = await self.flow.predict_ratings(request, movie_ids, context)
+        return gateway_pb2.PredictRatingsResponse(
+            predictions=[
+                gateway_pb2.PredictedRating(
+                    movie_id=s.movie_id, title=s.title, predicted_rating=s.value
+                )
+                for s in items
+            ],
+            model_version=version,
+            ignored_movie_ids=ignored,
+        )
+
+    async def SimilarItems(self, request, context):
+        if request.movie_id <= 0:
+            raise InvalidArgument("movie_id must be positive", field="movie_id")
+        if request.metric not in gateway_pb2.Metric.values():
+            raise InvalidArgument(f"unknown metric {request.metric}", field="metric")
+        version, items = await self.flow.similar(
+            request.movie_id, k_of(request), request.metric, request.farthest, context
+        )
+        return gateway_pb2.SimilarItemsResponse(
+            items=[
+                gateway_pb2.SimilarItem(
+                    movie_id=s.movie_id, title=s.title, genres=s.genres, distance=s.value
+                )
+                for s in items
+            ],
+            model_version=version,
+        )

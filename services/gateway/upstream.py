@@ -1,0 +1,124 @@
+"""The gateway's calls to the feature and model services: one channel per upstream with a
+retry policy on UNAVAILABLE (declared in the service config, not a hand-written loop), a
+deadline on every call derived from the caller's remaining time, and one translation of
+upstream failures into the project's errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from recsys import errors
+from recsys.api.feature.v1 import feature_pb2_grpc
+from recsys.api.model.v1 import model_pb2_grpc
+from recsys.serving.config import Settings
+from recsys.serving.errors import field_violations
+from recsys.serving.server import message_options
+
+RETRY_SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": [{}],  # every method of the channel
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "0.5s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
+def upstream_channel(address: str, settings: Settings) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            *message_options(settings),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+        ],
+    )
+
+
+_TRANSLATION = {
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+}
+
+
+def translate(error: grpc.aio.AioRpcError, upstream: str) -> errors.RecsysError:
+    """An upstream failure as the error the gateway's caller gets."""
+    code = error.code()
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        violations = field_violations(error)
+        return errors.InvalidArgument(
+            error.details(), field=violations[0][0] if violations else None
+        )
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return _TRANSLATION[code](f"{upstream} service: {error.details()}")
+    if code in _TRANSLATION:
+        return _TRANSLATION[code](error.details())
+    return errors.RecsysError(f"{upstream} service failed: {code.name}")
+
+
+@dataclass
+class Upstreams:
+    """Channels and stubs of the feature and model services, one each per process."""
+
+    feature_channel: grpc.aio.Channel
+    model_channel: grpc.aio.Channel
+    timeout_s: float
+
+    def __post_init__(self):
+        self.feature = feature_pb2_grpc.FeatureServiceStub(self.feature_channel)
+        self.model = model_pb2_grpc.ModelServiceStub(self.model_channel)
+
+    @classmethod
+    def connect(cls, settings: Settings) -> Upstreams:
+        settings.require("feature_addr", "model_addr")
+        return cls(
+            upstream_channel(settings.feature_addr, settings),
+            upstream_channel(settings.model_addr, settings),
+            settings.upstream_timeout_s,
+        )
+
+    def timeout(self, context) -> float:
+        """The caller's remaining time, capped by the configured upstream timeout."""
+        remaining = context.time_remaining() if context is not None else None
+        if remaining is None:
+            return self.timeout_s
+        if remaining <= 0:
+            raise errors.DeadlineExceeded("deadline passed before the upstream call")
+        return min(self.timeout_s, remaining)
+
+    async def call(self, upstream: str, method, request, context):
+        try:
+            return await method(request, timeout=self.timeout(context))
+        except grpc.aio.AioRpcError as error:
+            raise translate(error, upstream) from None
+
+    async def healthy(self) -> bool:
+        """Both upstreams answer their health check with SERVING."""
+        for channel in (self.feature_channel, self.model_channel):
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            except grpc.aio.AioRpcError:
+                return False
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                return False
+        return True
+
+    async def close(self) -> None:
+        await self.feature_channel.close()
+        await self.model_channel.close()

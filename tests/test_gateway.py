@@ -1,0 +1,193 @@
+"""The full predict flow through the gateway over real channels: a real Redis loaded with
+features, the feature, model and gateway services each built by its production factory."""
+
+import grpc
+import numpy as np
+import pytest
+import redis
+
+from recsys.api.gateway.v1 import gateway_pb2 as pb
+from recsys.api.gateway.v1 import gateway_pb2_grpc
+from recsys.artifacts import load_artifact
+from recsys.serving.config import Settings
+from recsys.serving.errors import field_violations
+from services.feature.loader import load_features
+from services.feature.server import create_server as feature_server
+from services.gateway.server import create_server as gateway_server
+from services.gateway.upstream import Upstreams
+from services.model.predictor import Predictor, PredictorHolder
+from services.model.server import create_server as model_server
+from tests.servers import ServiceThread, wait_serving
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(trained_run, redis_server):
+    """(gateway stub, artifact, data) with all three services running."""
+    source, run = trained_run
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+        load_features(client, run.artifact_path, source.data.ratings, source.data.items, "recsys")
+    settings = Settings(feature_port=0, model_port=0, gateway_port=0, redis_url=redis_server.url)
+    holder = PredictorHolder(Predictor.load(str(run.artifact_path.parent), run.artifact_path.name))
+
+    async def feature():
+        import redis.asyncio
+
+        return await feature_server(settings, redis.asyncio.Redis.from_url(redis_server.url))
+
+    with (
+        ServiceThread(feature) as features,
+        ServiceThread(lambda: model_server(settings, holder)) as model,
+    ):
+        upstream_settings = Settings(
+            gateway_port=0, feature_addr=features.address, model_addr=model.address
+        )
+
+        async def gateway():
+            return await gateway_server(upstream_settings, Upstreams.connect(upstream_settings))
+
+        with ServiceThread(gateway) as running, grpc.insecure_channel(running.address) as channel:
+            wait_serving(channel, timeout=30)
+            yield {
+                "stub": gateway_pb2_grpc.GatewayServiceStub(channel),
+                "artifact": load_artifact(run.artifact_path),
+                "data": source.data,
+                "model": model,
+                "features": features,
+            }
+
+
+def inline(ratings: dict[int, float]) -> pb.InlineRatings:
+    return pb.InlineRatings(ratings=[pb.Rating(movie_id=m, rating=r) for m, r in ratings.items()])
+
+
+def test_inline_ratings_equal_the_offline_model(stack):
+    ratings = {1: 5.0, 5: 5.0, 9: 4.0, 2: 1.0, 3: 2.0, 99999: 4.0}
+    reply = stack["stub"].Recommend(pb.RecommendRequest(inline_ratings=inline(ratings), k=8))
+    offline = stack["artifact"].recommender.recommend(ratings, 8)
+    assert [i.movie_id for i in reply.items] == [s.item_id for s in offline]
+    np.testing.assert_allclose(
+        [i.predicted_rating for i in reply.items], [s.value for s in offline], rtol=1e-4
+    )
+    assert reply.model_version == stack["artifact"].version
+    assert list(reply.ignored_movie_ids) == [99999]
+    assert reply.items[0].title.startswith("Synthetic Movie")
+    assert list(reply.items[0].genres) and not set(ratings) & {i.movie_id for i in reply.items}
+
+
+def test_stored_user_equals_the_offline_model(stack):
+    ratings = stack["data"].ratings
+    user = ratings[ratings["user_id"] == 3]
+    stored = dict(
+        zip(user["item_id"].tolist(), user["rating"].astype(float).tolist(), strict=False)
+    )
+    reply = stack["stub"].Recommend(pb.RecommendRequest(user_id=3, k=5))
+    offline = stack["artifact"].recommender.recommend(stored, 5)
+    assert [i.movie_id for i in reply.items] == [s.item_id for s in offline]
+    np.testing.assert_allclose(
+        [i.predicted_rating for i in reply.items], [s.value for s in offline], rtol=1e-4
+    )
+
+
+def test_predict_ratings_and_default_k(stack):
+    ratings = {1: 5.0, 2: 1.0}
+    reply = stack["stub"].PredictRatings(
+        pb.PredictRatingsRequest(inline_ratings=inline(ratings), movie_ids=[7, 3])
+    )
+    model = stack["artifact"].recommender
+    expected = model.predict_ratings(model.user_vector(ratings))[
+        model.index.columns(np.array([7, 3]))
+    ]
+    assert [p.movie_id for p in reply.predictions] == [7, 3]
+    np.testing.assert_allclose([p.predicted_rating for p in reply.predictions], expected, rtol=1e-4)
+    default = stack["stub"].Recommend(pb.RecommendRequest(inline_ratings=inline(ratings)))
+    assert len(default.items) == 10
+
+
+def test_similar_items_with_titles(stack):
+    reply = stack["stub"].SimilarItems(pb.SimilarItemsRequest(movie_id=1, k=3))
+    offline = stack["artifact"].recommender.similar(1, 3)
+    assert [i.movie_id for i in reply.items] == [s.item_id for s in offline]
+    assert all(i.title for i in reply.items)
+    farthest = stack["stub"].SimilarItems(pb.SimilarItemsRequest(movie_id=1, k=1, farthest=True))
+    assert (
+        farthest.items[0].movie_id
+        == stack["artifact"].recommender.similar(1, 1, farthest=True)[0].item_id
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "request_message", "code", "field"),
+    [
+        ("Recommend", pb.RecommendRequest(user_id=987654), "NOT_FOUND", None),
+        ("Recommend", pb.RecommendRequest(user_id=-1), "INVALID_ARGUMENT", "user_id"),
+        ("Recommend", pb.RecommendRequest(), "INVALID_ARGUMENT", "user"),
+        ("Recommend", pb.RecommendRequest(user_id=1, k=-3), "INVALID_ARGUMENT", "k"),
+        ("Recommend", pb.RecommendRequest(user_id=1, k=100000), "INVALID_ARGUMENT", "k"),
+        (
+            "Recommend",
+            pb.RecommendRequest(inline_ratings=pb.InlineRatings()),
+            "INVALID_ARGUMENT",
+            "inline_ratings.ratings",
+        ),
+        (
+            "Recommend",
+            pb.RecommendRequest(inline_ratings=inline({1: 6.0})),
+            "INVALID_ARGUMENT",
+            "inline_ratings.ratings.rating",
+        ),
+        (
+            "Recommend",
+            pb.RecommendRequest(inline_ratings=inline({1: 0.0})),
+            "INVALID_ARGUMENT",
+            "inline_ratings.ratings.rating",
+        ),
+        (
+            "Recommend",
+            pb.RecommendRequest(inline_ratings=inline({0: 3.0})),
+            "INVALID_ARGUMENT",
+            "inline_ratings.ratings.movie_id",
+        ),
+        ("SimilarItems", pb.SimilarItemsRequest(movie_id=99999), "NOT_FOUND", None),
+        ("SimilarItems", pb.SimilarItemsRequest(movie_id=1, k=-1), "INVALID_ARGUMENT", "k"),
+        ("SimilarItems", pb.SimilarItemsRequest(movie_id=0), "INVALID_ARGUMENT", "movie_id"),
+        ("PredictRatings", pb.PredictRatingsRequest(user_id=1), "INVALID_ARGUMENT", "movie_ids"),
+        (
+            "PredictRatings",
+            pb.PredictRatingsRequest(user_id=1, movie_ids=[99999]),
+            "NOT_FOUND",
+            None,
+        ),
+    ],
+)
+def test_errors(stack, method, request_message, code, field):
+    with pytest.raises(grpc.RpcError) as caught:
+        getattr(stack["stub"], method)(request_message, timeout=5)
+    assert caught.value.code() == grpc.StatusCode[code], caught.value.details()
+    if field:
+        assert field_violations(caught.value)[0][0] == field
+    assert "Traceback" not in caught.value.details()
+
+
+def test_model_service_down_is_unavailable_not_a_hang(trained_run, redis_server):
+    """A gateway whose model service is gone answers UNAVAILABLE well before its deadline."""
+    import time
+
+    from recsys.redis_server import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    settings = Settings(gateway_port=0, feature_addr=dead, model_addr=dead, upstream_timeout_s=2)
+
+    async def gateway():
+        return await gateway_server(settings, Upstreams.connect(settings))
+
+    with ServiceThread(gateway) as running, grpc.insecure_channel(running.address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.SimilarItems(pb.SimilarItemsRequest(movie_id=1), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "model service" in caught.value.details()
+        assert time.monotonic() - started < 5
