@@ -80,17 +80,44 @@ def main(argv=None) -> int:
     for preset, result in results.items():
         for score in result["scores"]:
             model = score["name"] == "autoencoder"
-            rows.append([
-                preset, score["name"], score["rmse"], score["mae"], score["recall_at_10"],
-                score["ndcg_at_10"], score["coverage"],
-                round(result["seconds"], 1) if model else None,
-                round(result["wall_seconds"], 1) if model else None,
-                round(result["peak_rss_mib"]) if model else None,
-            ])  # fmt: skip
-    print(format_table(["preset", "model", "RMSE", "MAE", "Recall@10", "NDCG@10", "coverage",
-                        "train s", "wall s", "peak MiB"], rows))  # fmt: skip
-    report = {"benchmark": "train_ml1m", "data": str(data), "smoke": args.smoke,
-              "environment": environment(), "results": results}  # fmt: skip
+            rows.append(
+                [
+                    preset,
+                    score["name"],
+                    score["rmse"],
+                    score["mae"],
+                    score["recall_at_10"],
+                    score["ndcg_at_10"],
+                    score["coverage"],
+                    round(result["seconds"], 1) if model else None,
+                    round(result["wall_seconds"], 1) if model else None,
+                    round(result["peak_rss_mib"]) if model else None,
+                ]
+            )
+    print(
+        format_table(
+            [
+                "preset",
+                "model",
+                "RMSE",
+                "MAE",
+                "Recall@10",
+                "NDCG@10",
+                "coverage",
+                "train s",
+                "wall s",
+                "peak MiB",
+            ],
+            rows,
+        )
+    )
+    report = {
+        "benchmark": "train_ml1m",
+        "data": str(data),
+        "smoke": args.smoke,
+        "environment": environment(),
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -4,6 +4,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
+
 from recsys.artifacts import (
     REQUIRED_FILES,
     list_versions,

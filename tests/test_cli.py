@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+
 from recsys.cli import format_table, main, parse_ratings, parse_settings
 from recsys.errors import InvalidArgument
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from recsys.errors import InvalidArgument
 from recsys.features import ItemIndex, ItemSelection, Normalization, preference_matrix
 

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from recsys.data.movielens import detect_format, load_movielens
 from recsys.errors import DataFormatError
-
 from tests.conftest import team_data
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 import scipy.sparse as sp
 from keras import ops
+
 from recsys.model.autoencoder import article_loss, build_autoencoder, packed_loss
 from recsys.model.training import HiddenPreferenceBatches
 

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from recsys.data.split import split_ratings
 from recsys.evaluation.metrics import mae, ndcg_at_k, recall_at_k, rmse
 from recsys.evaluation.report import leakage_free

@@ -13,7 +13,7 @@ from recsys.serving.config import Settings
 from recsys.serving.errors import field_violations
 from services.model.predictor import Predictor, PredictorHolder
 from services.model.server import create_server
-from tests.servers import ServiceThread, wait_serving
+from tests.servers import serving, wait_serving
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +27,9 @@ def predictor(trained_run):
 @pytest.fixture(scope="module")
 def model_stub(predictor):
     holder = PredictorHolder(predictor)
-    with ServiceThread(lambda: create_server(Settings(model_port=0), holder)) as running:
-        with grpc.insecure_channel(running.address) as channel:
-            wait_serving(channel)
-            yield model_pb2_grpc.ModelServiceStub(channel)
+    with serving(lambda: create_server(Settings(model_port=0), holder)) as (_, channel):
+        wait_serving(channel)
+        yield model_pb2_grpc.ModelServiceStub(channel)
 
 
 RATINGS = {1: 5.0, 5: 4.0, 2: 1.0, 7: 2.0}
@@ -41,7 +40,9 @@ def prefs_request(predictor, ratings=RATINGS, **output):
     ids = predictor.index.item_ids[user.rated_columns]
     values = user.preferences[user.rated_columns]
     return user, pb.PredictRequest(
-        preferences=[pb.ItemValue(movie_id=int(i), value=float(v)) for i, v in zip(ids, values)],
+        preferences=[
+            pb.ItemValue(movie_id=int(i), value=float(v)) for i, v in zip(ids, values, strict=False)
+        ],
         **output,
     )
 
@@ -57,9 +58,7 @@ def test_all_items_equal_the_offline_model(model_stub, predictor):
 
 
 def test_top_k_by_rating_matches_offline_recommend(model_stub, predictor):
-    _, request = prefs_request(
-        predictor, top_k=pb.TopK(k=5, exclude_movie_ids=list(RATINGS))
-    )
+    _, request = prefs_request(predictor, top_k=pb.TopK(k=5, exclude_movie_ids=list(RATINGS)))
     reply = model_stub.Predict(request, timeout=5)
     offline = predictor.artifact.recommender.recommend(RATINGS, 5)
     assert [p.movie_id for p in reply.predictions] == [s.item_id for s in offline]
@@ -90,10 +89,14 @@ def test_batch_equals_single(model_stub, predictor):
     batch = model_stub.BatchPredict(pb.BatchPredictRequest(requests=[first, second]), timeout=5)
     singles = [model_stub.Predict(r, timeout=5) for r in (first, second)]
     assert len(batch.responses) == 2
-    for batched, single in zip(batch.responses, singles):
+    for batched, single in zip(batch.responses, singles, strict=False):
         assert [p.movie_id for p in batched.predictions] == [p.movie_id for p in single.predictions]
-        np.testing.assert_allclose([p.value for p in batched.predictions],
-                                   [p.value for p in single.predictions], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            [p.value for p in batched.predictions],
+            [p.value for p in single.predictions],
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_similar_items_match_offline(model_stub, predictor):
@@ -103,8 +106,11 @@ def test_similar_items_match_offline(model_stub, predictor):
         (s.item_id, s.value) for s in offline
     ]
     far = model_stub.SimilarItems(
-        pb.SimilarItemsRequest(movie_id=1, k=1, direction=pb.DIRECTION_FARTHEST,
-                               metric=pb.METRIC_COSINE), timeout=5)  # fmt: skip
+        pb.SimilarItemsRequest(
+            movie_id=1, k=1, direction=pb.DIRECTION_FARTHEST, metric=pb.METRIC_COSINE
+        ),
+        timeout=5,
+    )
     assert far.items[0].movie_id == predictor.similar(1, 1, "cosine", farthest=True)[0].item_id
 
 
@@ -115,17 +121,29 @@ def test_similar_items_match_offline(model_stub, predictor):
         ("SimilarItems", pb.SimilarItemsRequest(movie_id=1, k=5000), "INVALID_ARGUMENT", "k"),
         ("SimilarItems", pb.SimilarItemsRequest(movie_id=0, k=5), "INVALID_ARGUMENT", "movie_id"),
         ("SimilarItems", pb.SimilarItemsRequest(movie_id=99999, k=5), "NOT_FOUND", None),
-        ("SimilarItems", pb.SimilarItemsRequest(movie_id=1, k=5, metric=7), "INVALID_ARGUMENT",
-         "metric"),
+        (
+            "SimilarItems",
+            pb.SimilarItemsRequest(movie_id=1, k=5, metric=7),
+            "INVALID_ARGUMENT",
+            "metric",
+        ),
         ("Predict", pb.PredictRequest(top_k=pb.TopK(k=0)), "INVALID_ARGUMENT", "top_k.k"),
-        ("Predict", pb.PredictRequest(preferences=[pb.ItemValue(movie_id=-1, value=1)]),
-         "INVALID_ARGUMENT", "preferences.movie_id"),
-        ("Predict", pb.PredictRequest(preferences=[pb.ItemValue(movie_id=1, value=float("nan"))]),
-         "INVALID_ARGUMENT", "preferences.value"),
+        (
+            "Predict",
+            pb.PredictRequest(preferences=[pb.ItemValue(movie_id=-1, value=1)]),
+            "INVALID_ARGUMENT",
+            "preferences.movie_id",
+        ),
+        (
+            "Predict",
+            pb.PredictRequest(preferences=[pb.ItemValue(movie_id=1, value=float("nan"))]),
+            "INVALID_ARGUMENT",
+            "preferences.value",
+        ),
         ("Predict", pb.PredictRequest(model_version="other"), "FAILED_PRECONDITION", None),
         ("BatchPredict", pb.BatchPredictRequest(), "INVALID_ARGUMENT", "requests"),
     ],
-)  # fmt: skip
+)
 def test_errors(model_stub, call, request_message, code, field):
     with pytest.raises(grpc.RpcError) as caught:
         getattr(model_stub, call)(request_message, timeout=5)
@@ -137,32 +155,33 @@ def test_errors(model_stub, call, request_message, code, field):
 def test_model_info(model_stub, predictor):
     info = model_stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
     assert (info.model_version, info.item_count, info.encoding_size) == (
-        predictor.version, len(predictor.index), predictor.network.encoding_size)  # fmt: skip
+        predictor.version,
+        len(predictor.index),
+        predictor.network.encoding_size,
+    )
     assert info.metrics["autoencoder/rmse"] > 0
     assert '"encoding_size"' in info.config_json
 
 
 def test_unavailable_until_loaded_then_serving(predictor):
     holder = PredictorHolder()
-    with ServiceThread(lambda: create_server(Settings(model_port=0), holder)) as running:
-        with grpc.insecure_channel(running.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
-            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
-            with pytest.raises(grpc.RpcError) as caught:
-                model_pb2_grpc.ModelServiceStub(channel).GetModelInfo(pb.GetModelInfoRequest())
-            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-            holder.predictor = predictor
-            wait_serving(channel, "recsys.model.v1.ModelService")
+    with serving(lambda: create_server(Settings(model_port=0), holder)) as (_, channel):
+        health = health_pb2_grpc.HealthStub(channel)
+        status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            model_pb2_grpc.ModelServiceStub(channel).GetModelInfo(pb.GetModelInfoRequest())
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        holder.predictor = predictor
+        wait_serving(channel, "recsys.model.v1.ModelService")
 
 
 def test_reflection_lists_the_services():
     holder = PredictorHolder()
-    with ServiceThread(lambda: create_server(Settings(model_port=0), holder)) as running:
-        with grpc.insecure_channel(running.address) as channel:
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-            replies = stub.ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-            )
-            names = {s.name for s in next(replies).list_services_response.service}
+    with serving(lambda: create_server(Settings(model_port=0), holder)) as (_, channel):
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {s.name for s in next(replies).list_services_response.service}
     assert {"recsys.model.v1.ModelService", "grpc.health.v1.Health"} <= names

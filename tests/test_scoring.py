@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from recsys.errors import InvalidArgument, NotFound
 from recsys.features import ItemIndex, Normalization
 from recsys.scoring import LinearAutoencoder, Recommender, item_distances, top_k

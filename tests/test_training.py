@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+
 from recsys.data.synthetic import item_group
 from recsys.errors import InvalidArgument
 from recsys.model.config import PRESETS, TrainConfig
-
 from tests.conftest import SYNTHETIC
 
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
 from recsys.artifacts import Artifact, load_artifact, resolve_version
 from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from recsys.scoring import top_k
@@ -55,9 +56,12 @@ class Predictor:
         predictor.warm_up()
         log.info(
             "model loaded",
-            extra={"model_version": predictor.version, "items": len(predictor.index),
-                   "seconds": round(time.perf_counter() - started, 2)},
-        )  # fmt: skip
+            extra={
+                "model_version": predictor.version,
+                "items": len(predictor.index),
+                "seconds": round(time.perf_counter() - started, 2),
+            },
+        )
         return predictor
 
     def warm_up(self) -> None:

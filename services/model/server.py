@@ -15,7 +15,6 @@ from recsys.errors import RecsysError
 from recsys.logs import configure_logging, quiet_tensorflow
 from recsys.serving.config import ConfigError, Settings
 from recsys.serving.server import Service
-
 from services.model.predictor import Predictor, PredictorHolder
 from services.model.servicer import ModelServicer
 

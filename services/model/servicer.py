@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.errors import InvalidArgument
-
 from services.model.predictor import MAX_GIVEN_ITEMS, Output, PredictorHolder, check_k
 
 MAX_BATCH = 256

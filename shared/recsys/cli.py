@@ -1,5 +1,5 @@
-"""The `recsys` command line: train, evaluate, recommend, similar, versions, download,
-synthesize. Tables go to stdout, progress and logs to stderr."""
+"""The `recsys` command line: train, evaluate, recommend, similar, serve, versions, load-features,
+download, synthesize. Tables go to stdout, progress and logs to stderr."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from recsys.errors import InvalidArgument, RecsysError
+from recsys.errors import InvalidArgument, RecsysError, Unavailable
 from recsys.logs import configure_logging, quiet_tensorflow
 
 log = logging.getLogger("recsys")
@@ -222,6 +222,89 @@ def cmd_synthesize(args) -> int:
     return 0
 
 
+def cmd_load_features(args) -> int:
+    import redis
+
+    from recsys.artifacts import resolve_version
+    from recsys.data.movielens import load_movielens
+    from recsys.serving.config import ConfigError, Settings
+    from services.feature.loader import load_features
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise InvalidArgument(str(exc)) from exc
+    redis_url = args.redis_url or settings.redis_url
+    if not redis_url:
+        raise InvalidArgument("no Redis: pass --redis-url or set REDIS_URL", field="redis_url")
+    artifact_dir = resolve_version(args.model_dir, args.version)
+    client = redis.Redis.from_url(
+        redis_url, socket_connect_timeout=settings.redis_timeout_s, socket_timeout=60
+    )
+    try:
+        client.ping()  # fail before reading a million ratings
+        data = load_movielens(args.data)
+        prefix = args.prefix or settings.redis_key_prefix
+        summary = load_features(client, artifact_dir, data.ratings, data.items, prefix)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Unavailable(f"redis unavailable: {exc}") from exc  # the URL may hold a password
+    finally:
+        client.close()
+    print(
+        f"model version {summary.version} active: {summary.users} users, "
+        f"{summary.ratings} ratings, {summary.items} model items, "
+        f"{summary.catalog_items} catalog items in {summary.seconds:.1f}s"
+    )
+    return 0
+
+
+def cmd_serve(args) -> int:
+    """Redis (unless --redis-url) + the three services until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    import redis
+
+    from recsys.artifacts import resolve_version
+    from recsys.data.movielens import load_movielens
+    from recsys.launcher import LocalStack
+    from services.feature.layout import KeyLayout
+    from services.feature.loader import load_features
+
+    version = resolve_version(args.model_dir, args.version)
+    ports = {"gateway": args.gateway_port, "feature": args.feature_port, "model": args.model_port}
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with LocalStack(model_dir=version.parent, model_version=version.name,
+                    redis_url=args.redis_url, redis_dir=args.redis_dir, ports=ports,
+                    log_level=args.service_log_level) as stack:  # fmt: skip
+        with redis.Redis.from_url(stack.start_redis()) as client:
+            active = client.get(KeyLayout(args.prefix).active())
+            if active != version.name.encode():
+                if args.data is None:
+                    raise InvalidArgument(
+                        f"Redis holds no features for version {version.name}: pass --data DIR",
+                        field="data",
+                    )
+                data = load_movielens(args.data)
+                summary = load_features(client, version, data.ratings, data.items, args.prefix)
+                print(f"features of {version.name} loaded in {summary.seconds:.1f}s")
+        stack.start_services()
+        print(f"serving model version {version.name}")
+        for service in ("gateway", "feature", "model"):
+            print(f"  {service:8} {stack.address(service)}")
+        print(f"  redis    {stack.redis_url}")
+        print("Ctrl-C or SIGTERM stops everything", flush=True)
+        while not stop.wait(0.5):
+            for name, process in stack.processes.items():
+                if process.poll() is not None:
+                    raise Unavailable(f"the {name} service exited with {process.returncode}")
+        print("stopping", flush=True)
+    print("stopped")
+    return 0
+
+
 def _write_json(path: Path, value: object) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(value, indent=2) + "\n")
@@ -291,9 +374,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--farthest", action="store_true", help="least similar first")
     p.set_defaults(run=cmd_similar)
 
+    p = sub.add_parser("serve", help="run Redis and the three services until Ctrl-C / SIGTERM")
+    with_model(p)
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="MovieLens directory to load features from "
+        "when Redis does not hold the version's features yet",
+    )
+    p.add_argument("--redis-url", help="use this Redis (default: start one here)")
+    p.add_argument(
+        "--redis-dir",
+        type=Path,
+        default=Path(".cache/redis"),
+        help="append-only files of the Redis started here (default: %(default)s)",
+    )
+    p.add_argument("--prefix", default="recsys", help="Redis key prefix (default: %(default)s)")
+    p.add_argument("--gateway-port", type=int, default=50050)
+    p.add_argument("--feature-port", type=int, default=50051)
+    p.add_argument("--model-port", type=int, default=50052)
+    p.add_argument("--service-log-level", default="INFO", help="services' LOG_LEVEL")
+    p.set_defaults(run=cmd_serve)
+
     p = sub.add_parser("versions", help="list saved model versions")
     p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     p.set_defaults(run=cmd_versions)
+
+    p = sub.add_parser(
+        "load-features", help="load a model version's features into Redis and make it active"
+    )
+    p.add_argument("--data", type=Path, required=True, help="MovieLens directory of the ratings")
+    with_model(p)
+    p.add_argument("--redis-url", help="default: $REDIS_URL")
+    p.add_argument("--prefix", help="Redis key prefix (default: $REDIS_KEY_PREFIX or recsys)")
+    p.set_defaults(run=cmd_load_features)
 
     p = sub.add_parser("download", help="fetch a MovieLens zip from GroupLens (md5-checked)")
     p.add_argument("dataset", choices=["ml-1m", "ml-100k"])

@@ -1,6 +1,7 @@
 """The README's main job: train the default configuration and the article's, evaluate both
-on the DESIGN §6 split, and replay the article's examples (its two sample users and the
-Star Wars distances) from the article-preset model.
+on the DESIGN §6 split, then run the served system (Redis, feature, model and gateway
+services), load the features, ask the article's questions through the gateway (its two
+sample users, a stored user, Star Wars's nearest and farthest items) and shut down.
 
     python -m recsys.demo [--data DIR] [--model-dir DIR] [--json FILE]
 """
@@ -14,6 +15,11 @@ import os
 import sys
 from pathlib import Path
 
+import grpc
+import redis
+
+from recsys.api.gateway.v1 import gateway_pb2 as pb
+from recsys.api.gateway.v1 import gateway_pb2_grpc
 from recsys.cli import format_table, scores_table
 from recsys.logs import configure_logging, quiet_tensorflow
 
@@ -30,6 +36,57 @@ ARTICLE_USERS = {
     "reversed (5,1,1,1,5,5)": dict(zip(ARTICLE_MOVIES, [5, 1, 1, 1, 5, 5], strict=True)),
 }
 STAR_WARS, EMPIRE, AMERICAN_BEAUTY = 260, 1196, 2858
+STORED_USER = 1
+PREFIX = "recsys"
+TIMEOUT_S = 10
+
+
+def recommendations_table(items) -> str:
+    return format_table(
+        ["rank", "movie_id", "predicted", "title"],
+        [[n, i.movie_id, i.predicted_rating, i.title] for n, i in enumerate(items, 1)],
+    )
+
+
+def ask_gateway(stub, synthetic: bool) -> dict:
+    """The article's questions, asked of the running system through the gateway."""
+    answers: dict[str, object] = {}
+    users = ARTICLE_USERS if not synthetic else {"synthetic fan": {1: 5.0, 5: 5.0, 2: 1.0}}
+    for name, ratings in users.items():
+        inline = pb.InlineRatings(
+            ratings=[pb.Rating(movie_id=m, rating=r) for m, r in ratings.items()]
+        )
+        reply = stub.Recommend(pb.RecommendRequest(inline_ratings=inline, k=10), timeout=TIMEOUT_S)
+        print(f"Recommend, inline ratings of the {name} user (model {reply.model_version}):")
+        print(recommendations_table(reply.items), "\n")
+        answers[name] = [i.movie_id for i in reply.items]
+    reply = stub.Recommend(pb.RecommendRequest(user_id=STORED_USER, k=5), timeout=TIMEOUT_S)
+    print(f"Recommend, stored user {STORED_USER}:")
+    print(recommendations_table(reply.items), "\n")
+    anchor = STAR_WARS if not synthetic else 1
+    nearest = stub.SimilarItems(pb.SimilarItemsRequest(movie_id=anchor, k=5), timeout=TIMEOUT_S)
+    farthest = stub.SimilarItems(
+        pb.SimilarItemsRequest(movie_id=anchor, k=1, farthest=True), timeout=TIMEOUT_S
+    )
+    rows = [[n, i.movie_id, i.distance, i.title] for n, i in enumerate(nearest.items, 1)]
+    rows += [["least", i.movie_id, i.distance, i.title] for i in farthest.items]
+    print(f"SimilarItems for {anchor}, Euclidean distance in decoder-embedding space:")
+    print(format_table(["rank", "movie_id", "distance", "title"], rows), "\n")
+    answers["similar"] = [i.movie_id for i in nearest.items]
+    answers["least_similar"] = farthest.items[0].movie_id
+    if not synthetic:
+        everything = stub.SimilarItems(
+            pb.SimilarItemsRequest(movie_id=STAR_WARS, k=1000), timeout=TIMEOUT_S
+        )
+        distance = {i.movie_id: i.distance for i in everything.items}
+        print(
+            f"Star Wars → The Empire Strikes Back: {distance.get(EMPIRE, float('nan')):.3f}; "
+            f"→ American Beauty: {distance.get(AMERICAN_BEAUTY, float('nan')):.3f} "
+            "(article: 0.21 and 0.61)\n"
+        )
+        answers["star_wars_to_empire"] = distance.get(EMPIRE)
+        answers["star_wars_to_american_beauty"] = distance.get(AMERICAN_BEAUTY)
+    return answers
 
 
 def default_data() -> Path | None:
@@ -44,13 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument("--model-dir", type=Path, default=REPO / "artifacts")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
+    parser.add_argument(
+        "--serve",
+        choices=["article", "default"],
+        default="article",
+        help="which trained version the services serve (default: %(default)s, "
+        "whose item set the article's examples were written for)",
+    )
     args = parser.parse_args(argv)
     quiet_tensorflow()
     configure_logging(json_lines=False)
 
-    from recsys.artifacts import load_artifact
+    from recsys.launcher import LocalStack
     from recsys.model.config import PRESETS
     from recsys.pipeline import find_data, train_and_evaluate
+    from services.feature.loader import load_features
 
     source = find_data(args.data)
     print(
@@ -76,50 +141,26 @@ def main(argv: list[str] | None = None) -> int:
             "scores": [s.to_dict() for s in run.scores],
         }
 
-    artifact = load_artifact(runs["article"].artifact_path)
-    model = artifact.recommender
-    if source.how == "synthetic":
-        print("(synthetic data: the article's movie ids do not exist; its examples are skipped)")
-    else:
-        print("== the article's sample users, article preset ==")
-        for name, ratings in ARTICLE_USERS.items():
-            picks = model.recommend(ratings, 10)
-            print(f"\n{name}:")
-            print(
-                format_table(
-                    ["rank", "movie_id", "predicted", "title"],
-                    [
-                        [n, s.item_id, s.value, artifact.title(s.item_id)]
-                        for n, s in enumerate(picks, 1)
-                    ],
-                )
-            )
-            report[f"user {name}"] = [s.item_id for s in picks]
-        print("\n== Star Wars (260) in decoder-embedding space, Euclidean ==")
-        distances = {s.item_id: s.value for s in model.similar(STAR_WARS, len(model.index))}
-        rows = [
-            [EMPIRE, distances[EMPIRE], artifact.title(EMPIRE)],
-            [AMERICAN_BEAUTY, distances[AMERICAN_BEAUTY], artifact.title(AMERICAN_BEAUTY)],
-        ]
-        nearest = model.similar(STAR_WARS, 5)
-        farthest = model.similar(STAR_WARS, 1, farthest=True)[0]
-        rows += [
-            [s.item_id, s.value, f"(nearest #{n}) {artifact.title(s.item_id)}"]
-            for n, s in enumerate(nearest, 1)
-        ]
-        rows.append(
-            [
-                farthest.item_id,
-                farthest.value,
-                f"(least similar) {artifact.title(farthest.item_id)}",
-            ]
+    served = runs[args.serve].artifact_path
+    print(
+        f"== serving version {served.name} (preset '{args.serve}'): Redis + feature, model, "
+        "gateway services ==",
+        flush=True,
+    )
+    with LocalStack(model_dir=served.parent, model_version=served.name) as stack:
+        with redis.Redis.from_url(stack.start_redis()) as client:
+            loaded = load_features(client, served, source.data.ratings, source.data.items, PREFIX)
+        print(
+            f"features loaded: {loaded.users:,} users, {loaded.ratings:,} ratings in "
+            f"{loaded.seconds:.1f}s"
         )
-        print(format_table(["movie_id", "distance", "title"], rows))
-        report["star_wars_distances"] = {
-            "empire": distances[EMPIRE],
-            "american_beauty": distances[AMERICAN_BEAUTY],
-            "least_similar": farthest.item_id,
-        }
+        stack.start_services()
+        print(f"gateway on {stack.address('gateway')}\n", flush=True)
+        with grpc.insecure_channel(stack.address("gateway")) as channel:
+            report["served"] = ask_gateway(
+                gateway_pb2_grpc.GatewayServiceStub(channel), source.how == "synthetic"
+            )
+    print("services stopped")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -67,16 +67,24 @@ class LocalRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
             redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
-            "--daemonize", "no",
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
             *self.extra_args,
-        ]  # fmt: skip
+        ]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL
         )

@@ -1,0 +1,54 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recsys.api.feature.v1 import feature_pb2
+from recsys.api.gateway.v1 import gateway_pb2
+from recsys.api.model.v1 import model_pb2
+from recsys.serving.config import ENV_NAMES, ConfigError, Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_generated_code_is_in_sync_with_protos():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "protos" / "run_codegen.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_one_versioned_package_per_service():
+    assert feature_pb2.DESCRIPTOR.package == "recsys.feature.v1"
+    assert model_pb2.DESCRIPTOR.package == "recsys.model.v1"
+    assert gateway_pb2.DESCRIPTOR.package == "recsys.gateway.v1"
+    for module in (feature_pb2, model_pb2, gateway_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                assert method.input_type.name == f"{method.name}Request"
+                assert method.output_type.name == f"{method.name}Response"
+
+
+def test_settings_from_environment():
+    settings = Settings.from_env(
+        {
+            "MODEL_PORT": "6000",
+            "UPSTREAM_TIMEOUT_S": "0.5",
+            "REDIS_URL": "redis://x:1/0",
+            "UNRELATED": "1",
+        }
+    )
+    assert (settings.model_port, settings.upstream_timeout_s, settings.redis_url) == (
+        6000,
+        0.5,
+        "redis://x:1/0",
+    )
+    assert Settings.from_env({}) == Settings()
+    with pytest.raises(ConfigError, match="MODEL_PORT='x' is not a valid int"):
+        Settings.from_env({"MODEL_PORT": "x"})
+    with pytest.raises(ConfigError, match="FEATURE_ADDR, MODEL_ADDR"):
+        Settings().require("feature_addr", "model_addr")
+    assert "REDIS_URL" in ENV_NAMES and "LOG_LEVEL" in ENV_NAMES
