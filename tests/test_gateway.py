@@ -51,6 +51,7 @@ def stack(trained_run, redis_server):
         with ServiceThread(gateway) as running, grpc.insecure_channel(running.address) as channel:
             wait_serving(channel, timeout=30)
             yield {
+                "channel": channel,
                 "stub": gateway_pb2_grpc.GatewayServiceStub(channel),
                 "artifact": load_artifact(run.artifact_path),
                 "data": source.data,
@@ -191,3 +192,19 @@ def test_model_service_down_is_unavailable_not_a_hang(trained_run, redis_server)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "model service" in caught.value.details()
         assert time.monotonic() - started < 5
+
+
+def test_health_and_reflection(stack):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(stack["channel"])
+    for service in ("", "recsys.gateway.v1.GatewayService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(stack["channel"])
+    request = reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="recsys.gateway.v1.GatewayService"
+    )
+    reply = next(reflection.ServerReflectionInfo(iter([request]), timeout=5))
+    assert reply.file_descriptor_response.file_descriptor_proto  # clients can discover the API
