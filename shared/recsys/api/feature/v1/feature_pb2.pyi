@@ -414,3 +414,169 @@ class ListItemsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListItemsResponse: _TypeAlias = ListItemsResponse  # noqa: Y015
+
+@_typing.final
+class UpsertRatingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    RATINGS_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """MovieLens user id, > 0; a new id creates the user."""
+    model_version: _builtins.str
+    """The version whose features to return; empty means the active version."""
+    @_builtins.property
+    def ratings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rating]:
+        """1 to 1000 ratings on the active version's rating scale; the last of a repeated movie
+        id wins.
+        """
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        ratings: _abc.Iterable[Global___Rating] | None = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "ratings", b"ratings", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertRatingsRequest: _TypeAlias = UpsertRatingsRequest  # noqa: Y015
+
+@_typing.final
+class UpsertRatingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURES_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    UNUSED_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """true when this call created the user."""
+    @_builtins.property
+    def features(self) -> Global___UserFeatures:
+        """The user's features after the write, under the requested version."""
+
+    @_builtins.property
+    def unused_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Stored ratings of movies the version's model does not cover."""
+
+    def __init__(
+        self,
+        *,
+        features: Global___UserFeatures | None = ...,
+        created: _builtins.bool = ...,
+        unused_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["features", b"features"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "features", b"features", "unused_movie_ids", b"unused_movie_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertRatingsResponse: _TypeAlias = UpsertRatingsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteRatingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """MovieLens user id, > 0."""
+    model_version: _builtins.str
+    """The version whose features to return; empty means the active version."""
+    @_builtins.property
+    def movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """1 to 1000 movie ids, each > 0."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "movie_ids", b"movie_ids", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRatingsRequest: _TypeAlias = DeleteRatingsRequest  # noqa: Y015
+
+@_typing.final
+class DeleteRatingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURES_FIELD_NUMBER: _builtins.int
+    MISSING_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    UNUSED_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def features(self) -> Global___UserFeatures:
+        """The user's features after the write (no ratings left: an empty vector, mean 0)."""
+
+    @_builtins.property
+    def missing_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Requested movie ids the user had not rated."""
+
+    @_builtins.property
+    def unused_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        features: Global___UserFeatures | None = ...,
+        missing_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+        unused_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["features", b"features"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "missing_movie_ids", b"missing_movie_ids", "unused_movie_ids", b"unused_movie_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRatingsResponse: _TypeAlias = DeleteRatingsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """MovieLens user id, > 0."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserRequest: _TypeAlias = DeleteUserRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATINGS_DELETED_FIELD_NUMBER: _builtins.int
+    ratings_deleted: _builtins.int
+    """How many ratings were removed."""
+    def __init__(
+        self,
+        *,
+        ratings_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ratings_deleted", b"ratings_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015

@@ -60,6 +60,21 @@ class FeatureServiceStub:
                 request_serializer=recsys_dot_feature_dot_v1_dot_feature__pb2.ListItemsRequest.SerializeToString,
                 response_deserializer=recsys_dot_feature_dot_v1_dot_feature__pb2.ListItemsResponse.FromString,
                 _registered_method=True)
+        self.UpsertRatings = channel.unary_unary(
+                '/recsys.feature.v1.FeatureService/UpsertRatings',
+                request_serializer=recsys_dot_feature_dot_v1_dot_feature__pb2.UpsertRatingsRequest.SerializeToString,
+                response_deserializer=recsys_dot_feature_dot_v1_dot_feature__pb2.UpsertRatingsResponse.FromString,
+                _registered_method=True)
+        self.DeleteRatings = channel.unary_unary(
+                '/recsys.feature.v1.FeatureService/DeleteRatings',
+                request_serializer=recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteRatingsRequest.SerializeToString,
+                response_deserializer=recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteRatingsResponse.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/recsys.feature.v1.FeatureService/DeleteUser',
+                request_serializer=recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
 
 
 class FeatureServiceServicer:
@@ -101,6 +116,28 @@ class FeatureServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertRatings(self, request, context):
+        """Upsert ratings (creating the user if new) and recompute the user's mean and preference
+        vector under every live model version, atomically.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRatings(self, request, context):
+        """Remove some ratings of a user; recomputes as UpsertRatings does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """Remove a user: ratings and features under every version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeatureServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +165,21 @@ def add_FeatureServiceServicer_to_server(servicer, server):
                     servicer.ListItems,
                     request_deserializer=recsys_dot_feature_dot_v1_dot_feature__pb2.ListItemsRequest.FromString,
                     response_serializer=recsys_dot_feature_dot_v1_dot_feature__pb2.ListItemsResponse.SerializeToString,
+            ),
+            'UpsertRatings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertRatings,
+                    request_deserializer=recsys_dot_feature_dot_v1_dot_feature__pb2.UpsertRatingsRequest.FromString,
+                    response_serializer=recsys_dot_feature_dot_v1_dot_feature__pb2.UpsertRatingsResponse.SerializeToString,
+            ),
+            'DeleteRatings': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRatings,
+                    request_deserializer=recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteRatingsRequest.FromString,
+                    response_serializer=recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteRatingsResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteUserRequest.FromString,
+                    response_serializer=recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +317,87 @@ class FeatureService:
             '/recsys.feature.v1.FeatureService/ListItems',
             recsys_dot_feature_dot_v1_dot_feature__pb2.ListItemsRequest.SerializeToString,
             recsys_dot_feature_dot_v1_dot_feature__pb2.ListItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertRatings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.feature.v1.FeatureService/UpsertRatings',
+            recsys_dot_feature_dot_v1_dot_feature__pb2.UpsertRatingsRequest.SerializeToString,
+            recsys_dot_feature_dot_v1_dot_feature__pb2.UpsertRatingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRatings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.feature.v1.FeatureService/DeleteRatings',
+            recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteRatingsRequest.SerializeToString,
+            recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteRatingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.feature.v1.FeatureService/DeleteUser',
+            recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteUserRequest.SerializeToString,
+            recsys_dot_feature_dot_v1_dot_feature__pb2.DeleteUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

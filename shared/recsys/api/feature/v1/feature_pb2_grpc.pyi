@@ -46,6 +46,14 @@ class FeatureServiceStub:
     """Catalog entries by id; unknown ids are listed, not errors."""
     ListItems: _grpc.UnaryUnaryMultiCallable[_feature_pb2.ListItemsRequest, _feature_pb2.ListItemsResponse]
     """The whole catalog in pages, ordered by movie id."""
+    UpsertRatings: _grpc.UnaryUnaryMultiCallable[_feature_pb2.UpsertRatingsRequest, _feature_pb2.UpsertRatingsResponse]
+    """Upsert ratings (creating the user if new) and recompute the user's mean and preference
+    vector under every live model version, atomically.
+    """
+    DeleteRatings: _grpc.UnaryUnaryMultiCallable[_feature_pb2.DeleteRatingsRequest, _feature_pb2.DeleteRatingsResponse]
+    """Remove some ratings of a user; recomputes as UpsertRatings does."""
+    DeleteUser: _grpc.UnaryUnaryMultiCallable[_feature_pb2.DeleteUserRequest, _feature_pb2.DeleteUserResponse]
+    """Remove a user: ratings and features under every version."""
 
 @_typing.type_check_only
 class FeatureServiceAsyncStub(FeatureServiceStub):
@@ -62,6 +70,14 @@ class FeatureServiceAsyncStub(FeatureServiceStub):
     """Catalog entries by id; unknown ids are listed, not errors."""
     ListItems: _aio.UnaryUnaryMultiCallable[_feature_pb2.ListItemsRequest, _feature_pb2.ListItemsResponse]  # type: ignore[assignment]
     """The whole catalog in pages, ordered by movie id."""
+    UpsertRatings: _aio.UnaryUnaryMultiCallable[_feature_pb2.UpsertRatingsRequest, _feature_pb2.UpsertRatingsResponse]  # type: ignore[assignment]
+    """Upsert ratings (creating the user if new) and recompute the user's mean and preference
+    vector under every live model version, atomically.
+    """
+    DeleteRatings: _aio.UnaryUnaryMultiCallable[_feature_pb2.DeleteRatingsRequest, _feature_pb2.DeleteRatingsResponse]  # type: ignore[assignment]
+    """Remove some ratings of a user; recomputes as UpsertRatings does."""
+    DeleteUser: _aio.UnaryUnaryMultiCallable[_feature_pb2.DeleteUserRequest, _feature_pb2.DeleteUserResponse]  # type: ignore[assignment]
+    """Remove a user: ratings and features under every version."""
 
 class FeatureServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -105,5 +121,31 @@ class FeatureServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_feature_pb2.ListItemsResponse, _abc.Awaitable[_feature_pb2.ListItemsResponse]]:
         """The whole catalog in pages, ordered by movie id."""
+
+    @_abc_1.abstractmethod
+    def UpsertRatings(
+        self,
+        request: _feature_pb2.UpsertRatingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feature_pb2.UpsertRatingsResponse, _abc.Awaitable[_feature_pb2.UpsertRatingsResponse]]:
+        """Upsert ratings (creating the user if new) and recompute the user's mean and preference
+        vector under every live model version, atomically.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteRatings(
+        self,
+        request: _feature_pb2.DeleteRatingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feature_pb2.DeleteRatingsResponse, _abc.Awaitable[_feature_pb2.DeleteRatingsResponse]]:
+        """Remove some ratings of a user; recomputes as UpsertRatings does."""
+
+    @_abc_1.abstractmethod
+    def DeleteUser(
+        self,
+        request: _feature_pb2.DeleteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feature_pb2.DeleteUserResponse, _abc.Awaitable[_feature_pb2.DeleteUserResponse]]:
+        """Remove a user: ratings and features under every version."""
 
 def add_FeatureServiceServicer_to_server(servicer: FeatureServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frecsys/gateway/v1/gateway.proto\x12\x11recsys.gateway.v1\"*\n\x06Rating\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\x0e\n\x06rating\x18\x02 \x01(\x02\";\n\rInlineRatings\x12*\n\x07ratings\x18\x01 \x03(\x0b\x32\x19.recsys.gateway.v1.Rating\"[\n\x0eRecommendation\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06genres\x18\x03 \x03(\t\x12\x18\n\x10predicted_rating\x18\x04 \x01(\x01\"t\n\x10RecommendRequest\x12\x11\n\x07user_id\x18\x01 \x01(\x03H\x00\x12:\n\x0einline_ratings\x18\x02 \x01(\x0b\x32 .recsys.gateway.v1.InlineRatingsH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x42\x06\n\x04user\"w\n\x11RecommendResponse\x12\x30\n\x05items\x18\x01 \x03(\x0b\x32!.recsys.gateway.v1.Recommendation\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11ignored_movie_ids\x18\x03 \x03(\x03\"\x81\x01\n\x15PredictRatingsRequest\x12\x11\n\x07user_id\x18\x01 \x01(\x03H\x00\x12:\n\x0einline_ratings\x18\x02 \x01(\x0b\x32 .recsys.gateway.v1.InlineRatingsH\x00\x12\x11\n\tmovie_ids\x18\x03 \x03(\x03\x42\x06\n\x04user\"L\n\x0fPredictedRating\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x18\n\x10predicted_rating\x18\x03 \x01(\x01\"\x83\x01\n\x16PredictRatingsResponse\x12\x37\n\x0bpredictions\x18\x01 \x03(\x0b\x32\".recsys.gateway.v1.PredictedRating\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11ignored_movie_ids\x18\x03 \x03(\x03\"o\n\x13SimilarItemsRequest\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\t\n\x01k\x18\x02 \x01(\x05\x12)\n\x06metric\x18\x03 \x01(\x0e\x32\x19.recsys.gateway.v1.Metric\x12\x10\n\x08\x66\x61rthest\x18\x04 \x01(\x08\"P\n\x0bSimilarItem\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06genres\x18\x03 \x03(\t\x12\x10\n\x08\x64istance\x18\x04 \x01(\x01\"\\\n\x14SimilarItemsResponse\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.recsys.gateway.v1.SimilarItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t*I\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x14\n\x10METRIC_EUCLIDEAN\x10\x01\x12\x11\n\rMETRIC_COSINE\x10\x02\x32\xb0\x02\n\x0eGatewayService\x12V\n\tRecommend\x12#.recsys.gateway.v1.RecommendRequest\x1a$.recsys.gateway.v1.RecommendResponse\x12\x65\n\x0ePredictRatings\x12(.recsys.gateway.v1.PredictRatingsRequest\x1a).recsys.gateway.v1.PredictRatingsResponse\x12_\n\x0cSimilarItems\x12&.recsys.gateway.v1.SimilarItemsRequest\x1a\'.recsys.gateway.v1.SimilarItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frecsys/gateway/v1/gateway.proto\x12\x11recsys.gateway.v1\"*\n\x06Rating\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\x0e\n\x06rating\x18\x02 \x01(\x02\";\n\rInlineRatings\x12*\n\x07ratings\x18\x01 \x03(\x0b\x32\x19.recsys.gateway.v1.Rating\"[\n\x0eRecommendation\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06genres\x18\x03 \x03(\t\x12\x18\n\x10predicted_rating\x18\x04 \x01(\x01\"t\n\x10RecommendRequest\x12\x11\n\x07user_id\x18\x01 \x01(\x03H\x00\x12:\n\x0einline_ratings\x18\x02 \x01(\x0b\x32 .recsys.gateway.v1.InlineRatingsH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x42\x06\n\x04user\"w\n\x11RecommendResponse\x12\x30\n\x05items\x18\x01 \x03(\x0b\x32!.recsys.gateway.v1.Recommendation\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11ignored_movie_ids\x18\x03 \x03(\x03\"\x81\x01\n\x15PredictRatingsRequest\x12\x11\n\x07user_id\x18\x01 \x01(\x03H\x00\x12:\n\x0einline_ratings\x18\x02 \x01(\x0b\x32 .recsys.gateway.v1.InlineRatingsH\x00\x12\x11\n\tmovie_ids\x18\x03 \x03(\x03\x42\x06\n\x04user\"L\n\x0fPredictedRating\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x18\n\x10predicted_rating\x18\x03 \x01(\x01\"\x83\x01\n\x16PredictRatingsResponse\x12\x37\n\x0bpredictions\x18\x01 \x03(\x0b\x32\".recsys.gateway.v1.PredictedRating\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11ignored_movie_ids\x18\x03 \x03(\x03\"o\n\x13SimilarItemsRequest\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\t\n\x01k\x18\x02 \x01(\x05\x12)\n\x06metric\x18\x03 \x01(\x0e\x32\x19.recsys.gateway.v1.Metric\x12\x10\n\x08\x66\x61rthest\x18\x04 \x01(\x08\"P\n\x0bSimilarItem\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06genres\x18\x03 \x03(\t\x12\x10\n\x08\x64istance\x18\x04 \x01(\x01\"\\\n\x14SimilarItemsResponse\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.recsys.gateway.v1.SimilarItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x8c\x01\n\tUserState\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x11\n\tuser_mean\x18\x03 \x01(\x01\x12*\n\x07ratings\x18\x04 \x03(\x0b\x32\x19.recsys.gateway.v1.Rating\x12\x18\n\x10unused_movie_ids\x18\x05 \x03(\x03\"O\n\x10RateItemsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12*\n\x07ratings\x18\x02 \x03(\x0b\x32\x19.recsys.gateway.v1.Rating\"P\n\x11RateItemsResponse\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x1c.recsys.gateway.v1.UserState\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\":\n\x14\x44\x65leteRatingsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tmovie_ids\x18\x02 \x03(\x03\"^\n\x15\x44\x65leteRatingsResponse\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x1c.recsys.gateway.v1.UserState\x12\x19\n\x11missing_movie_ids\x18\x02 \x03(\x03\"$\n\x11\x44\x65leteUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"-\n\x12\x44\x65leteUserResponse\x12\x17\n\x0fratings_deleted\x18\x01 \x01(\x05*I\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x14\n\x10METRIC_EUCLIDEAN\x10\x01\x12\x11\n\rMETRIC_COSINE\x10\x02\x32\xc7\x04\n\x0eGatewayService\x12V\n\tRecommend\x12#.recsys.gateway.v1.RecommendRequest\x1a$.recsys.gateway.v1.RecommendResponse\x12\x65\n\x0ePredictRatings\x12(.recsys.gateway.v1.PredictRatingsRequest\x1a).recsys.gateway.v1.PredictRatingsResponse\x12_\n\x0cSimilarItems\x12&.recsys.gateway.v1.SimilarItemsRequest\x1a\'.recsys.gateway.v1.SimilarItemsResponse\x12V\n\tRateItems\x12#.recsys.gateway.v1.RateItemsRequest\x1a$.recsys.gateway.v1.RateItemsResponse\x12\x62\n\rDeleteRatings\x12\'.recsys.gateway.v1.DeleteRatingsRequest\x1a(.recsys.gateway.v1.DeleteRatingsResponse\x12Y\n\nDeleteUser\x12$.recsys.gateway.v1.DeleteUserRequest\x1a%.recsys.gateway.v1.DeleteUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METRIC']._serialized_start=1124
-  _globals['_METRIC']._serialized_end=1197
+  _globals['_METRIC']._serialized_start=1671
+  _globals['_METRIC']._serialized_end=1744
   _globals['_RATING']._serialized_start=54
   _globals['_RATING']._serialized_end=96
   _globals['_INLINERATINGS']._serialized_start=98
@@ -56,6 +56,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIMILARITEM']._serialized_end=1028
   _globals['_SIMILARITEMSRESPONSE']._serialized_start=1030
   _globals['_SIMILARITEMSRESPONSE']._serialized_end=1122
-  _globals['_GATEWAYSERVICE']._serialized_start=1200
-  _globals['_GATEWAYSERVICE']._serialized_end=1504
+  _globals['_USERSTATE']._serialized_start=1125
+  _globals['_USERSTATE']._serialized_end=1265
+  _globals['_RATEITEMSREQUEST']._serialized_start=1267
+  _globals['_RATEITEMSREQUEST']._serialized_end=1346
+  _globals['_RATEITEMSRESPONSE']._serialized_start=1348
+  _globals['_RATEITEMSRESPONSE']._serialized_end=1428
+  _globals['_DELETERATINGSREQUEST']._serialized_start=1430
+  _globals['_DELETERATINGSREQUEST']._serialized_end=1488
+  _globals['_DELETERATINGSRESPONSE']._serialized_start=1490
+  _globals['_DELETERATINGSRESPONSE']._serialized_end=1584
+  _globals['_DELETEUSERREQUEST']._serialized_start=1586
+  _globals['_DELETEUSERREQUEST']._serialized_end=1622
+  _globals['_DELETEUSERRESPONSE']._serialized_start=1624
+  _globals['_DELETEUSERRESPONSE']._serialized_end=1669
+  _globals['_GATEWAYSERVICE']._serialized_start=1747
+  _globals['_GATEWAYSERVICE']._serialized_end=2330
 # @@protoc_insertion_point(module_scope)

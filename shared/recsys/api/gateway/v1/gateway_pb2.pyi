@@ -360,3 +360,186 @@ class SimilarItemsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SimilarItemsResponse: _TypeAlias = SimilarItemsResponse  # noqa: Y015
+
+@_typing.final
+class UserState(_message.Message):
+    """A stored user after a write."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    USER_MEAN_FIELD_NUMBER: _builtins.int
+    RATINGS_FIELD_NUMBER: _builtins.int
+    UNUSED_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    model_version: _builtins.str
+    """The model version the user's features were recomputed for."""
+    user_mean: _builtins.float
+    """b_u in stars under that version's normalization; 0 with no rating of a model item."""
+    @_builtins.property
+    def ratings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rating]:
+        """Every stored rating of the user, by movie id."""
+
+    @_builtins.property
+    def unused_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Stored ratings of movies the model does not cover: kept, but not used for predictions."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        model_version: _builtins.str = ...,
+        user_mean: _builtins.float = ...,
+        ratings: _abc.Iterable[Global___Rating] | None = ...,
+        unused_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "ratings", b"ratings", "unused_movie_ids", b"unused_movie_ids", "user_id", b"user_id", "user_mean", b"user_mean"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserState: _TypeAlias = UserState  # noqa: Y015
+
+@_typing.final
+class RateItemsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    RATINGS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """MovieLens user id, > 0; a new id creates the user."""
+    @_builtins.property
+    def ratings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rating]:
+        """1 to 1000 ratings on the dataset's scale; a movie id given twice keeps its last rating."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        ratings: _abc.Iterable[Global___Rating] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ratings", b"ratings", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateItemsRequest: _TypeAlias = RateItemsRequest  # noqa: Y015
+
+@_typing.final
+class RateItemsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """true when this call created the user."""
+    @_builtins.property
+    def user(self) -> Global___UserState: ...
+    def __init__(
+        self,
+        *,
+        user: Global___UserState | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateItemsResponse: _TypeAlias = RateItemsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteRatingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """MovieLens user id, > 0. NOT_FOUND if the user has no stored ratings."""
+    @_builtins.property
+    def movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """1 to 1000 movie ids, each > 0."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_ids", b"movie_ids", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRatingsRequest: _TypeAlias = DeleteRatingsRequest  # noqa: Y015
+
+@_typing.final
+class DeleteRatingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MISSING_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def user(self) -> Global___UserState: ...
+    @_builtins.property
+    def missing_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Requested movie ids the user had not rated."""
+
+    def __init__(
+        self,
+        *,
+        user: Global___UserState | None = ...,
+        missing_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["missing_movie_ids", b"missing_movie_ids", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRatingsResponse: _TypeAlias = DeleteRatingsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """MovieLens user id, > 0. NOT_FOUND if the user has no stored ratings."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserRequest: _TypeAlias = DeleteUserRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATINGS_DELETED_FIELD_NUMBER: _builtins.int
+    ratings_deleted: _builtins.int
+    """How many ratings were removed with the user."""
+    def __init__(
+        self,
+        *,
+        ratings_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ratings_deleted", b"ratings_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015

@@ -50,6 +50,21 @@ class GatewayServiceStub:
                 request_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsRequest.SerializeToString,
                 response_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsResponse.FromString,
                 _registered_method=True)
+        self.RateItems = channel.unary_unary(
+                '/recsys.gateway.v1.GatewayService/RateItems',
+                request_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.RateItemsRequest.SerializeToString,
+                response_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.RateItemsResponse.FromString,
+                _registered_method=True)
+        self.DeleteRatings = channel.unary_unary(
+                '/recsys.gateway.v1.GatewayService/DeleteRatings',
+                request_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRatingsRequest.SerializeToString,
+                response_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRatingsResponse.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/recsys.gateway.v1.GatewayService/DeleteUser',
+                request_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -76,6 +91,28 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RateItems(self, request, context):
+        """Create the user if new and upsert ratings (last write per item wins); the user's
+        recommendations change at once (read your writes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRatings(self, request, context):
+        """Remove some of a user's ratings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """Remove a user and every rating of theirs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +130,21 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.SimilarItems,
                     request_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsRequest.FromString,
                     response_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsResponse.SerializeToString,
+            ),
+            'RateItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.RateItems,
+                    request_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.RateItemsRequest.FromString,
+                    response_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.RateItemsResponse.SerializeToString,
+            ),
+            'DeleteRatings': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRatings,
+                    request_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRatingsRequest.FromString,
+                    response_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRatingsResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserRequest.FromString,
+                    response_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +228,87 @@ class GatewayService:
             '/recsys.gateway.v1.GatewayService/SimilarItems',
             recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsRequest.SerializeToString,
             recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RateItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.gateway.v1.GatewayService/RateItems',
+            recsys_dot_gateway_dot_v1_dot_gateway__pb2.RateItemsRequest.SerializeToString,
+            recsys_dot_gateway_dot_v1_dot_gateway__pb2.RateItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRatings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.gateway.v1.GatewayService/DeleteRatings',
+            recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRatingsRequest.SerializeToString,
+            recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRatingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.gateway.v1.GatewayService/DeleteUser',
+            recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserRequest.SerializeToString,
+            recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,14 @@ class GatewayServiceStub:
     """Predicted ratings of given items for a user."""
     SimilarItems: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SimilarItemsRequest, _gateway_pb2.SimilarItemsResponse]
     """Items nearest to (or farthest from) an item, with titles and distances."""
+    RateItems: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RateItemsRequest, _gateway_pb2.RateItemsResponse]
+    """Create the user if new and upsert ratings (last write per item wins); the user's
+    recommendations change at once (read your writes).
+    """
+    DeleteRatings: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DeleteRatingsRequest, _gateway_pb2.DeleteRatingsResponse]
+    """Remove some of a user's ratings."""
+    DeleteUser: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DeleteUserRequest, _gateway_pb2.DeleteUserResponse]
+    """Remove a user and every rating of theirs."""
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -51,6 +59,14 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Predicted ratings of given items for a user."""
     SimilarItems: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SimilarItemsRequest, _gateway_pb2.SimilarItemsResponse]  # type: ignore[assignment]
     """Items nearest to (or farthest from) an item, with titles and distances."""
+    RateItems: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RateItemsRequest, _gateway_pb2.RateItemsResponse]  # type: ignore[assignment]
+    """Create the user if new and upsert ratings (last write per item wins); the user's
+    recommendations change at once (read your writes).
+    """
+    DeleteRatings: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DeleteRatingsRequest, _gateway_pb2.DeleteRatingsResponse]  # type: ignore[assignment]
+    """Remove some of a user's ratings."""
+    DeleteUser: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DeleteUserRequest, _gateway_pb2.DeleteUserResponse]  # type: ignore[assignment]
+    """Remove a user and every rating of theirs."""
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -76,5 +92,31 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.SimilarItemsResponse, _abc.Awaitable[_gateway_pb2.SimilarItemsResponse]]:
         """Items nearest to (or farthest from) an item, with titles and distances."""
+
+    @_abc_1.abstractmethod
+    def RateItems(
+        self,
+        request: _gateway_pb2.RateItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.RateItemsResponse, _abc.Awaitable[_gateway_pb2.RateItemsResponse]]:
+        """Create the user if new and upsert ratings (last write per item wins); the user's
+        recommendations change at once (read your writes).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteRatings(
+        self,
+        request: _gateway_pb2.DeleteRatingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.DeleteRatingsResponse, _abc.Awaitable[_gateway_pb2.DeleteRatingsResponse]]:
+        """Remove some of a user's ratings."""
+
+    @_abc_1.abstractmethod
+    def DeleteUser(
+        self,
+        request: _gateway_pb2.DeleteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.DeleteUserResponse, _abc.Awaitable[_gateway_pb2.DeleteUserResponse]]:
+        """Remove a user and every rating of theirs."""
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
