@@ -4,60 +4,23 @@ features, the feature, model and gateway services each built by its production f
 import grpc
 import numpy as np
 import pytest
-import redis
 
 from recsys.api.gateway.v1 import gateway_pb2 as pb
 from recsys.api.gateway.v1 import gateway_pb2_grpc
-from recsys.artifacts import load_artifact
 from recsys.serving.config import Settings
 from recsys.serving.errors import field_violations
-from services.feature.loader import load_features
-from services.feature.server import create_server as feature_server
 from services.gateway.server import create_server as gateway_server
 from services.gateway.upstream import Upstreams
-from services.model.predictor import Predictor, PredictorHolder
-from services.model.server import create_server as model_server
-from tests.servers import ServiceThread, wait_serving
+from tests.servers import ServiceThread
+from tests.stack import running_stack
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def stack(trained_run, redis_server):
-    """(gateway stub, artifact, data) with all three services running."""
-    source, run = trained_run
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
-        load_features(client, run.artifact_path, source.data.ratings, source.data.items, "recsys")
-    settings = Settings(feature_port=0, model_port=0, gateway_port=0, redis_url=redis_server.url)
-    holder = PredictorHolder(Predictor.load(str(run.artifact_path.parent), run.artifact_path.name))
-
-    async def feature():
-        import redis.asyncio
-
-        return await feature_server(settings, redis.asyncio.Redis.from_url(redis_server.url))
-
-    with (
-        ServiceThread(feature) as features,
-        ServiceThread(lambda: model_server(settings, holder)) as model,
-    ):
-        upstream_settings = Settings(
-            gateway_port=0, feature_addr=features.address, model_addr=model.address
-        )
-
-        async def gateway():
-            return await gateway_server(upstream_settings, Upstreams.connect(upstream_settings))
-
-        with ServiceThread(gateway) as running, grpc.insecure_channel(running.address) as channel:
-            wait_serving(channel, timeout=30)
-            yield {
-                "channel": channel,
-                "stub": gateway_pb2_grpc.GatewayServiceStub(channel),
-                "artifact": load_artifact(run.artifact_path),
-                "data": source.data,
-                "model": model,
-                "features": features,
-            }
+    with running_stack(trained_run, redis_server.url) as running:
+        yield running
 
 
 def inline(ratings: dict[int, float]) -> pb.InlineRatings:

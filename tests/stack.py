@@ -1,0 +1,81 @@
+"""The whole system in-process for tests: a real Redis loaded with a trained model's
+features, and the feature, model and gateway services built by their production factories,
+each on its own event loop thread, called through real channels."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import grpc
+import redis
+
+from recsys.api.gateway.v1 import gateway_pb2_grpc
+from recsys.artifacts import Artifact, load_artifact
+from recsys.data.movielens import RatingData
+from recsys.serving.config import Settings
+from services.feature.loader import load_features
+from services.feature.server import create_server as feature_server
+from services.gateway.server import create_server as gateway_server
+from services.gateway.upstream import Upstreams
+from services.model.predictor import Predictor, PredictorHolder
+from services.model.server import create_server as model_server
+from tests.servers import ServiceThread, wait_serving
+
+
+@dataclass
+class Stack:
+    channel: grpc.Channel  # to the gateway
+    stub: gateway_pb2_grpc.GatewayServiceStub
+    artifact: Artifact
+    data: RatingData
+    redis_url: str
+    gateway: ServiceThread
+    features: ServiceThread
+    model: ServiceThread
+    holder: PredictorHolder
+
+    def __getitem__(self, name: str):  # stack["stub"] reads as well as stack.stub
+        return getattr(self, name)
+
+
+@contextlib.contextmanager
+def running_stack(trained_run, redis_url: str, *, flush: bool = True):
+    """Load the trained run's features into the Redis at `redis_url` and run all services."""
+    source, run = trained_run
+    with redis.Redis.from_url(redis_url) as client:
+        if flush:
+            client.flushall()
+        load_features(client, run.artifact_path, source.data.ratings, source.data.items, "recsys")
+    settings = Settings(feature_port=0, model_port=0, gateway_port=0, redis_url=redis_url)
+    holder = PredictorHolder(Predictor.load(str(run.artifact_path.parent), run.artifact_path.name))
+
+    async def feature():
+        import redis.asyncio
+
+        return await feature_server(settings, redis.asyncio.Redis.from_url(redis_url))
+
+    with (
+        ServiceThread(feature) as features,
+        ServiceThread(lambda: model_server(settings, holder)) as model,
+    ):
+        upstream_settings = Settings(
+            gateway_port=0, feature_addr=features.address, model_addr=model.address
+        )
+
+        async def gateway():
+            return await gateway_server(upstream_settings, Upstreams.connect(upstream_settings))
+
+        with ServiceThread(gateway) as running, grpc.insecure_channel(running.address) as channel:
+            wait_serving(channel, timeout=30)
+            yield Stack(
+                channel=channel,
+                stub=gateway_pb2_grpc.GatewayServiceStub(channel),
+                artifact=load_artifact(run.artifact_path),
+                data=source.data,
+                redis_url=redis_url,
+                gateway=running,
+                features=features,
+                model=model,
+                holder=holder,
+            )
