@@ -76,6 +76,8 @@ def test_items_file_is_optional(tmp_path):
         ("1::10::5::1\n1::11::4::1\n1::12::7::1\n", 3, "rating outside [1.0, 5.0]"),
         ("1::10::5::1\n0::11::4::1\n", 2, "user id must be positive"),
         ("1::10::5::1\n1::10::4::1\n", 2, "duplicate (user, item) pair"),
+        ("1::10::5::1\n1::11::::1\n", 2, "rating is missing or not a number"),
+        ("1::10::5::1\n1::11::nan::1\n", 2, "rating is missing or not a number"),
     ],
 )
 def test_malformed_ratings_name_file_and_line(tmp_path, content, line, problem):

@@ -141,6 +141,12 @@ def test_similar_items_match_offline(model_stub, predictor):
             "preferences.value",
         ),
         ("Predict", pb.PredictRequest(model_version="other"), "FAILED_PRECONDITION", None),
+        (
+            "Predict",
+            pb.PredictRequest(preferences=[pb.ItemValue(movie_id=1, value=3e38)]),
+            "INVALID_ARGUMENT",
+            "preferences.value",
+        ),
         ("BatchPredict", pb.BatchPredictRequest(), "INVALID_ARGUMENT", "requests"),
     ],
 )

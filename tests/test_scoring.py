@@ -62,6 +62,17 @@ def test_distances():
     np.testing.assert_allclose(item_distances(emb, 0, "cosine"), [0.0, 1.0, 0.0, 1.0])
 
 
+def test_top_k_breaks_ties_at_the_cut_off_by_index():
+    scores = np.zeros(40)
+    scores[[3, 30]] = 1.0  # two winners, then 38 items tied at 0
+    assert top_k(scores, 5).tolist() == [3, 30, 0, 1, 2]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scores = rng.integers(0, 4, 60).astype(float)
+        k = int(rng.integers(1, 60))
+        assert top_k(scores, k).tolist() == np.lexsort((np.arange(60), -scores))[:k].tolist()
+
+
 def test_top_k_order_and_ties():
     scores = np.array([1.0, 3.0, -np.inf, 3.0, 2.0])
     assert top_k(scores, 3).tolist() == [1, 3, 4]

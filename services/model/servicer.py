@@ -12,6 +12,7 @@ from services.model.predictor import MAX_GIVEN_ITEMS, Output, PredictorHolder, c
 
 MAX_BATCH = 256
 MAX_PREFERENCES = 20_000
+MAX_ABS_PREFERENCE = 100.0  # stars; real preferences lie within a few stars of 0
 METRICS = {
     model_pb2.METRIC_UNSPECIFIED: "euclidean",
     model_pb2.METRIC_EUCLIDEAN: "euclidean",
@@ -28,8 +29,11 @@ def sparse_vector(request: model_pb2.PredictRequest, field: str) -> tuple[np.nda
     values = np.fromiter((e.value for e in entries), np.float32, len(entries))
     if (movie_ids <= 0).any():
         raise InvalidArgument("movie ids must be positive", field=f"{field}.movie_id")
-    if not np.isfinite(values).all():
-        raise InvalidArgument("preference values must be finite", field=f"{field}.value")
+    if not (np.abs(values) <= MAX_ABS_PREFERENCE).all():  # also refuses NaN and infinities
+        raise InvalidArgument(
+            f"preference values must be finite and within ±{MAX_ABS_PREFERENCE:g}",
+            field=f"{field}.value",
+        )
     if len(np.unique(movie_ids)) != len(movie_ids):
         raise InvalidArgument("a movie id appears twice", field=f"{field}.movie_id")
     return movie_ids, values

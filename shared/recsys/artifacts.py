@@ -96,6 +96,7 @@ def save_artifact(
     if final.exists():
         raise ArtifactError(f"model version {version} already exists in {model_dir}")
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir))
+    os.chmod(staging, 0o755)  # readable by a serving process running as another user
     try:
         recommender_model.save(staging / MODEL_FILE)
         _write_json(staging / ITEMS_FILE, [int(i) for i in index.item_ids])
@@ -158,18 +159,18 @@ def load_artifact(path: Path | str) -> Artifact:
         network = linear_network(model)
     except Exception as exc:  # a corrupt or foreign file: say which, keep the cause
         raise ArtifactError(f"cannot load {path / MODEL_FILE}: {exc}") from exc
-    item_ids = _read_json(path / ITEMS_FILE)
-    normalization_values = _read_json(path / NORMALIZATION_FILE)
-    index = ItemIndex(np.array(item_ids, dtype=np.int64))
-    normalization = Normalization(
-        float(normalization_values["global_mean"]),
-        np.array(normalization_values["item_means"], dtype=np.float64),
-    )
-    scale = tuple(normalization_values.get("rating_scale", (1.0, 5.0)))
     try:
+        item_ids = _read_json(path / ITEMS_FILE)
+        normalization_values = _read_json(path / NORMALIZATION_FILE)
+        index = ItemIndex(np.array(item_ids, dtype=np.int64))
+        normalization = Normalization(
+            float(normalization_values["global_mean"]),
+            np.array(normalization_values["item_means"], dtype=np.float64),
+        )
+        scale = tuple(normalization_values.get("rating_scale", (1.0, 5.0)))
         recommender = Recommender(network, index, normalization, scale)
-    except ValueError as exc:
-        raise ArtifactError(f"{path}: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: malformed model version ({exc!r})") from exc
     metadata = _read_json(path / METADATA_FILE)
     catalog_path = path / CATALOG_FILE
     catalog = {}

@@ -148,10 +148,12 @@ def item_distances(embeddings: np.ndarray, column: int, metric: str = "euclidean
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores, best first (ties by index). -inf entries never win
-    over finite ones."""
+    """Indices of the k largest scores, best first, ties broken by the lower index — also at
+    the cut-off. -inf entries never win over finite ones."""
     k = max(0, min(k, len(scores)))
     if k == 0:
         return np.empty(0, dtype=np.int64)
     part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.lexsort((part, -scores[part]))]
+    kth = scores[part].min()
+    candidates = np.flatnonzero(scores >= kth)  # the top k and every item tied with the k-th
+    return candidates[np.lexsort((candidates, -scores[candidates]))][:k]

@@ -161,6 +161,7 @@ def _check_ratings(path: Path, ratings: pd.DataFrame, scale: tuple[float, float]
     offset = 2 if header else 1  # row 0 is file line 1 (or 2 below a header)
     low, high = scale
     checks = [
+        (ratings["rating"].isna(), "rating is missing or not a number"),
         (ratings["user_id"] <= 0, "user id must be positive"),
         (ratings["item_id"] <= 0, "item id must be positive"),
         ((ratings["rating"] < low) | (ratings["rating"] > high), f"rating outside [{low}, {high}]"),

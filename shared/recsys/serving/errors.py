@@ -65,6 +65,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             except RecsysError as error:
                 status = status_for(error)
                 await context.abort(status.code, status.details, status.trailing_metadata)
+            except NotImplementedError:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
             except Exception:
                 log.exception("unhandled error", extra={"method": method})
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
