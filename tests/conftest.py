@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,44 @@ def redis_url(redis_server) -> str:
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real three-master Redis Cluster on loopback for the whole run."""
+    from recsys.redis_server import LocalCluster
+
+    cluster = LocalCluster(masters=3).start()
+    yield cluster
+    cluster.cleanup()
+
+
+@dataclass(frozen=True)
+class RedisBackend:
+    """Where a test's Redis data lives: one server, or a Cluster (`cluster=True`)."""
+
+    url: str
+    cluster: bool
+
+    def sync(self):
+        from recsys.redis_client import sync_client
+
+        return sync_client(self.url, cluster=self.cluster)
+
+    def asyncio(self):
+        from recsys.redis_client import async_client
+
+        return async_client(self.url, cluster=self.cluster, timeout_s=5.0)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_backend(request) -> RedisBackend:
+    """The same test against one Redis and against a Redis Cluster, each emptied first."""
+    if request.param == "single":
+        return RedisBackend(request.getfixturevalue("redis_url"), cluster=False)
+    cluster = request.getfixturevalue("redis_cluster")
+    cluster.flushall()
+    return RedisBackend(cluster.url, cluster=True)
 
 
 @pytest.fixture(scope="session")

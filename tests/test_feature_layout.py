@@ -22,7 +22,10 @@ def test_every_key_byte_for_byte():
     assert keys.catalog_ids(V) == b"recsys:ver:20260101T000000000000Z:catalog_ids"
     assert keys.user(V, 42) == b"recsys:ver:20260101T000000000000Z:user:{42}"
     assert keys.ratings(42) == b"recsys:ratings:{42}"
-    assert keys.ratings_loading(42) == b"recsys:ratings:{42}:loading"
+    assert keys.revision(42) == b"recsys:rev:{42}"
+    assert keys.versions() == b"recsys:versions"
+    assert keys.ratings_pattern() == b"recsys:ratings:{*}"
+    assert KeyLayout.user_of_ratings_key(b"recsys:ratings:{42}") == 42
     assert keys.version_pattern(V) == b"recsys:ver:20260101T000000000000Z:*"
 
 
@@ -41,7 +44,7 @@ def test_a_users_keys_share_the_hash_tag(user_id):
         start = key.index(b"{")
         return key[start + 1 : key.index(b"}", start)]
 
-    for key in (keys.user(V, user_id), keys.ratings(user_id), keys.ratings_loading(user_id)):
+    for key in (keys.user(V, user_id), keys.ratings(user_id), keys.revision(user_id)):
         assert tag(key) == str(user_id).encode()
 
 

@@ -35,7 +35,16 @@ def data(synthetic_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def client(redis_url):
+def client(redis_backend):
+    """A client of the test's backend: most tests here run on one Redis and on a Cluster."""
+    client = redis_backend.sync()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def single_client(redis_url):
+    """For the tests that watch one server's own counters or MONITOR stream."""
     with redis.Redis.from_url(redis_url) as client:
         yield client
 
@@ -45,11 +54,15 @@ def loaded(client, data):
     return load_features(client, data.artifact, data.ratings, data.items, "recsys", batch_users=64)
 
 
-def with_store(redis_url, body, connection_class=redis.asyncio.Connection):
-    """Run `await body(store)` with a FeatureStore on a fresh asyncio client."""
+def with_store(backend, body, connection_class=redis.asyncio.Connection):
+    """Run `await body(store)` with a FeatureStore on a fresh asyncio client of `backend`
+    (a RedisBackend, or the URL of one Redis)."""
 
     async def main():
-        client = redis.asyncio.Redis.from_url(redis_url, connection_class=connection_class)
+        if isinstance(backend, str):
+            client = redis.asyncio.Redis.from_url(backend, connection_class=connection_class)
+        else:
+            client = backend.asyncio()
         try:
             return await body(FeatureStore(client, "recsys"))
         finally:
@@ -76,12 +89,12 @@ def test_load_summary_and_meta(client, data, loaded):
     assert client.get(KEYS.active()) == VERSION.encode()
     assert client.get(KEYS.items(VERSION)) == layout.encode_item_ids(data.index.item_ids)
     assert client.get(KEYS.item_means(VERSION)) == data.normalization.item_means.tobytes()
-    assert not list(client.scan_iter(match=b"recsys:ratings:*:loading"))
+    assert client.hgetall(KEYS.versions()) == {VERSION.encode(): b"ready"}
 
 
-def test_preferences_equal_training_normalization(redis_url, data, loaded):
+def test_preferences_equal_training_normalization(redis_backend, data, loaded):
     expected = preference_matrix(data.ratings, data.index, data.normalization)
-    users = with_store(redis_url, lambda store: store.get_users(VERSION, expected.user_ids))
+    users = with_store(redis_backend, lambda store: store.get_users(VERSION, expected.user_ids))
     assert sorted(users) == expected.user_ids.tolist()
     for row, user_id in enumerate(expected.user_ids.tolist()):
         user = users[user_id]
@@ -91,7 +104,8 @@ def test_preferences_equal_training_normalization(redis_url, data, loaded):
         movie_ids, values = user.preferences
         assert movie_ids.tolist() == data.index.item_ids[columns][order].tolist()
         np.testing.assert_allclose(values, expected.matrix.data[low:high][order], rtol=1e-6)
-        assert user.user_mean == expected.user_means[row]  # float64 repr: exact
+        # the same arithmetic summed in another order: equal to the last few ulps
+        assert user.user_mean == pytest.approx(expected.user_means[row], rel=1e-12)
         assert user.model_version == VERSION
         mine = data.ratings[data.ratings["user_id"] == user_id]
         assert user.ratings == dict(
@@ -99,8 +113,8 @@ def test_preferences_equal_training_normalization(redis_url, data, loaded):
         )
 
 
-def test_uncovered_items_are_in_ratings_not_in_preferences(redis_url, data, loaded):
-    users = with_store(redis_url, lambda store: store.get_users(VERSION, [OUTSIDER, 1]))
+def test_uncovered_items_are_in_ratings_not_in_preferences(redis_backend, data, loaded):
+    users = with_store(redis_backend, lambda store: store.get_users(VERSION, [OUTSIDER, 1]))
     outsider = users[OUTSIDER]
     assert outsider.ratings == dict(zip(data.uncovered_items[:3], [4.5, 2.0, 5.0], strict=True))
     assert outsider.preferences[0].size == 0 and outsider.user_mean == 0.0
@@ -111,15 +125,15 @@ def test_uncovered_items_are_in_ratings_not_in_preferences(redis_url, data, load
     assert set(regular.preferences[0].tolist()) == set(regular.ratings) - uncovered
 
 
-def test_unknown_users_are_absent(redis_url, loaded):
-    users = with_store(redis_url, lambda store: store.get_users(VERSION, [1, 424242, 1]))
+def test_unknown_users_are_absent(redis_backend, loaded):
+    users = with_store(redis_backend, lambda store: store.get_users(VERSION, [1, 424242, 1]))
     assert list(users) == [1]
 
 
-def test_a_user_rated_after_the_load_is_derived_with_the_same_math(redis_url, client, loaded):
-    stored = with_store(redis_url, lambda store: store.get_users(VERSION, [2]))[2]
+def test_a_user_rated_after_the_load_is_derived_with_the_same_math(redis_backend, client, loaded):
+    stored = with_store(redis_backend, lambda store: store.get_users(VERSION, [2]))[2]
     client.delete(KEYS.user(VERSION, 2))  # as if user 2 had rated after the load
-    derived = with_store(redis_url, lambda store: store.get_users(VERSION, [2]))[2]
+    derived = with_store(redis_backend, lambda store: store.get_users(VERSION, [2]))[2]
     assert derived.ratings == stored.ratings
     assert derived.user_mean == pytest.approx(stored.user_mean, abs=1e-12)
     np.testing.assert_array_equal(derived.preferences[0], stored.preferences[0])
@@ -141,13 +155,15 @@ def command_calls(client, *commands):
     return [stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in commands]
 
 
-def test_three_users_are_one_round_trip(redis_url, client, loaded):
+def test_three_users_are_one_round_trip(redis_url, single_client, data):
+    load_features(single_client, data.artifact, data.ratings, data.items, "recsys")
+
     async def body(store):
         await store.ping()  # connect (HELLO / CLIENT SETINFO) outside the measurement
         before_writes = CountingConnection.writes
-        before_calls = command_calls(client, "hgetall", "hmget")
+        before_calls = command_calls(single_client, "hgetall", "hmget")
         users = await store.get_users(VERSION, [1, 2, 3])
-        after_calls = command_calls(client, "hgetall", "hmget")
+        after_calls = command_calls(single_client, "hgetall", "hmget")
         return users, CountingConnection.writes - before_writes, before_calls, after_calls
 
     users, writes, before, after = with_store(redis_url, body, CountingConnection)
@@ -156,9 +172,9 @@ def test_three_users_are_one_round_trip(redis_url, client, loaded):
     assert [a - b for a, b in zip(after, before, strict=True)] == [3, 3]
 
 
-def test_active_is_set_last(redis_url, client, data):
-    """MONITOR sees the loader's writes in order: meta 'loading' first, everything else,
-    meta 'ready', then SET active."""
+def test_active_is_set_last(redis_url, single_client, data):
+    """MONITOR sees the loader's writes in order: meta 'loading' first, the version
+    registered before any user, users, meta 'ready', registry 'ready', then SET active."""
     commands: list[str] = []
     started = threading.Event()
 
@@ -173,19 +189,23 @@ def test_active_is_set_last(redis_url, client, data):
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     assert started.wait(5)
-    load_features(client, data.artifact, data.ratings, data.items, "recsys", batch_users=100)
+    load_features(single_client, data.artifact, data.ratings, data.items, "recsys", batch_users=100)
     watcher.join(30)
     assert not watcher.is_alive()
-    writes = [c for c in commands if c.split(" ", 1)[0] in ("SET", "HSET", "ZADD", "RENAME")]
+    writes = [c for c in commands if c.split(" ", 1)[0] in ("SET", "HSET", "ZADD", "EVAL")]
     meta = f"HSET recsys:ver:{VERSION}:meta"
     assert writes[0].startswith(meta) and "status loading" in writes[0]
-    assert writes[-2].startswith(meta) and "status ready" in writes[-2]
+    registered = writes.index(f"HSET recsys:versions {VERSION} loading")
+    first_user = next(i for i, c in enumerate(writes) if c.startswith("EVAL"))
+    assert registered < first_user  # online writes maintain the version before users load
+    assert writes[-3].startswith(meta) and "status ready" in writes[-3]
+    assert writes[-2] == f"HSET recsys:versions {VERSION} ready"
     assert writes[-1] == f"SET recsys:active {VERSION}"
-    assert sum(c.startswith("RENAME") for c in writes) == data.ratings["user_id"].nunique()
+    assert sum(c.startswith("EVAL") for c in writes) == data.ratings["user_id"].nunique()
 
 
-def test_a_second_version_switches_active(redis_url, client, data, loaded, tmp_path):
-    assert with_store(redis_url, lambda store: store.resolve(None)) == VERSION
+def test_a_second_version_switches_active(redis_backend, client, data, loaded, tmp_path):
+    assert with_store(redis_backend, lambda store: store.resolve(None)) == VERSION
     shifted = type(data.normalization)(
         data.normalization.global_mean + 0.5, data.normalization.item_means
     )
@@ -201,7 +221,7 @@ def test_a_second_version_switches_active(redis_url, client, data, loaded, tmp_p
         new = await store.get_users(newest, [5])
         return newest, old[5], new[5]
 
-    newest, old, new = with_store(redis_url, body)
+    newest, old, new = with_store(redis_backend, body)
     assert newest == NEXT_VERSION and new.model_version == NEXT_VERSION
     assert old.ratings == new.ratings
     assert new.user_mean == pytest.approx(old.user_mean - 0.5)
@@ -217,30 +237,30 @@ def test_a_ready_version_is_immutable_and_a_dead_load_is_cleared(client, data, l
     assert client.hget(KEYS.meta(VERSION), "status") == b"ready"
 
 
-def test_resolve_errors(redis_url, client, data):
-    async def resolve(version):
-        return await FeatureStore(redis.asyncio.Redis.from_url(redis_url)).resolve(version)
+def test_resolve_errors(redis_backend, client, data):
+    def resolve(version):
+        return with_store(redis_backend, lambda store: store.resolve(version))
 
     with pytest.raises(FailedPrecondition, match="no active model version"):
-        asyncio.run(resolve(None))
+        resolve(None)
     client.hset(KEYS.meta(VERSION), "status", "loading")
     with pytest.raises(FailedPrecondition, match="still loading"):
-        asyncio.run(resolve(VERSION))
+        resolve(VERSION)
     with pytest.raises(NotFound, match="not loaded"):
-        asyncio.run(resolve("20990101T000000000000Z"))
+        resolve("20990101T000000000000Z")
     with pytest.raises(InvalidArgument) as bad:
-        asyncio.run(resolve("v{1}"))
+        resolve("v{1}")
     assert bad.value.field == "model_version"
 
 
-def test_normalization_and_items(redis_url, data, loaded):
+def test_normalization_and_items(redis_backend, data, loaded):
     async def body(store):
         return (
             await store.normalization(VERSION),
             await store.get_items(VERSION, [1, 999999, 2]),
         )
 
-    normalization, items = with_store(redis_url, body)
+    normalization, items = with_store(redis_backend, body)
     assert normalization.global_mean == data.normalization.global_mean
     assert normalization.item_ids.tolist() == data.index.item_ids.tolist()
     assert normalization.item_means.tolist() == data.normalization.item_means.tolist()
@@ -251,7 +271,7 @@ def test_normalization_and_items(redis_url, data, loaded):
     assert items[1].genres == tuple(first["genres"].split("|"))
 
 
-def test_list_items_covers_the_catalog_exactly_once(redis_url, data, loaded):
+def test_list_items_covers_the_catalog_exactly_once(redis_backend, data, loaded):
     async def body(store):
         pages, after = [], None
         while True:
@@ -261,7 +281,7 @@ def test_list_items_covers_the_catalog_exactly_once(redis_url, data, loaded):
                 return pages
             after = page.last_movie_id
 
-    pages = with_store(redis_url, body)
+    pages = with_store(redis_backend, body)
     seen = [item.movie_id for page in pages for item in page.items]
     assert seen == sorted(data.items["item_id"].tolist())
     assert all(page.total_size == len(data.items) for page in pages)
@@ -269,7 +289,7 @@ def test_list_items_covers_the_catalog_exactly_once(redis_url, data, loaded):
 
 
 @pytest.mark.slow
-def test_a_trained_artifact_loads_with_its_own_normalization(trained_run, client, redis_url):
+def test_a_trained_artifact_loads_with_its_own_normalization(trained_run, client, redis_backend):
     source, run = trained_run
     spec = load_features_spec(run.artifact_path)
     artifact = load_artifact(run.artifact_path)
@@ -281,7 +301,7 @@ def test_a_trained_artifact_loads_with_its_own_normalization(trained_run, client
     )
     summary = load_features(client, run.artifact_path, source.data.ratings, source.data.items)
     assert summary.users == source.data.ratings["user_id"].nunique()
-    user = with_store(redis_url, lambda store: store.get_users(spec.version, [1]))[1]
+    user = with_store(redis_backend, lambda store: store.get_users(spec.version, [1]))[1]
     ratings = {
         int(m): float(r)
         for m, r in source.data.ratings.query("user_id == 1")[["item_id", "rating"]].itertuples(
@@ -305,7 +325,7 @@ def root_logging():
     root.setLevel(level)
 
 
-def test_cli_load_features(synthetic_dir, data, client, redis_url, capsys, root_logging):
+def test_cli_load_features(synthetic_dir, data, single_client, redis_url, capsys, root_logging):
     from recsys.cli import main
 
     argv = [
@@ -324,12 +344,13 @@ def test_cli_load_features(synthetic_dir, data, client, redis_url, capsys, root_
     ratings = data.ratings[data.ratings["user_id"] != OUTSIDER]
     users = ratings["user_id"].nunique()
     assert out.startswith(f"model version {VERSION} active: {users} users, {len(ratings)} ratings")
-    assert client.get(b"other:active") == VERSION.encode() and client.get(KEYS.active()) is None
+    assert single_client.get(b"other:active") == VERSION.encode()
+    assert single_client.get(KEYS.active()) is None
     assert main(argv) == 2  # a ready version is never overwritten
     assert "already loaded" in capsys.readouterr().err
 
 
-def test_a_bad_prefix_is_refused_before_any_write(client, data):
+def test_a_bad_prefix_is_refused_before_any_write(single_client, data):
     with pytest.raises(InvalidArgument) as bad:
-        load_features(client, data.artifact, data.ratings, data.items, "a b")
-    assert bad.value.field == "prefix" and client.dbsize() == 0
+        load_features(single_client, data.artifact, data.ratings, data.items, "a b")
+    assert bad.value.field == "prefix" and single_client.dbsize() == 0

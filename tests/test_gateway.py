@@ -171,3 +171,31 @@ def test_health_and_reflection(stack):
     )
     reply = next(reflection.ServerReflectionInfo(iter([request]), timeout=5))
     assert reply.file_descriptor_response.file_descriptor_proto  # clients can discover the API
+
+
+def test_a_model_version_without_features_is_unavailable(stack, tmp_path):
+    """The model service moved to a version whose features are not loaded (a rollout in
+    progress): UNAVAILABLE, never NOT_FOUND for a user or movie that exists."""
+    import json
+    import shutil
+
+    from services.model.predictor import Predictor
+
+    copy = tmp_path / "29990101T000000000000Z"
+    shutil.copytree(stack.artifact.path, copy)
+    meta = json.loads((copy / "metadata.json").read_text())
+    (copy / "metadata.json").write_text(json.dumps({**meta, "version": copy.name}))
+    serving = stack.holder.predictor
+    stack.holder.predictor = Predictor.load(str(tmp_path), copy.name)
+    try:
+        for call in (
+            lambda: stack.stub.Recommend(pb.RecommendRequest(user_id=3), timeout=5),
+            lambda: stack.stub.SimilarItems(pb.SimilarItemsRequest(movie_id=1), timeout=5),
+        ):
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "not loaded" in caught.value.details()
+    finally:
+        stack.holder.predictor = serving
+    assert stack.stub.Recommend(pb.RecommendRequest(user_id=3), timeout=5).items

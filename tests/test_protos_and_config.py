@@ -52,3 +52,26 @@ def test_settings_from_environment():
     with pytest.raises(ConfigError, match="FEATURE_ADDR, MODEL_ADDR"):
         Settings().require("feature_addr", "model_addr")
     assert "REDIS_URL" in ENV_NAMES and "LOG_LEVEL" in ENV_NAMES
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GATEWAY_PORT", "-1"),
+        ("MODEL_PORT", "70000"),
+        ("UPSTREAM_TIMEOUT_S", "nan"),
+        ("REDIS_TIMEOUT_S", "0"),
+        ("GRACE_S", "-5"),
+        ("MAX_MESSAGE_BYTES", "0"),
+        ("REDIS_CLUSTER", "maybe"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_settings_out_of_range_fail_at_start_up(variable, value):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({variable: value})
+
+
+def test_boolean_settings():
+    assert Settings.from_env({"REDIS_CLUSTER": "yes"}).redis_cluster is True
+    assert Settings.from_env({"REDIS_CLUSTER": "0"}).redis_cluster is False

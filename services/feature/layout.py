@@ -6,6 +6,9 @@ U = MovieLens user id in decimal):
 
     P:active                 string      the active model version, e.g. "20261127T183501123456Z";
                                          set last, only once the version is fully written
+    P:versions               hash        live versions → status ("loading" | "ready"): the
+                                         versions whose user hashes every write maintains
+                                         (the one being loaded, the active one, the previous)
     P:ver:V:meta             hash        global_mean (μ, stars), rating_min, rating_max,
                                          item_count (model columns), user_count (users loaded),
                                          loaded_at (RFC 3339 UTC), status ("loading" | "ready")
@@ -23,12 +26,16 @@ U = MovieLens user id in decimal):
     P:ratings:{U}            hash        movie id (decimal) → rating (shortest decimal, "4.5");
                                          every rating of the user, version-independent: the
                                          source of truth the versioned user hashes derive from
-    P:ratings:{U}:loading    hash        transient, only during a load: the replacement ratings
-                                         hash, renamed over P:ratings:{U} in one atomic RENAME
+    P:rev:{U}                string      the user's revision: an integer incremented by every
+                                         write to the user's ratings (kept after the user is
+                                         deleted, so a bulk load never resurrects them)
 
-The braces in `user:{U}` and `ratings:{U}` are the Redis Cluster hash tag: every key of one
-user hashes to the same slot, so one user's keys can be read and renamed together. Versions
-are immutable once their status is "ready". A missing hash field means "absent".
+The braces in `user:{U}`, `ratings:{U}` and `rev:{U}` are the Redis Cluster hash tag: every
+key of one user hashes to the same slot, so one Lua script can update a user's ratings,
+revision and every live version's features atomically, on one Redis or a Cluster. Writers
+are optimistic: they read ratings and revision, compute, and the script applies the change
+only if the revision is still the one they read. Versions are immutable once their status
+is "ready". A missing hash field means "absent".
 """
 
 from __future__ import annotations
@@ -84,6 +91,9 @@ class KeyLayout:
     def active(self) -> bytes:
         return f"{self.prefix}:active".encode()
 
+    def versions(self) -> bytes:
+        return f"{self.prefix}:versions".encode()
+
     def meta(self, version: str) -> bytes:
         return self._versioned(version, "meta")
 
@@ -105,9 +115,17 @@ class KeyLayout:
     def ratings(self, user_id: int) -> bytes:
         return f"{self.prefix}:ratings:{{{_user(user_id)}}}".encode()
 
-    def ratings_loading(self, user_id: int) -> bytes:
-        """The transient replacement of `ratings(user_id)` during a load (same hash tag)."""
-        return f"{self.prefix}:ratings:{{{_user(user_id)}}}:loading".encode()
+    def revision(self, user_id: int) -> bytes:
+        return f"{self.prefix}:rev:{{{_user(user_id)}}}".encode()
+
+    def ratings_pattern(self) -> bytes:
+        """SCAN MATCH pattern for every user's ratings hash."""
+        return f"{self.prefix}:ratings:{{*}}".encode()
+
+    @staticmethod
+    def user_of_ratings_key(key: bytes) -> int:
+        """The user id inside a ratings key (the part between the braces)."""
+        return int(key[key.index(b"{") + 1 : key.index(b"}")])
 
     def version_pattern(self, version: str) -> bytes:
         """SCAN MATCH pattern for every key of one version's namespace."""

@@ -13,18 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import redis
 
 from recsys.artifacts import FeatureSpec, load_features_spec
 from recsys.errors import ArtifactError, FailedPrecondition, InvalidArgument
-from recsys.features import PreferenceMatrix, preference_matrix
+from recsys.redis_client import SyncClient
 from services.feature import layout
 from services.feature.layout import KeyLayout
+from services.feature.writes import APPLY_SCRIPT, apply_args, compute_features, decode_revision
 
 log = logging.getLogger(__name__)
 
 CATALOG_BATCH = 5000
 WRITER_THREADS = 2
+MAX_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -38,23 +39,35 @@ class LoadSummary:
     items: int
     catalog_items: int
     seconds: float
+    retired_versions: list[str]
 
 
 def load_features(
-    client: redis.Redis,
+    client: SyncClient,
     artifact_dir: Path | str,
     ratings: pd.DataFrame,
     items: pd.DataFrame,
     prefix: str = "recsys",
     batch_users: int = 500,
+    *,
+    replace_ratings: bool = False,
 ) -> LoadSummary:
-    """Write the features of the model version in `artifact_dir` and make it active.
+    """Build the namespace of the model version in `artifact_dir` beside the active one,
+    then switch to it.
 
-    ratings: user_id, item_id, rating (stars) per row; every user's ratings hash is replaced
-        by exactly these ratings (ratings of items the model lacks included).
+    ratings: user_id, item_id, rating (stars) per row: they seed users Redis does not know.
+        The ratings in Redis are the source of truth: a user who already has ratings there
+        keeps them (ratings written online since the last load are carried over) and a
+        user deleted online is not brought back; `replace_ratings=True` makes the dataset
+        win instead.
     items: item_id, title, genres ("|"-joined) — the catalog.
-    Refuses a version that is already loaded (versions are immutable); the leftovers of a
-    load that died half way are cleared first.
+
+    Order: meta (status loading), items, item means, catalog; then the version is
+    registered in P:versions, so online writes from then on maintain its user hashes too;
+    then every user's features (compare-and-set on the user's revision, so a concurrent
+    online write is never overwritten); then status ready, P:active, and finally the
+    namespaces of versions older than the previous active one are removed.
+    Refuses a version that is already loaded; a half-finished load of it is cleared first.
     """
     started = time.perf_counter()
     spec = load_features_spec(artifact_dir)
@@ -67,8 +80,8 @@ def load_features(
         raise InvalidArgument(str(exc), field="prefix") from None
     _clear_unfinished(client, keys, version)
     ratings = ratings.drop_duplicates(["user_id", "item_id"], keep="last")
-    user_ids = np.unique(ratings["user_id"].to_numpy(np.int64))
     catalog = _catalog(spec, items)
+    previous = client.get(keys.active())
 
     client.hset(
         keys.meta(version),
@@ -78,28 +91,66 @@ def load_features(
             "rating_min": repr(float(spec.rating_scale[0])),
             "rating_max": repr(float(spec.rating_scale[1])),
             "item_count": len(spec.index),
-            "user_count": len(user_ids),
         },
     )
     _write_items_and_catalog(client, keys, spec, catalog)
-    _write_users(client, keys, spec, ratings, user_ids, batch_users)
+    client.hset(keys.versions(), version, layout.STATUS_LOADING)
+    users, rated = _write_users(client, keys, spec, ratings, batch_users, replace_ratings)
+
     loaded_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    client.hset(keys.meta(version), mapping={"status": layout.STATUS_READY, "loaded_at": loaded_at})
+    client.hset(
+        keys.meta(version),
+        mapping={"status": layout.STATUS_READY, "loaded_at": loaded_at, "user_count": users},
+    )
+    client.hset(keys.versions(), version, layout.STATUS_READY)
     client.set(keys.active(), version)
+    keep = {version} | ({previous.decode()} if previous else set())
+    retired = retire_versions(client, keys, keep)
 
     summary = LoadSummary(
         version=version,
-        users=len(user_ids),
-        ratings=len(ratings),
+        users=users,
+        ratings=rated,
         items=len(spec.index),
         catalog_items=len(catalog),
         seconds=time.perf_counter() - started,
+        retired_versions=retired,
     )
     log.info("features loaded", extra=vars(summary))
     return summary
 
 
-def _clear_unfinished(client: redis.Redis, keys: KeyLayout, version: str) -> None:
+def retire_versions(client: SyncClient, keys: KeyLayout, keep: set[str]) -> list[str]:
+    """Remove every registered version not in `keep`: first from P:versions (writes stop
+    maintaining it), then its keys. Returns the removed versions."""
+    retired = sorted(v.decode() for v in client.hkeys(keys.versions()) if v.decode() not in keep)
+    for version in retired:
+        client.hdel(keys.versions(), version)
+        _unlink_matching(client, keys.version_pattern(version))
+        log.info("model version removed from redis", extra={"version": version})
+    return retired
+
+
+def _unlink_matching(client: SyncClient, pattern: bytes) -> None:
+    batch = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) == 1000:
+            _unlink(client, batch)
+            batch = []
+    if batch:
+        _unlink(client, batch)
+
+
+def _unlink(client: SyncClient, keys: list[bytes]) -> None:
+    """UNLINK key by key in one pipeline (keys of several slots: fine on a Cluster too)."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.unlink(key)
+    pipe.execute()
+
+
+def _clear_unfinished(client: SyncClient, keys: KeyLayout, version: str) -> None:
     status = client.hget(keys.meta(version), "status")
     if status is None:
         return
@@ -108,14 +159,8 @@ def _clear_unfinished(client: redis.Redis, keys: KeyLayout, version: str) -> Non
             f"model version {version} is already loaded in Redis; versions are immutable"
         )
     log.warning("clearing an unfinished load", extra={"version": version})
-    batch = []
-    for key in client.scan_iter(match=keys.version_pattern(version), count=1000):
-        batch.append(key)
-        if len(batch) == 1000:
-            client.unlink(*batch)
-            batch = []
-    if batch:
-        client.unlink(*batch)
+    client.hdel(keys.versions(), version)
+    _unlink_matching(client, keys.version_pattern(version))
 
 
 def _catalog(spec: FeatureSpec, items: pd.DataFrame) -> dict[int, bytes]:
@@ -135,7 +180,7 @@ def _catalog(spec: FeatureSpec, items: pd.DataFrame) -> dict[int, bytes]:
 
 
 def _write_items_and_catalog(
-    client: redis.Redis, keys: KeyLayout, spec: FeatureSpec, catalog: dict[int, bytes]
+    client: SyncClient, keys: KeyLayout, spec: FeatureSpec, catalog: dict[int, bytes]
 ) -> None:
     version = spec.version
     pipe = client.pipeline(transaction=False)
@@ -149,81 +194,114 @@ def _write_items_and_catalog(
     pipe.execute()
 
 
-@dataclass(frozen=True)
-class _UserRows:
-    """Every user's data, ready to write. Row r is user_ids[r]: its ratings hash arguments are
-    hset_args[2·bounds[r] : 2·bounds[r+1]] (movie id, rating, movie id, rating, ...) and its
-    preferences are row r of `preferences.matrix` (columns → movie ids via column_ids)."""
+def _dataset_ratings(ratings: pd.DataFrame) -> dict[int, dict[int, float]]:
+    """{user id: {movie id: stars}} of the dataset."""
+    if ratings.empty:
+        return {}
+    users = ratings["user_id"].to_numpy(np.int64)
+    order = np.argsort(users, kind="stable")
+    users = users[order]
+    movies = ratings["item_id"].to_numpy(np.int64)[order].tolist()
+    stars = ratings["rating"].to_numpy(np.float32)[order].astype(float).tolist()
+    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1, len(users)].tolist()
+    return {
+        int(users[a]): dict(zip(movies[a:b], stars[a:b], strict=True))
+        for a, b in zip(starts[:-1], starts[1:], strict=True)
+    }
 
-    user_ids: np.ndarray
-    bounds: list[int]
-    hset_args: list[bytes]
-    preferences: PreferenceMatrix
-    column_ids: np.ndarray
+
+def _stored_users(client: SyncClient, keys: KeyLayout) -> set[int]:
+    """Users with a ratings hash in Redis (SCAN: every node of a Cluster)."""
+    return {
+        KeyLayout.user_of_ratings_key(key)
+        for key in client.scan_iter(match=keys.ratings_pattern(), count=1000)
+    }
 
 
 def _write_users(
-    client: redis.Redis,
+    client: SyncClient,
     keys: KeyLayout,
     spec: FeatureSpec,
     ratings: pd.DataFrame,
-    user_ids: np.ndarray,
     batch_users: int,
-) -> None:
-    """Every user's ratings hash and versioned hash, `batch_users` per pipeline. Two writer
-    threads: one builds a batch's commands while Redis applies the other's."""
-    users = ratings["user_id"].to_numpy(np.int64)
-    movies = ratings["item_id"].to_numpy(np.int64)
-    order = np.lexsort((movies, users))
-    users, movies = users[order], movies[order]
-    stars = ratings["rating"].to_numpy(np.float32)[order]
-    distinct, which = np.unique(stars, return_inverse=True)
-    encoded = np.array([layout.encode_rating(r) for r in distinct], dtype=object)
-    hset_args = np.empty(2 * len(stars), dtype=object)
-    hset_args[0::2] = movies.astype("S20").tolist()
-    hset_args[1::2] = encoded[which]
-    rows = _UserRows(
-        user_ids=user_ids,
-        bounds=np.searchsorted(users, user_ids, side="left").tolist() + [len(users)],
-        hset_args=hset_args.tolist(),
-        preferences=preference_matrix(ratings, spec.index, spec.normalization, user_ids),
-        column_ids=spec.index.item_ids,
-    )
-    with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
-        batches = [
-            writers.submit(
-                _write_user_batch, client, keys, spec.version, rows, start, start + batch_users
+    replace_ratings: bool,
+) -> tuple[int, int]:
+    """Every user's features under the new version, `batch_users` per round trip; returns
+    (users written, their ratings). Users whose revision moved between the read and the
+    write (an online write meanwhile) are read again, up to MAX_ROUNDS times; the online
+    writer has already written their features for this version, or the feature service
+    derives them on read."""
+    dataset = _dataset_ratings(ratings)
+    pending = sorted(set(dataset) | _stored_users(client, keys))
+    done: dict[int, int] = {}
+    for _ in range(MAX_ROUNDS):
+        moved: list[int] = []
+        batches = [pending[i : i + batch_users] for i in range(0, len(pending), batch_users)]
+        with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
+            results = writers.map(
+                lambda batch: _write_user_batch(
+                    client, keys, spec, batch, dataset, replace_ratings
+                ),
+                batches,
             )
-            for start in range(0, len(user_ids), batch_users)
-        ]
-        for batch in batches:
-            batch.result()
+            for written, lost in results:
+                done.update(written)
+                moved += lost
+        if not moved:
+            break
+        pending = moved
+    else:
+        log.warning("users left to derive on read", extra={"users": len(pending)})
+    return len(done), sum(done.values())
 
 
 def _write_user_batch(
-    client: redis.Redis, keys: KeyLayout, version: str, rows: _UserRows, first: int, stop: int
-) -> None:
-    """Users rows[first:stop] in one pipeline. The ratings hash is built under a staging key
-    and RENAMEd over the old one, so a reader never sees it half written."""
-    matrix = rows.preferences.matrix
+    client: SyncClient,
+    keys: KeyLayout,
+    spec: FeatureSpec,
+    user_ids: list[int],
+    dataset: dict[int, dict[int, float]],
+    replace_ratings: bool,
+) -> tuple[dict[int, int], list[int]]:
+    """One read pipeline and one write pipeline for `user_ids`. Returns ({user: ratings
+    written}, users whose revision moved)."""
     pipe = client.pipeline(transaction=False)
-    for row in range(first, min(stop, len(rows.user_ids))):
-        user_id = int(rows.user_ids[row])
-        staging = keys.ratings_loading(user_id)
-        pipe.delete(staging)
-        pipe.execute_command(
-            "HSET", staging, *rows.hset_args[2 * rows.bounds[row] : 2 * rows.bounds[row + 1]]
+    for user_id in user_ids:
+        pipe.hgetall(keys.ratings(user_id))
+        pipe.get(keys.revision(user_id))
+    replies = pipe.execute()
+    plans = []
+    for user_id, raw_ratings, raw_revision in zip(
+        user_ids, replies[0::2], replies[1::2], strict=True
+    ):
+        stored = layout.decode_ratings(raw_ratings)
+        revision = decode_revision(raw_revision)
+        seed = dataset.get(user_id, {})
+        if replace_ratings and seed:
+            after, to_set = seed, seed
+            to_delete = [m for m in stored if m not in seed]
+        elif stored:
+            after, to_set, to_delete = stored, {}, []
+        elif revision == 0 and seed:
+            after, to_set, to_delete = seed, seed, []
+        else:
+            continue  # deleted online since (revision > 0, no ratings): not resurrected
+        features = compute_features(after, spec.index, spec.normalization)
+        plans.append((user_id, len(after), apply_args(revision, to_set, to_delete, [features])))
+    pipe = client.pipeline(transaction=False)
+    for user_id, _, args in plans:
+        pipe.execute_command(  # EVAL through execute_command: cluster pipelines route it too
+            "EVAL",
+            APPLY_SCRIPT,
+            3,
+            keys.ratings(user_id),
+            keys.revision(user_id),
+            keys.user(spec.version, user_id),
+            *args,
         )
-        pipe.rename(staging, keys.ratings(user_id))
-        low, high = matrix.indptr[row], matrix.indptr[row + 1]
-        packed = layout.encode_preferences(
-            rows.column_ids[matrix.indices[low:high]], matrix.data[low:high]
-        )
-        pipe.hset(
-            keys.user(version, user_id),
-            mapping={
-                layout.USER_MEAN: layout.encode_user_mean(rows.preferences.user_means[row]),
-                layout.USER_PREFS: packed,
-            },
-        )
-    pipe.execute()
+    results = pipe.execute()
+    written = {
+        user_id: count for (user_id, count, _), r in zip(plans, results, strict=True) if r != -1
+    }
+    lost = [user_id for (user_id, _, _), r in zip(plans, results, strict=True) if r == -1]
+    return written, lost

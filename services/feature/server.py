@@ -10,13 +10,9 @@ import asyncio
 import logging
 import sys
 
-import redis.asyncio
-import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-
 from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
 from recsys.logs import configure_logging
+from recsys.redis_client import AsyncClient, async_client
 from recsys.serving.config import ConfigError, Settings
 from recsys.serving.server import Service
 from services.feature.servicer import FeatureServicer
@@ -28,23 +24,14 @@ SERVICE_NAME = feature_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_na
 READINESS_EVERY_S = 1.0
 
 
-def connect_redis(settings: Settings) -> redis.asyncio.Redis:
-    """The process's one Redis client: socket timeouts from settings, and one quick retry on
-    a connection error only, so a dropped pooled connection reconnects, while a dead or hung
-    Redis fails within one timeout."""
-    return redis.asyncio.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        retry=Retry(
-            ExponentialWithJitterBackoff(base=0.01, cap=0.1),
-            retries=1,
-            supported_errors=(redis.exceptions.ConnectionError,),
-        ),
+def connect_redis(settings: Settings) -> AsyncClient:
+    """The process's one Redis client (a Cluster client with REDIS_CLUSTER=1)."""
+    return async_client(
+        settings.redis_url, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_s
     )
 
 
-async def create_server(settings: Settings, redis_client: redis.asyncio.Redis) -> Service:
+async def create_server(settings: Settings, redis_client: AsyncClient) -> Service:
     """An unstarted Service bound to settings.feature_port (0: any free port, see `.port`).
     Health is SERVING while Redis answers and a model version is active."""
     store = FeatureStore(redis_client, settings.redis_key_prefix)

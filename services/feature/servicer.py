@@ -13,6 +13,7 @@ from recsys.errors import InvalidArgument, NotFound
 from services.feature.store import CatalogItem, FeatureStore, UserFeatures
 
 MAX_IDS = 1000
+MAX_RATINGS_PER_WRITE = 1000
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 _TOKEN = re.compile(rb"^after:([1-9][0-9]{0,18})$")
@@ -45,6 +46,17 @@ def _check_ids(ids: Sequence[int], field: str) -> None:
         raise InvalidArgument(f"{field} contains {bad}; ids must be > 0", field=field)
 
 
+def _check_user_id(user_id: int) -> None:
+    if user_id <= 0:
+        raise InvalidArgument(f"user_id must be > 0, got {user_id}", field="user_id")
+
+
+def _unused(user: UserFeatures) -> list[int]:
+    """Rated movies the version's model does not cover."""
+    covered = set(user.preferences[0].tolist())
+    return sorted(m for m in user.ratings if m not in covered)
+
+
 def user_message(user: UserFeatures) -> feature_pb2.UserFeatures:
     movie_ids, values = user.preferences
     return feature_pb2.UserFeatures(
@@ -68,8 +80,7 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         self.store = store
 
     async def GetUserFeatures(self, request, context):
-        if request.user_id <= 0:
-            raise InvalidArgument(f"user_id must be > 0, got {request.user_id}", field="user_id")
+        _check_user_id(request.user_id)
         version = await self.store.resolve(request.model_version)
         users = await self.store.get_users(version, [request.user_id])
         if request.user_id not in users:
@@ -129,3 +140,46 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
             ),
             total_size=page.total_size,
         )
+
+    async def UpsertRatings(self, request, context):
+        _check_user_id(request.user_id)
+        ratings = list(request.ratings)
+        if not 1 <= len(ratings) <= MAX_RATINGS_PER_WRITE:
+            raise InvalidArgument(
+                f"give 1 to {MAX_RATINGS_PER_WRITE} ratings, got {len(ratings)}", field="ratings"
+            )
+        version = await self.store.resolve(request.model_version)
+        scale = await self.store.normalization(version)
+        by_movie: dict[int, float] = {}
+        for rating in ratings:
+            if rating.movie_id <= 0:
+                raise InvalidArgument(
+                    f"movie_id must be > 0, got {rating.movie_id}", field="ratings.movie_id"
+                )
+            if not scale.rating_min <= rating.rating <= scale.rating_max:
+                raise InvalidArgument(
+                    f"rating {rating.rating:g} for movie {rating.movie_id} is outside "
+                    f"[{scale.rating_min:g}, {scale.rating_max:g}]",
+                    field="ratings.rating",
+                )
+            by_movie[rating.movie_id] = float(rating.rating)
+        user, created = await self.store.upsert_ratings(request.user_id, by_movie, version)
+        return feature_pb2.UpsertRatingsResponse(
+            features=user_message(user), created=created, unused_movie_ids=_unused(user)
+        )
+
+    async def DeleteRatings(self, request, context):
+        _check_user_id(request.user_id)
+        _check_ids(request.movie_ids, "movie_ids")
+        version = await self.store.resolve(request.model_version)
+        user, missing = await self.store.delete_ratings(
+            request.user_id, list(request.movie_ids), version
+        )
+        return feature_pb2.DeleteRatingsResponse(
+            features=user_message(user), missing_movie_ids=missing, unused_movie_ids=_unused(user)
+        )
+
+    async def DeleteUser(self, request, context):
+        _check_user_id(request.user_id)
+        count = await self.store.delete_user(request.user_id)
+        return feature_pb2.DeleteUserResponse(ratings_deleted=count)

@@ -3,9 +3,12 @@ objects: one pipeline per call, decoded by pure functions. No gRPC in here."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import Iterable
+import random
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -13,12 +16,22 @@ import numpy as np
 import redis.asyncio
 import redis.exceptions
 
-from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from recsys.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from recsys.features import ItemIndex, Normalization
 from services.feature import layout
 from services.feature.layout import KeyLayout
+from services.feature.writes import (
+    APPLY_SCRIPT,
+    DELETE_USER_SCRIPT,
+    MAX_ATTEMPTS,
+    apply_args,
+    compute_features,
+    decode_revision,
+)
 
 log = logging.getLogger(__name__)
+
+READY_TTL_S = 2.0  # how long a version seen "ready" is trusted before it is checked again
 
 
 @dataclass(frozen=True)
@@ -88,7 +101,7 @@ class FeatureStore:
     def __init__(self, client: redis.asyncio.Redis, prefix: str = "recsys"):
         self._redis = client
         self.keys = KeyLayout(prefix)
-        self._ready_versions: set[str] = set()
+        self._ready_versions: dict[str, float] = {}  # version → when it was last seen ready
         self._normalizations: dict[str, tuple[VersionNormalization, Normalization, ItemIndex]] = {}
 
     @_redis_errors
@@ -102,12 +115,8 @@ class FeatureStore:
 
     @_redis_errors
     async def ready(self) -> bool:
-        """Redis answers PING and an active version exists (one round trip)."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.ping()
-        pipe.get(self.keys.active())
-        pong, active = await pipe.execute()
-        return bool(pong) and active is not None
+        """Redis answers and an active version exists (one GET: an answer proves the first)."""
+        return await self._redis.get(self.keys.active()) is not None
 
     @_redis_errors
     async def resolve(self, version: str | None) -> str:
@@ -121,14 +130,15 @@ class FeatureStore:
                 )
         elif not layout.is_valid_version(version):
             raise InvalidArgument(f"bad model version {version!r}", field="model_version")
-        if version in self._ready_versions:
+        if time.monotonic() - self._ready_versions.get(version, -READY_TTL_S) < READY_TTL_S:
             return version
         status = await self._redis.hget(self.keys.meta(version), "status")
         if status is None:
+            self._ready_versions.pop(version, None)
             raise NotFound(f"model version {version} is not loaded")
         if status.decode() != layout.STATUS_READY:
             raise FailedPrecondition(f"model version {version} is still loading")
-        self._ready_versions.add(version)
+        self._ready_versions[version] = time.monotonic()
         return version
 
     @_redis_errors
@@ -165,17 +175,13 @@ class FeatureStore:
         self, version: str, user_id: int, ratings: dict[int, float]
     ) -> UserFeatures:
         _, normalization, index = await self._version_normalization(version)
-        movie_ids = np.array(sorted(ratings), dtype=np.int64)
-        columns = index.columns(movie_ids)
-        known = columns >= 0
-        values = np.array([ratings[m] for m in movie_ids[known]], dtype=np.float64)
-        prefs, user_mean = normalization.preferences(columns[known], values)
+        features = compute_features(ratings, index, normalization)
         return UserFeatures(
             user_id=user_id,
             model_version=version,
-            user_mean=user_mean,
+            user_mean=features.user_mean,
             ratings=ratings,
-            preferences=(movie_ids[known], prefs.astype(np.float32)),
+            preferences=(features.movie_ids, features.preferences),
         )
 
     @_redis_errors
@@ -184,11 +190,13 @@ class FeatureStore:
         return (await self._version_normalization(version))[0]
 
     async def _version_normalization(
-        self, version: str
+        self, version: str, *, require_ready: bool = True
     ) -> tuple[VersionNormalization, Normalization, ItemIndex]:
+        """Cached per version: μ, b_i and the item order never change once a version is
+        registered (its meta, items and item means are written before anything else)."""
         cached = self._normalizations.get(version)
-        if cached is not None:
-            return cached
+        if cached is not None and (not require_ready or version in self._ready_versions):
+            return cached  # callers resolve() first, which re-checks a version every few s
         pipe = self._redis.pipeline(transaction=False)
         pipe.hmget(self.keys.meta(version), "global_mean", "rating_min", "rating_max", "status")
         pipe.get(self.keys.items(version))
@@ -196,8 +204,10 @@ class FeatureStore:
         (global_mean, low, high, status), items, item_means = await pipe.execute()
         if status is None or items is None or item_means is None:
             raise NotFound(f"model version {version} is not loaded")
-        if status.decode() != layout.STATUS_READY:
+        if require_ready and status.decode() != layout.STATUS_READY:
             raise FailedPrecondition(f"model version {version} is still loading")
+        if status.decode() == layout.STATUS_READY:
+            self._ready_versions[version] = time.monotonic()
         values = VersionNormalization(
             global_mean=float(global_mean),
             item_ids=layout.decode_item_ids(items),
@@ -212,6 +222,99 @@ class FeatureStore:
         )
         self._normalizations[version] = cached
         return cached
+
+    # --- writes --------------------------------------------------------------------------------
+
+    @_redis_errors
+    async def upsert_ratings(
+        self, user_id: int, ratings: dict[int, float], version: str
+    ) -> tuple[UserFeatures, bool]:
+        """Set `ratings` ({movie id: stars}, last write per item wins) for the user, creating
+        them if new. Returns (features under `version`, created)."""
+        before, after = await self._write(user_id, lambda current: (ratings, []), version)
+        return await self._features_after(user_id, after, version), not before
+
+    @_redis_errors
+    async def delete_ratings(
+        self, user_id: int, movie_ids: list[int], version: str
+    ) -> tuple[UserFeatures, list[int]]:
+        """Remove some ratings. Returns (features under `version`, ids the user had not
+        rated). NotFound when the user has no ratings."""
+        missing: list[int] = []
+
+        def change(current: dict[int, float]):
+            if not current:
+                raise NotFound(f"user {user_id} has no stored ratings")
+            missing[:] = sorted(m for m in set(movie_ids) if m not in current)
+            return {}, [m for m in set(movie_ids) if m in current]
+
+        _, after = await self._write(user_id, change, version)
+        return await self._features_after(user_id, after, version), missing
+
+    @_redis_errors
+    async def delete_user(self, user_id: int) -> int:
+        """Remove the user's ratings and features under every live version; returns how many
+        ratings they had. NotFound when the user has none."""
+        live = await self.live_versions()
+        keys = [self.keys.ratings(user_id), self.keys.revision(user_id)]
+        keys += [self.keys.user(v, user_id) for v in live]
+        count = await self._redis.eval(DELETE_USER_SCRIPT, len(keys), *keys)
+        if not count:
+            raise NotFound(f"user {user_id} has no stored ratings")
+        return int(count)
+
+    @_redis_errors
+    async def live_versions(self) -> dict[str, str]:
+        """Versions whose user hashes writes maintain → status ("loading" | "ready")."""
+        return {k.decode(): v.decode() for k, v in (await self._redis.hgetall(
+            self.keys.versions())).items()}  # fmt: skip
+
+    async def _write(
+        self,
+        user_id: int,
+        change: Callable[[dict[int, float]], tuple[dict[int, float], list[int]]],
+        version: str,
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """Optimistic read-compute-apply of one user; returns (ratings before, after).
+        `change(current)` gives (ratings to set, movie ids to delete)."""
+        ratings_key, revision_key = self.keys.ratings(user_id), self.keys.revision(user_id)
+        for attempt in range(MAX_ATTEMPTS):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hgetall(ratings_key)
+            pipe.get(revision_key)
+            pipe.hgetall(self.keys.versions())
+            raw_ratings, raw_revision, raw_versions = await pipe.execute()
+            current = layout.decode_ratings(raw_ratings)
+            to_set, to_delete = change(current)
+            after = {m: r for m, r in current.items() if m not in set(to_delete)} | to_set
+            live = sorted(v.decode() for v in raw_versions)
+            features = []
+            for live_version in live:
+                _, normalization, index = await self._version_normalization(
+                    live_version, require_ready=False
+                )
+                features.append(compute_features(after, index, normalization))
+            user_keys = [self.keys.user(v, user_id) for v in live]
+            revision = await self._redis.eval(
+                APPLY_SCRIPT,
+                2 + len(user_keys),
+                ratings_key,
+                revision_key,
+                *user_keys,
+                *apply_args(decode_revision(raw_revision), to_set, to_delete, features),
+            )
+            if revision != -1:
+                return current, after
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        raise Aborted(f"user {user_id} is being written by too many callers at once; retry")
+
+    async def _features_after(
+        self, user_id: int, ratings: dict[int, float], version: str
+    ) -> UserFeatures:
+        if not ratings:
+            empty = (np.empty(0, np.int64), np.empty(0, np.float32))
+            return UserFeatures(user_id, version, 0.0, {}, empty)
+        return await self._derive_user(version, user_id, ratings)
 
     @_redis_errors
     async def get_items(self, version: str, movie_ids: Iterable[int]) -> dict[int, CatalogItem]:

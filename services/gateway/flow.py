@@ -14,11 +14,13 @@ import numpy as np
 
 from recsys.api.feature.v1 import feature_pb2
 from recsys.api.model.v1 import model_pb2
-from recsys.errors import FailedPrecondition, InvalidArgument
+from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from recsys.features import ItemIndex, Normalization
 from services.gateway.upstream import Upstreams
 
 MAX_INLINE_RATINGS = 10_000
+CACHED_VERSIONS = 3
+MAX_RATINGS_PER_WRITE = 1000  # RateItems: the documented limit per call
 CATALOG_PAGE = 1000
 
 
@@ -55,6 +57,34 @@ class Scored:
     value: float  # a predicted rating, or a distance
 
 
+def check_user_id(user_id: int) -> None:
+    if user_id <= 0:
+        raise InvalidArgument(f"user_id must be positive, got {user_id}", field="user_id")
+
+
+def checked_ratings(ratings, data: VersionData, field: str, limit: int) -> dict[int, float]:
+    """{movie id: stars} of request ratings (last wins), each on the version's scale."""
+    if not ratings:
+        raise InvalidArgument("give at least one rating", field=field)
+    if len(ratings) > limit:
+        raise InvalidArgument(f"at most {limit} ratings, got {len(ratings)}", field=field)
+    low, high = data.rating_scale
+    by_movie: dict[int, float] = {}
+    for rating in ratings:
+        if rating.movie_id <= 0:
+            raise InvalidArgument(
+                f"movie_id must be positive, got {rating.movie_id}", field=f"{field}.movie_id"
+            )
+        if not low <= rating.rating <= high:
+            raise InvalidArgument(
+                f"rating {rating.rating:g} for movie {rating.movie_id} is outside "
+                f"[{low:g}, {high:g}]",
+                field=f"{field}.rating",
+            )
+        by_movie[rating.movie_id] = float(rating.rating)
+    return by_movie
+
+
 class PredictFlow:
     def __init__(self, upstreams: Upstreams):
         self.upstreams = upstreams
@@ -72,14 +102,32 @@ class PredictFlow:
         return self._model_version
 
     async def version_data(self, version: str, context) -> VersionData:
-        if version in self._versions:
-            return self._versions[version]
-        async with self._lock:
-            if version not in self._versions:
-                self._versions = {version: await self._fetch_version(version, context)}
-        return self._versions[version]
+        """The cached data of `version`; the last CACHED_VERSIONS versions are kept, so two
+        versions served side by side during a rollout do not evict each other."""
+        data = self._versions.get(version)
+        if data is None:
+            async with self._lock:
+                data = self._versions.get(version)
+                if data is None:
+                    data = await self._fetch_version(version, context)
+                    self._versions[version] = data
+                    while len(self._versions) > CACHED_VERSIONS:
+                        self._versions.pop(next(iter(self._versions)))
+        return data
 
     async def _fetch_version(self, version: str, context) -> VersionData:
+        """μ, b_i and the catalog of `version` from the feature service. Features not (yet)
+        loaded for the version the model serves are UNAVAILABLE: a rollout in progress."""
+        try:
+            return await self._fetch_version_data(version, context)
+        except (NotFound, FailedPrecondition) as missing:
+            if version == self._model_version:
+                self._model_version = None  # ask the model service again next time
+            raise Unavailable(
+                f"features of model version {version} are not loaded: {missing}"
+            ) from None
+
+    async def _fetch_version_data(self, version: str, context) -> VersionData:
         feature = self.upstreams.feature
         norm = await self.upstreams.call(
             "feature",
@@ -113,8 +161,7 @@ class PredictFlow:
         )
 
     async def stored_user(self, user_id: int, version: str, context) -> UserInput:
-        if user_id <= 0:
-            raise InvalidArgument("user_id must be positive", field="user_id")
+        check_user_id(user_id)
         reply = await self.upstreams.call(
             "feature",
             self.upstreams.feature.GetUserFeatures,
@@ -139,27 +186,7 @@ class PredictFlow:
 
     def inline_user(self, ratings, data: VersionData) -> UserInput:
         """Normalize ratings given in the request with the version's μ and b_i."""
-        if not ratings:
-            raise InvalidArgument("give at least one rating", field="inline_ratings.ratings")
-        if len(ratings) > MAX_INLINE_RATINGS:
-            raise InvalidArgument(
-                f"at most {MAX_INLINE_RATINGS} ratings", field="inline_ratings.ratings"
-            )
-        low, high = data.rating_scale
-        by_movie: dict[int, float] = {}
-        for rating in ratings:
-            if rating.movie_id <= 0:
-                raise InvalidArgument(
-                    f"movie_id must be positive, got {rating.movie_id}",
-                    field="inline_ratings.ratings.movie_id",
-                )
-            if not low <= rating.rating <= high:
-                raise InvalidArgument(
-                    f"rating {rating.rating:g} for movie {rating.movie_id} is outside "
-                    f"[{low:g}, {high:g}]",
-                    field="inline_ratings.ratings.rating",
-                )
-            by_movie[rating.movie_id] = float(rating.rating)
+        by_movie = checked_ratings(ratings, data, "inline_ratings.ratings", MAX_INLINE_RATINGS)
         movie_ids = np.array(list(by_movie), dtype=np.int64)
         values = np.array(list(by_movie.values()), dtype=np.float64)
         columns = data.index.columns(movie_ids)
@@ -239,6 +266,49 @@ class PredictFlow:
             context,
         )
         return data.version, self.scored(data, user, predictions), user.ignored_movie_ids
+
+    async def rate_items(self, user_id: int, ratings, context):
+        """Upsert a user's ratings under the model's version; (version, reply)."""
+        check_user_id(user_id)
+        version = await self.model_version(context)
+        data = await self.version_data(version, context)
+        by_movie = checked_ratings(ratings, data, "ratings", MAX_RATINGS_PER_WRITE)
+        reply = await self.upstreams.call(
+            "feature",
+            self.upstreams.feature.UpsertRatings,
+            feature_pb2.UpsertRatingsRequest(
+                user_id=user_id,
+                ratings=[feature_pb2.Rating(movie_id=m, rating=r) for m, r in by_movie.items()],
+                model_version=version,
+            ),
+            context,
+        )
+        return reply
+
+    async def delete_ratings(self, user_id: int, movie_ids: list[int], context):
+        check_user_id(user_id)
+        if not 1 <= len(movie_ids) <= MAX_RATINGS_PER_WRITE:
+            raise InvalidArgument(f"give 1 to {MAX_RATINGS_PER_WRITE} movie ids", field="movie_ids")
+        if any(m <= 0 for m in movie_ids):
+            raise InvalidArgument("movie ids must be positive", field="movie_ids")
+        version = await self.model_version(context)
+        return await self.upstreams.call(
+            "feature",
+            self.upstreams.feature.DeleteRatings,
+            feature_pb2.DeleteRatingsRequest(
+                user_id=user_id, movie_ids=movie_ids, model_version=version
+            ),
+            context,
+        )
+
+    async def delete_user(self, user_id: int, context):
+        check_user_id(user_id)
+        return await self.upstreams.call(
+            "feature",
+            self.upstreams.feature.DeleteUser,
+            feature_pb2.DeleteUserRequest(user_id=user_id),
+            context,
+        )
 
     async def similar(self, movie_id: int, k: int, metric, farthest: bool, context):
         reply = await self.upstreams.call(

@@ -71,3 +71,33 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             ],
             model_version=version,
         )
+
+    async def RateItems(self, request, context):
+        reply = await self.flow.rate_items(request.user_id, list(request.ratings), context)
+        return gateway_pb2.RateItemsResponse(
+            user=user_state(reply.features, reply.unused_movie_ids), created=reply.created
+        )
+
+    async def DeleteRatings(self, request, context):
+        reply = await self.flow.delete_ratings(request.user_id, list(request.movie_ids), context)
+        return gateway_pb2.DeleteRatingsResponse(
+            user=user_state(reply.features, reply.unused_movie_ids),
+            missing_movie_ids=reply.missing_movie_ids,
+        )
+
+    async def DeleteUser(self, request, context):
+        reply = await self.flow.delete_user(request.user_id, context)
+        return gateway_pb2.DeleteUserResponse(ratings_deleted=reply.ratings_deleted)
+
+
+def user_state(features, unused_movie_ids) -> gateway_pb2.UserState:
+    """A feature service's UserFeatures as the gateway's UserState."""
+    return gateway_pb2.UserState(
+        user_id=features.user_id,
+        model_version=features.model_version,
+        user_mean=features.user_mean,
+        ratings=[
+            gateway_pb2.Rating(movie_id=r.movie_id, rating=r.rating) for r in features.ratings
+        ],
+        unused_movie_ids=unused_movie_ids,
+    )

@@ -36,6 +36,12 @@ class DeadlineExceeded(RecsysError):
     status = "DEADLINE_EXCEEDED"
 
 
+class Aborted(RecsysError):
+    """A write lost to concurrent writers too many times; retrying is safe."""
+
+    status = "ABORTED"
+
+
 class ResourceExhausted(RecsysError):
     status = "RESOURCE_EXHAUSTED"
 

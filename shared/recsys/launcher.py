@@ -49,6 +49,7 @@ class LocalStack:
     model_dir: Path
     model_version: str = ""  # pin a version; empty: the newest in model_dir
     redis_url: str | None = None
+    redis_key_prefix: str = "recsys"
     redis_dir: Path | None = None  # where a Redis started here keeps its append-only file
     ports: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SERVICES})
     log_level: str = "WARNING"
@@ -70,6 +71,7 @@ class LocalStack:
         env = {
             **os.environ,
             "REDIS_URL": self.redis_url,
+            "REDIS_KEY_PREFIX": self.redis_key_prefix,
             "MODEL_DIR": str(self.model_dir),
             "MODEL_VERSION": self.model_version,
             "FEATURE_PORT": str(self.ports["feature"]),

