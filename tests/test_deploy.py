@@ -1,0 +1,73 @@
+"""docker-compose.yml and the Dockerfile agree with the code: every environment variable
+is one the settings read, ports and addresses line up, Redis persists, health checks probe
+the ports the services listen on."""
+
+import time
+from pathlib import Path
+
+import yaml
+
+from recsys.healthcheck import check
+from recsys.redis_server import free_port
+from recsys.serving.config import ENV_NAMES, Settings
+from recsys.serving.server import Service
+from tests.servers import ServiceThread
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def test_every_environment_variable_is_a_setting():
+    for name, service in SERVICES.items():
+        for variable in service.get("environment", {}):
+            assert variable in ENV_NAMES, f"{name}: {variable} is not read by the settings"
+
+
+def test_ports_addresses_and_health_checks_line_up():
+    env = {name: service.get("environment", {}) for name, service in SERVICES.items()}
+    ports = {
+        "feature": env["feature"]["FEATURE_PORT"],
+        "model": env["model"]["MODEL_PORT"],
+        "gateway": env["gateway"]["GATEWAY_PORT"],
+    }
+    assert env["gateway"]["FEATURE_ADDR"] == f"feature:{ports['feature']}"
+    assert env["gateway"]["MODEL_ADDR"] == f"model:{ports['model']}"
+    for name, port in ports.items():
+        assert SERVICES[name]["healthcheck"]["test"][-1] == f"127.0.0.1:{port}"
+        assert env[name]["BIND_HOST"] == "0.0.0.0"
+        Settings.from_env({k: str(v) for k, v in env[name].items()})  # values parse
+    assert SERVICES["gateway"]["ports"] == [f"{ports['gateway']}:{ports['gateway']}"]
+
+
+def test_redis_persists_and_services_wait_for_health():
+    command = SERVICES["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert SERVICES["feature"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert SERVICES["gateway"]["depends_on"] == {
+        "feature": {"condition": "service_healthy"},
+        "model": {"condition": "service_healthy"},
+    }
+
+
+def test_the_image_runs_as_a_non_root_user():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "USER 10001" in dockerfile and "BIND_HOST=0.0.0.0" in dockerfile
+
+
+def test_healthcheck_probe():
+    async def bare():
+        service = Service(Settings(), [])
+        service.bind(0)
+        service.watch_readiness(lambda: _true())
+        return service
+
+    async def _true():
+        return True
+
+    assert not check(f"127.0.0.1:{free_port()}", timeout=0.5)
+    with ServiceThread(bare) as running:
+        deadline = time.monotonic() + 10
+        while not check(running.address) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert check(running.address)
