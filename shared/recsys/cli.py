@@ -227,6 +227,7 @@ def cmd_load_features(args) -> int:
 
     from recsys.artifacts import resolve_version
     from recsys.data.movielens import load_movielens
+    from recsys.redis_client import sync_client
     from recsys.serving.config import ConfigError, Settings
     from services.feature.loader import load_features
 
@@ -238,14 +239,19 @@ def cmd_load_features(args) -> int:
     if not redis_url:
         raise InvalidArgument("no Redis: pass --redis-url or set REDIS_URL", field="redis_url")
     artifact_dir = resolve_version(args.model_dir, args.version)
-    client = redis.Redis.from_url(
-        redis_url, socket_connect_timeout=settings.redis_timeout_s, socket_timeout=60
-    )
+    client = sync_client(redis_url, cluster=args.cluster or settings.redis_cluster)
     try:
         client.ping()  # fail before reading a million ratings
         data = load_movielens(args.data)
         prefix = args.prefix or settings.redis_key_prefix
-        summary = load_features(client, artifact_dir, data.ratings, data.items, prefix)
+        summary = load_features(
+            client,
+            artifact_dir,
+            data.ratings,
+            data.items,
+            prefix,
+            replace_ratings=args.replace_ratings,
+        )
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise Unavailable(f"redis unavailable: {exc}") from exc  # the URL may hold a password
     finally:
@@ -254,6 +260,11 @@ def cmd_load_features(args) -> int:
         f"model version {summary.version} active: {summary.users} users, "
         f"{summary.ratings} ratings, {summary.items} model items, "
         f"{summary.catalog_items} catalog items in {summary.seconds:.1f}s"
+        + (
+            f"; removed old versions {', '.join(summary.retired_versions)}"
+            if summary.retired_versions
+            else ""
+        )
     )
     return 0
 
@@ -277,11 +288,12 @@ def cmd_serve(args) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with LocalStack(model_dir=version.parent, model_version=version.name,
-                    redis_url=args.redis_url, redis_dir=args.redis_dir, ports=ports,
+                    redis_url=args.redis_url, redis_key_prefix=args.prefix,
+                    redis_dir=args.redis_dir, ports=ports,
                     log_level=args.service_log_level) as stack:  # fmt: skip
         with redis.Redis.from_url(stack.start_redis()) as client:
-            active = client.get(KeyLayout(args.prefix).active())
-            if active != version.name.encode():
+            status = client.hget(KeyLayout(args.prefix).meta(version.name), "status")
+            if status != b"ready":
                 if args.data is None:
                     raise InvalidArgument(
                         f"Redis holds no features for version {version.name}: pass --data DIR",
@@ -302,6 +314,47 @@ def cmd_serve(args) -> int:
                     raise Unavailable(f"the {name} service exited with {process.returncode}")
         print("stopping", flush=True)
     print("stopped")
+    return 0
+
+
+def cmd_loadtest(args) -> int:
+    """Load-test a server with a workload; RPC errors are reported, not fatal (exit 0)."""
+    import asyncio
+
+    from recsys.data.movielens import load_movielens
+    from recsys.loadtest import LoadSettings, Targets, build_workload, run_load
+    from recsys.loadtest.plot import check_png_support, write_latency_png
+    from recsys.loadtest.workloads import request_kind
+
+    if (args.rpc is None) == (args.mix is None):
+        raise InvalidArgument("give --rpc NAME or --mix NAME=WEIGHT,..., not both", field="rpc")
+    if args.rpc is not None:
+        request_kind(args.rpc)
+    settings = LoadSettings(
+        concurrency=args.concurrency,
+        rate=args.rate,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        deadline_ms=args.deadline_ms,
+        seed=args.seed,
+    )
+    targets = Targets(gateway=args.target, model=args.model_target, feature=args.feature_target)
+    if args.png:
+        check_png_support()
+    data = load_movielens(args.data) if args.data else None
+
+    async def load_test():
+        workload = await build_workload(
+            args.rpc or args.mix, targets, data=data, users=args.users, seed=args.seed
+        )
+        return await run_load(settings, targets, workload)
+
+    report = asyncio.run(load_test())
+    print(report.to_text(), end="")
+    if args.json:
+        _write_json(args.json, report.to_json())
+    if args.png:
+        log.info("wrote %s", write_latency_png(report, args.png))
     return 0
 
 
@@ -396,6 +449,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service-log-level", default="INFO", help="services' LOG_LEVEL")
     p.set_defaults(run=cmd_serve)
 
+    p = sub.add_parser(
+        "loadtest",
+        help="load-test the gateway, model service or any server; ghz-style report",
+        description="Closed loop (--concurrency workers) or open loop (--rate requests/s, "
+        "Poisson arrivals) for --duration seconds after --warmup; latency percentiles and "
+        "histogram, status codes and errors. RPC errors are reported; exit 0 once the run "
+        "completed, 2 on bad usage.",
+    )
+    p.add_argument("--target", metavar="HOST:PORT", help="the gateway (health: any server)")
+    p.add_argument("--model-target", metavar="HOST:PORT", help="the model service (predict)")
+    p.add_argument(
+        "--feature-target",
+        metavar="HOST:PORT",
+        help="the feature service: predict's preference vectors; without --data, the catalog",
+    )
+    p.add_argument(
+        "--rpc",
+        metavar="NAME",
+        help="recommend-stored, recommend-inline, similar, predict, rate or health",
+    )
+    p.add_argument(
+        "--mix", metavar="SPEC", help="weighted mix, e.g. recommend-stored=0.7,similar=0.2,rate=0.1"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="C",
+        help="closed loop: workers (default: 16 unless --rate)",
+    )
+    p.add_argument(
+        "--rate", type=float, metavar="Q", help="open loop: requests per second (Poisson)"
+    )
+    p.add_argument(
+        "--duration", type=float, default=10.0, metavar="S", help="measured seconds (default: 10)"
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds sent first, not recorded (default: 2)",
+    )
+    p.add_argument(
+        "--deadline-ms",
+        type=float,
+        default=1000.0,
+        metavar="MS",
+        help="deadline of every call (default: 1000)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="MovieLens directory: user ids, rated movies, ratings",
+    )
+    p.add_argument(
+        "--users",
+        type=int,
+        default=6040,
+        metavar="N",
+        help="without --data: user ids 1..N (default: 6040)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    p.add_argument(
+        "--png", type=Path, metavar="FILE", help="also write a latency histogram PNG (matplotlib)"
+    )
+    p.set_defaults(run=cmd_loadtest)
+
     p = sub.add_parser("versions", help="list saved model versions")
     p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     p.set_defaults(run=cmd_versions)
@@ -407,6 +529,17 @@ def build_parser() -> argparse.ArgumentParser:
     with_model(p)
     p.add_argument("--redis-url", help="default: $REDIS_URL")
     p.add_argument("--prefix", help="Redis key prefix (default: $REDIS_KEY_PREFIX or recsys)")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the URL names a Redis Cluster node (default: $REDIS_CLUSTER)",
+    )
+    p.add_argument(
+        "--replace-ratings",
+        action="store_true",
+        help="the data's ratings replace those in Redis (default: Redis's ratings, "
+        "including online writes, are kept and only new users are seeded)",
+    )
     p.set_defaults(run=cmd_load_features)
 
     p = sub.add_parser("download", help="fetch a MovieLens zip from GroupLens (md5-checked)")
