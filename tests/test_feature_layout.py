@@ -124,3 +124,16 @@ def test_catalog_entry_bytes():
     assert layout.split_genres("Action|Sci-Fi") == ["Action", "Sci-Fi"]
     assert layout.split_genres("") == layout.split_genres(float("nan")) == []
     assert layout.split_genres("(no genres listed)") == []
+
+
+def test_packed_ratings_round_trip():
+    # two pairs of (int32 id, float32 stars), ascending id: 8 bytes each
+    packed = layout.encode_packed_ratings({7: 4.5, 2: 1.0})
+    assert packed == (
+        np.array([2], "<i4").tobytes()
+        + np.array([1.0], "<f4").tobytes()
+        + np.array([7], "<i4").tobytes()
+        + np.array([4.5], "<f4").tobytes()
+    )
+    assert layout.decode_packed_ratings(packed) == {2: 1.0, 7: 4.5}
+    assert layout.decode_packed_ratings(layout.encode_packed_ratings({})) == {}

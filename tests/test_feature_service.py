@@ -100,12 +100,12 @@ def test_get_user_features(stub, data):
     by_id = dict(zip(data.index.item_ids[row.indices].tolist(), row.data.tolist(), strict=True))
     assert reply.user_id == 1 and reply.model_version == VERSION
     assert reply.user_mean == expected.user_means[0]
-    assert [p.movie_id for p in reply.preferences] == sorted(by_id)
+    assert list(reply.preferences.movie_ids) == sorted(by_id)
     np.testing.assert_allclose(
-        [p.value for p in reply.preferences], [by_id[m] for m in sorted(by_id)], rtol=1e-6
+        reply.preferences.values, [by_id[m] for m in sorted(by_id)], rtol=1e-6
     )
     mine = data.ratings[data.ratings["user_id"] == 1].sort_values("item_id")
-    assert [(r.movie_id, r.rating) for r in reply.ratings] == list(
+    assert list(zip(reply.ratings.movie_ids, reply.ratings.values, strict=True)) == list(
         zip(mine["item_id"].tolist(), mine["rating"].tolist(), strict=True)
     )
     pinned = stub.GetUserFeatures(pb.GetUserFeaturesRequest(user_id=1, model_version=VERSION))
@@ -131,7 +131,8 @@ def test_batch_get_user_features(stub):
     assert list(reply.missing_user_ids) == [424242]
     assert reply.model_version == VERSION
     outsider = reply.features[1]
-    assert len(outsider.ratings) == 3 and not outsider.preferences and outsider.user_mean == 0
+    assert len(outsider.ratings.movie_ids) == 3 and not outsider.preferences.movie_ids
+    assert outsider.user_mean == 0
     single = stub.GetUserFeatures(pb.GetUserFeaturesRequest(user_id=3)).features
     assert reply.features[0] == single
 
@@ -146,10 +147,8 @@ def test_get_normalization(stub, data):
     reply = stub.GetNormalization(pb.GetNormalizationRequest(), timeout=5)
     assert reply.model_version == VERSION
     assert reply.global_mean == data.normalization.global_mean
-    assert [v.movie_id for v in reply.item_means] == data.index.item_ids.tolist()
-    np.testing.assert_allclose(
-        [v.value for v in reply.item_means], data.normalization.item_means, rtol=1e-6
-    )
+    assert list(reply.item_means.movie_ids) == data.index.item_ids.tolist()
+    np.testing.assert_allclose(reply.item_means.values, data.normalization.item_means, rtol=1e-6)
     assert (reply.rating_min, reply.rating_max) == (1.0, 5.0)
 
 

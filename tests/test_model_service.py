@@ -40,9 +40,7 @@ def prefs_request(predictor, ratings=RATINGS, **output):
     ids = predictor.index.item_ids[user.rated_columns]
     values = user.preferences[user.rated_columns]
     return user, pb.PredictRequest(
-        preferences=[
-            pb.ItemValue(movie_id=int(i), value=float(v)) for i, v in zip(ids, values, strict=False)
-        ],
+        preferences=pb.SparseVector(movie_ids=ids.tolist(), values=values.tolist()),
         **output,
     )
 
@@ -51,24 +49,24 @@ def test_all_items_equal_the_offline_model(model_stub, predictor):
     user, request = prefs_request(predictor, all_items=pb.AllItems())
     reply = model_stub.Predict(request, timeout=5)
     assert reply.model_version == predictor.version
-    got = np.array([p.value for p in reply.predictions])
+    got = np.array(reply.predictions.values)
     expected = predictor.network.predict(user.preferences[None, :])[0]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-    assert [p.movie_id for p in reply.predictions] == predictor.index.item_ids.tolist()
+    assert list(reply.predictions.movie_ids) == predictor.index.item_ids.tolist()
 
 
 def test_top_k_by_rating_matches_offline_recommend(model_stub, predictor):
     _, request = prefs_request(predictor, top_k=pb.TopK(k=5, exclude_movie_ids=list(RATINGS)))
     reply = model_stub.Predict(request, timeout=5)
     offline = predictor.artifact.recommender.recommend(RATINGS, 5)
-    assert [p.movie_id for p in reply.predictions] == [s.item_id for s in offline]
-    assert not set(RATINGS) & {p.movie_id for p in reply.predictions}
+    assert list(reply.predictions.movie_ids) == [s.item_id for s in offline]
+    assert not set(RATINGS) & set(reply.predictions.movie_ids)
 
 
 def test_given_items_and_unknown_ones(model_stub, predictor):
     _, request = prefs_request(predictor, given_items=pb.GivenItems(movie_ids=[3, 1]))
     reply = model_stub.Predict(request, timeout=5)
-    assert [p.movie_id for p in reply.predictions] == [3, 1]
+    assert list(reply.predictions.movie_ids) == [3, 1]
     _, request = prefs_request(predictor, given_items=pb.GivenItems(movie_ids=[3, 99999]))
     with pytest.raises(grpc.RpcError) as caught:
         model_stub.Predict(request, timeout=5)
@@ -78,7 +76,7 @@ def test_given_items_and_unknown_ones(model_stub, predictor):
 
 def test_unknown_input_items_are_ignored_and_reported(model_stub, predictor):
     request = pb.PredictRequest(
-        preferences=[pb.ItemValue(movie_id=1, value=1.0), pb.ItemValue(movie_id=99999, value=1)]
+        preferences=pb.SparseVector(movie_ids=[1, 99999], values=[1.0, 1.0])
     )
     assert list(model_stub.Predict(request, timeout=5).ignored_movie_ids) == [99999]
 
@@ -90,10 +88,10 @@ def test_batch_equals_single(model_stub, predictor):
     singles = [model_stub.Predict(r, timeout=5) for r in (first, second)]
     assert len(batch.responses) == 2
     for batched, single in zip(batch.responses, singles, strict=False):
-        assert [p.movie_id for p in batched.predictions] == [p.movie_id for p in single.predictions]
+        assert list(batched.predictions.movie_ids) == list(single.predictions.movie_ids)
         np.testing.assert_allclose(
-            [p.value for p in batched.predictions],
-            [p.value for p in single.predictions],
+            list(batched.predictions.values),
+            list(single.predictions.values),
             rtol=1e-5,
             atol=1e-6,
         )
@@ -130,22 +128,22 @@ def test_similar_items_match_offline(model_stub, predictor):
         ("Predict", pb.PredictRequest(top_k=pb.TopK(k=0)), "INVALID_ARGUMENT", "top_k.k"),
         (
             "Predict",
-            pb.PredictRequest(preferences=[pb.ItemValue(movie_id=-1, value=1)]),
+            pb.PredictRequest(preferences=pb.SparseVector(movie_ids=[-1], values=[1])),
             "INVALID_ARGUMENT",
-            "preferences.movie_id",
+            "preferences.movie_ids",
         ),
         (
             "Predict",
-            pb.PredictRequest(preferences=[pb.ItemValue(movie_id=1, value=float("nan"))]),
+            pb.PredictRequest(preferences=pb.SparseVector(movie_ids=[1], values=[float("nan")])),
             "INVALID_ARGUMENT",
-            "preferences.value",
+            "preferences.values",
         ),
         ("Predict", pb.PredictRequest(model_version="other"), "FAILED_PRECONDITION", None),
         (
             "Predict",
-            pb.PredictRequest(preferences=[pb.ItemValue(movie_id=1, value=3e38)]),
+            pb.PredictRequest(preferences=pb.SparseVector(movie_ids=[1], values=[3e38])),
             "INVALID_ARGUMENT",
-            "preferences.value",
+            "preferences.values",
         ),
         ("BatchPredict", pb.BatchPredictRequest(), "INVALID_ARGUMENT", "requests"),
     ],

@@ -46,7 +46,8 @@ def stored_ratings(stack, user_id) -> dict[int, float]:
         reply = feature_pb2_grpc.FeatureServiceStub(channel).GetUserFeatures(
             feature_pb2.GetUserFeaturesRequest(user_id=user_id), timeout=10
         )
-    return {r.movie_id: r.rating for r in reply.features.ratings}
+    ratings = reply.features.ratings
+    return dict(zip(ratings.movie_ids, ratings.values, strict=True))
 
 
 def test_a_new_user_is_created_and_recommended_at_once(stack):
@@ -156,7 +157,7 @@ def test_concurrent_writers_on_one_user_lose_nothing(stack):
     model = stack.artifact.recommender
     expected = model.user_vector(ratings)
     assert features.user_mean == pytest.approx(expected.user_mean)
-    got = dict((p.movie_id, p.value) for p in features.preferences)
+    got = dict(zip(features.preferences.movie_ids, features.preferences.values, strict=True))
     want = {int(model.index.item_ids[c]): expected.preferences[c] for c in expected.rated_columns}
     assert got.keys() == want.keys()
     np.testing.assert_allclose(

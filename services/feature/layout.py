@@ -22,7 +22,10 @@ U = MovieLens user id in decimal):
     P:ver:V:user:{U}         hash        mean: b_u in stars (Python repr of a float, "0.125");
                                          prefs: the preference vector, pairs of little-endian
                                          int32 movie id + float32 preference, 8 bytes per rated
-                                         model item, ascending movie id
+                                         model item, ascending movie id; ratings: every rating
+                                         of the user packed the same way (int32 movie id +
+                                         float32 stars), a copy of P:ratings:{U} written in the
+                                         same atomic step, so a read needs no HGETALL
     P:ratings:{U}            hash        movie id (decimal) → rating (shortest decimal, "4.5");
                                          every rating of the user, version-independent: the
                                          source of truth the versioned user hashes derive from
@@ -60,6 +63,7 @@ META_FIELDS = (
 )
 USER_MEAN = b"mean"
 USER_PREFS = b"prefs"
+USER_RATINGS = b"ratings"
 
 ITEM_ID_DTYPE = np.dtype("<i8")
 ITEM_MEAN_DTYPE = np.dtype("<f8")
@@ -192,6 +196,18 @@ def decode_preferences(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"packed preferences of {len(raw)} bytes: not a multiple of 8")
     packed = np.frombuffer(raw, dtype=PREFERENCE_DTYPE)
     return packed["movie_id"].astype(np.int64), packed["value"].astype(np.float32)
+
+
+def encode_packed_ratings(ratings: dict[int, float]) -> bytes:
+    """{movie id: stars} → the packed form of a user hash's `ratings` field."""
+    movie_ids = np.fromiter(ratings.keys(), np.int64, len(ratings))
+    return encode_preferences(movie_ids, np.fromiter(ratings.values(), np.float32, len(ratings)))
+
+
+def decode_packed_ratings(raw: bytes) -> dict[int, float]:
+    """The inverse of encode_packed_ratings (float32 stars are exact for x.0 and x.5)."""
+    movie_ids, values = decode_preferences(raw)
+    return dict(zip(movie_ids.tolist(), values.astype(float).tolist(), strict=True))
 
 
 def encode_user_mean(user_mean: float) -> bytes:

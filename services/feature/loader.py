@@ -287,7 +287,8 @@ def _write_user_batch(
         else:
             continue  # deleted online since (revision > 0, no ratings): not resurrected
         features = compute_features(after, spec.index, spec.normalization)
-        plans.append((user_id, len(after), apply_args(revision, to_set, to_delete, [features])))
+        args = apply_args(revision, to_set, to_delete, after, [features])
+        plans.append((user_id, len(after), args))
     pipe = client.pipeline(transaction=False)
     for user_id, _, args in plans:
         pipe.execute_command(  # EVAL through execute_command: cluster pipelines route it too

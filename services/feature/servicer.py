@@ -8,6 +8,8 @@ import binascii
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
 from recsys.errors import InvalidArgument, NotFound
 from services.feature.store import CatalogItem, FeatureStore, UserFeatures
@@ -57,17 +59,23 @@ def _unused(user: UserFeatures) -> list[int]:
     return sorted(m for m in user.ratings if m not in covered)
 
 
+def sparse_vector(movie_ids, values) -> feature_pb2.SparseVector:
+    """Packed arrays from sequences or NumPy arrays (converted in C, not per entry)."""
+    return feature_pb2.SparseVector(
+        movie_ids=np.asarray(movie_ids, dtype=np.int64).tolist(),
+        values=np.asarray(values, dtype=np.float32).tolist(),
+    )
+
+
 def user_message(user: UserFeatures) -> feature_pb2.UserFeatures:
     movie_ids, values = user.preferences
+    rated = sorted(user.ratings)
     return feature_pb2.UserFeatures(
         user_id=user.user_id,
         model_version=user.model_version,
         user_mean=user.user_mean,
-        ratings=[feature_pb2.Rating(movie_id=m, rating=r) for m, r in sorted(user.ratings.items())],
-        preferences=[
-            feature_pb2.ItemValue(movie_id=m, value=v)
-            for m, v in zip(movie_ids.tolist(), values.tolist(), strict=True)
-        ],
+        ratings=sparse_vector(rated, [user.ratings[m] for m in rated]),
+        preferences=sparse_vector(movie_ids, values),
     )
 
 
@@ -104,12 +112,7 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         return feature_pb2.GetNormalizationResponse(
             model_version=version,
             global_mean=normalization.global_mean,
-            item_means=[
-                feature_pb2.ItemValue(movie_id=m, value=b)
-                for m, b in zip(
-                    normalization.item_ids.tolist(), normalization.item_means.tolist(), strict=True
-                )
-            ],
+            item_means=sparse_vector(normalization.item_ids, normalization.item_means),
             rating_min=normalization.rating_min,
             rating_max=normalization.rating_max,
         )

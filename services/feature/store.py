@@ -143,32 +143,41 @@ class FeatureStore:
 
     @_redis_errors
     async def get_users(self, version: str, user_ids: Iterable[int]) -> dict[int, UserFeatures]:
-        """Features of each user with stored ratings (others are absent), in one round trip.
-        A user whose ratings exist but who has no hash under `version` (rated after the
-        load) gets preferences computed here, with the version's μ and b_i."""
+        """Features of each user with stored ratings (others are absent): one round trip
+        (HMGET of each user's hash under `version`). A user whose ratings exist but who has
+        no hash under `version` gets preferences computed here from their ratings hash, with
+        the version's μ and b_i (a second round trip, for those users only)."""
         user_ids = list(dict.fromkeys(int(u) for u in user_ids))
         pipe = self._redis.pipeline(transaction=False)
         for user_id in user_ids:
-            pipe.hgetall(self.keys.ratings(user_id))
-            pipe.hmget(self.keys.user(version, user_id), layout.USER_MEAN, layout.USER_PREFS)
+            pipe.hmget(
+                self.keys.user(version, user_id),
+                layout.USER_MEAN,
+                layout.USER_PREFS,
+                layout.USER_RATINGS,
+            )
         replies = await pipe.execute()
-        users = {}
-        for user_id, ratings_hash, (mean, prefs) in zip(
-            user_ids, replies[0::2], replies[1::2], strict=True
-        ):
-            if not ratings_hash:
+        users, derive = {}, []
+        for user_id, (mean, prefs, packed) in zip(user_ids, replies, strict=True):
+            if mean is None or prefs is None or packed is None:
+                derive.append(user_id)  # no features under this version (yet): see below
                 continue
-            ratings = layout.decode_ratings(ratings_hash)
-            if mean is None or prefs is None:
-                users[user_id] = await self._derive_user(version, user_id, ratings)
-            else:
-                users[user_id] = UserFeatures(
-                    user_id=user_id,
-                    model_version=version,
-                    user_mean=layout.decode_user_mean(mean),
-                    ratings=ratings,
-                    preferences=layout.decode_preferences(prefs),
-                )
+            users[user_id] = UserFeatures(
+                user_id=user_id,
+                model_version=version,
+                user_mean=layout.decode_user_mean(mean),
+                ratings=layout.decode_packed_ratings(packed),
+                preferences=layout.decode_preferences(prefs),
+            )
+        if derive:
+            pipe = self._redis.pipeline(transaction=False)
+            for user_id in derive:
+                pipe.hgetall(self.keys.ratings(user_id))
+            for user_id, raw in zip(derive, await pipe.execute(), strict=True):
+                if raw:
+                    ratings = layout.decode_ratings(raw)
+                    users[user_id] = await self._derive_user(version, user_id, ratings)
+        users = {u: users[u] for u in user_ids if u in users}  # request order
         return users
 
     async def _derive_user(
@@ -301,7 +310,7 @@ class FeatureStore:
                 ratings_key,
                 revision_key,
                 *user_keys,
-                *apply_args(decode_revision(raw_revision), to_set, to_delete, features),
+                *apply_args(decode_revision(raw_revision), to_set, to_delete, after, features),
             )
             if revision != -1:
                 return current, after

@@ -17,7 +17,8 @@ from services.feature import layout
 
 # KEYS: ratings hash, revision, then one user hash per live version.
 # ARGV: expected revision ("0": the user was never written), n pairs to set, the pairs,
-#       n fields to delete, the fields, then (mean, prefs) per user hash.
+#       n fields to delete, the fields, the packed copy of all ratings after the change,
+#       then (mean, prefs) per user hash.
 # Returns the new revision, or -1 when the revision moved (the caller reads again).
 APPLY_SCRIPT = """
 local revision = redis.call('GET', KEYS[2]) or '0'
@@ -34,11 +35,12 @@ if n_del > 0 then
   i = i + n_del
 end
 local left = redis.call('HLEN', KEYS[1])
+local packed = ARGV[i]; i = i + 1
 for k = 3, #KEYS do
   if left == 0 then
     redis.call('DEL', KEYS[k])
   else
-    redis.call('HSET', KEYS[k], 'mean', ARGV[i], 'prefs', ARGV[i + 1])
+    redis.call('HSET', KEYS[k], 'mean', ARGV[i], 'prefs', ARGV[i + 1], 'ratings', packed)
   end
   i = i + 2
 end
@@ -91,14 +93,16 @@ def apply_args(
     expected_revision: int,
     to_set: dict[int, float],
     to_delete: list[int],
+    after: dict[int, float],
     features: list[VersionFeatures],
 ) -> list[bytes | int]:
-    """ARGV of APPLY_SCRIPT."""
+    """ARGV of APPLY_SCRIPT; `after` is every rating once the change is applied."""
     args: list[bytes | int] = [str(expected_revision).encode(), len(to_set)]
     for movie_id, rating in sorted(to_set.items()):
         args += [str(movie_id).encode(), layout.encode_rating(rating)]
     args.append(len(to_delete))
     args += [str(m).encode() for m in sorted(to_delete)]
+    args.append(layout.encode_packed_ratings(after))
     for version_features in features:
         args += list(version_features.encoded())
     return args

@@ -150,8 +150,8 @@ class PredictFlow:
             token = page.next_page_token
             if not token:
                 break
-        ids = np.array([m.movie_id for m in norm.item_means], dtype=np.int64)
-        means = np.array([m.value for m in norm.item_means], dtype=np.float64)
+        ids = np.array(norm.item_means.movie_ids, dtype=np.int64)
+        means = np.array(norm.item_means.values, dtype=np.float64)
         return VersionData(
             version=version,
             index=ItemIndex(ids),
@@ -173,12 +173,12 @@ class PredictFlow:
             raise FailedPrecondition(
                 f"features of version {features.model_version}, model {version}"
             )
-        ids = np.array([p.movie_id for p in features.preferences], dtype=np.int64)
-        rated = [r.movie_id for r in features.ratings]
+        ids = np.array(features.preferences.movie_ids, dtype=np.int64)
+        rated = list(features.ratings.movie_ids)
         covered = set(ids.tolist())
         return UserInput(
             movie_ids=ids,
-            preferences=np.array([p.value for p in features.preferences], dtype=np.float32),
+            preferences=np.array(features.preferences.values, dtype=np.float32),
             user_mean=features.user_mean,
             rated_movie_ids=rated,
             ignored_movie_ids=sorted(m for m in rated if m not in covered),
@@ -217,10 +217,9 @@ class PredictFlow:
             data = await self.version_data(version, context)
             user = await self.user_input(request, version, data, context)
             predict = model_pb2.PredictRequest(
-                preferences=[
-                    model_pb2.ItemValue(movie_id=int(m), value=float(v))
-                    for m, v in zip(user.movie_ids, user.preferences, strict=True)
-                ],
+                preferences=model_pb2.SparseVector(
+                    movie_ids=user.movie_ids.tolist(), values=user.preferences.tolist()
+                ),
                 model_version=version,
                 **output(user),
             )
@@ -232,15 +231,15 @@ class PredictFlow:
                 if attempt == 0:
                     continue
                 raise
-            return data, user, list(reply.predictions)
+            return data, user, reply.predictions
         raise AssertionError("unreachable")
 
     def scored(self, data: VersionData, user: UserInput, predictions) -> list[Scored]:
         """Predicted preferences → de-normalized ratings with titles."""
-        if not predictions:
+        if not predictions.movie_ids:
             return []
-        ids = np.array([p.movie_id for p in predictions], dtype=np.int64)
-        prefs = np.array([p.value for p in predictions], dtype=np.float64)
+        ids = np.array(predictions.movie_ids, dtype=np.int64)
+        prefs = np.array(predictions.values, dtype=np.float64)
         ratings = data.normalization.denormalize(prefs, user.user_mean, data.index.columns(ids))
         return [
             Scored(int(m), *data.title(int(m)), float(r)) for m, r in zip(ids, ratings, strict=True)

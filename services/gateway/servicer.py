@@ -97,7 +97,8 @@ def user_state(features, unused_movie_ids) -> gateway_pb2.UserState:
         model_version=features.model_version,
         user_mean=features.user_mean,
         ratings=[
-            gateway_pb2.Rating(movie_id=r.movie_id, rating=r.rating) for r in features.ratings
+            gateway_pb2.Rating(movie_id=m, rating=r)
+            for m, r in zip(features.ratings.movie_ids, features.ratings.values, strict=True)
         ],
         unused_movie_ids=unused_movie_ids,
     )

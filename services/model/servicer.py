@@ -22,20 +22,22 @@ METRICS = {
 
 def sparse_vector(request: model_pb2.PredictRequest, field: str) -> tuple[np.ndarray, np.ndarray]:
     """(movie_ids int64, values float32) of a request's preferences, validated."""
-    entries = request.preferences
-    if len(entries) > MAX_PREFERENCES:
+    vector = request.preferences
+    if len(vector.movie_ids) != len(vector.values):
+        raise InvalidArgument("movie_ids and values differ in length", field=field)
+    if len(vector.movie_ids) > MAX_PREFERENCES:
         raise InvalidArgument(f"at most {MAX_PREFERENCES} preferences", field=field)
-    movie_ids = np.fromiter((e.movie_id for e in entries), np.int64, len(entries))
-    values = np.fromiter((e.value for e in entries), np.float32, len(entries))
+    movie_ids = np.array(vector.movie_ids, dtype=np.int64)
+    values = np.array(vector.values, dtype=np.float32)
     if (movie_ids <= 0).any():
-        raise InvalidArgument("movie ids must be positive", field=f"{field}.movie_id")
+        raise InvalidArgument("movie ids must be positive", field=f"{field}.movie_ids")
     if not (np.abs(values) <= MAX_ABS_PREFERENCE).all():  # also refuses NaN and infinities
         raise InvalidArgument(
             f"preference values must be finite and within ±{MAX_ABS_PREFERENCE:g}",
-            field=f"{field}.value",
+            field=f"{field}.values",
         )
     if len(np.unique(movie_ids)) != len(movie_ids):
-        raise InvalidArgument("a movie id appears twice", field=f"{field}.movie_id")
+        raise InvalidArgument("a movie id appears twice", field=f"{field}.movie_ids")
     return movie_ids, values
 
 
@@ -74,10 +76,9 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         return [
             model_pb2.PredictResponse(
                 model_version=predictor.version,
-                predictions=[
-                    model_pb2.ItemValue(movie_id=int(i), value=float(v))
-                    for i, v in zip(p.movie_ids, p.preferences, strict=True)
-                ],
+                predictions=model_pb2.SparseVector(
+                    movie_ids=p.movie_ids.tolist(), values=p.preferences.tolist()
+                ),
                 ignored_movie_ids=p.ignored_movie_ids,
             )
             for p in predictor.predict_many(vectors, outputs)

@@ -126,10 +126,11 @@ class Recommender:
             raise NotFound(f"item {item_id} is not in the model")
         if k <= 0:
             raise InvalidArgument("k must be positive", field="k")
-        distances = item_distances(self.network.item_embeddings, self.index.column(item_id), metric)
-        distances[self.index.column(item_id)] = np.nan
-        order = np.argsort(-distances if farthest else distances, kind="stable")
-        order = [j for j in order if not np.isnan(distances[j])][:k]
+        column = self.index.column(item_id)
+        distances = item_distances(self.network.item_embeddings, column, metric)
+        ranking = distances.copy() if farthest else -distances  # top_k takes the largest
+        ranking[column] = -np.inf  # never the anchor itself
+        order = top_k(ranking, min(k, len(self.index) - 1))
         return [Scored(int(self.index.item_ids[j]), float(distances[j])) for j in order]
 
 

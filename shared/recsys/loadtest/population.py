@@ -226,8 +226,8 @@ async def _stored_users(stub, address: str, user_ids: list[int]) -> list[StoredU
             StoredUser(
                 user_id=f.user_id,
                 model_version=f.model_version,
-                ratings=tuple((r.movie_id, r.rating) for r in f.ratings),
-                preferences=tuple((p.movie_id, p.value) for p in f.preferences),
+                ratings=tuple(zip(f.ratings.movie_ids, f.ratings.values, strict=True)),
+                preferences=tuple(zip(f.preferences.movie_ids, f.preferences.values, strict=True)),
             )
             for f in reply.features
         )

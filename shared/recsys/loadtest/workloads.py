@@ -129,7 +129,9 @@ def _predict(population: Population) -> RequestMaker:
     `model_version` empty (whatever the model service has loaded)."""
     requests = [
         model_pb2.PredictRequest(
-            preferences=[model_pb2.ItemValue(movie_id=m, value=v) for m, v in user.preferences],
+            preferences=model_pb2.SparseVector(
+                movie_ids=[m for m, _ in user.preferences], values=[v for _, v in user.preferences]
+            ),
             top_k=model_pb2.TopK(k=TOP_K, exclude_movie_ids=[m for m, _ in user.ratings]),
         )
         for user in population.stored_users

@@ -48,30 +48,38 @@ class Rating(_message.Message):
 Global___Rating: _TypeAlias = Rating  # noqa: Y015
 
 @_typing.final
-class ItemValue(_message.Message):
-    """One entry of a sparse vector over items."""
+class SparseVector(_message.Message):
+    """A sparse vector over items as two parallel packed arrays (cheap to encode and decode in
+    every language). Example: {movie_ids: [260, 1196], values: [0.8, 0.6]}.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    MOVIE_ID_FIELD_NUMBER: _builtins.int
-    VALUE_FIELD_NUMBER: _builtins.int
-    movie_id: _builtins.int
-    """MovieLens movie id, > 0."""
-    value: _builtins.float
-    """The value for that item; for a preference, r − μ − b_i − b_u in stars (about −4 to 4)."""
+    MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """MovieLens movie ids, > 0, ascending, no duplicates."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """One value per movie id, in the same order: stars for ratings; r − μ − b_i − b_u in stars
+        (about −4 to 4) for preferences; b_i in stars for item means.
+        """
+
     def __init__(
         self,
         *,
-        movie_id: _builtins.int = ...,
-        value: _builtins.float = ...,
+        movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_id", b"movie_id", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_ids", b"movie_ids", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ItemValue: _TypeAlias = ItemValue  # noqa: Y015
+Global___SparseVector: _TypeAlias = SparseVector  # noqa: Y015
 
 @_typing.final
 class UserFeatures(_message.Message):
@@ -91,12 +99,12 @@ class UserFeatures(_message.Message):
     0 when the user rated none of them.
     """
     @_builtins.property
-    def ratings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rating]:
-        """Every stored rating of the user, including items the model does not cover; by movie id."""
+    def ratings(self) -> Global___SparseVector:
+        """Every stored rating of the user (stars), including items the model does not cover."""
 
     @_builtins.property
-    def preferences(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemValue]:
-        """The preference vector: one entry per rated item the model covers, by movie id."""
+    def preferences(self) -> Global___SparseVector:
+        """The preference vector: one entry per rated item the model covers."""
 
     def __init__(
         self,
@@ -104,10 +112,10 @@ class UserFeatures(_message.Message):
         user_id: _builtins.int = ...,
         model_version: _builtins.str = ...,
         user_mean: _builtins.float = ...,
-        ratings: _abc.Iterable[Global___Rating] | None = ...,
-        preferences: _abc.Iterable[Global___ItemValue] | None = ...,
+        ratings: Global___SparseVector | None = ...,
+        preferences: Global___SparseVector | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences", "ratings", b"ratings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "preferences", b"preferences", "ratings", b"ratings", "user_id", b"user_id", "user_mean", b"user_mean"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
@@ -253,19 +261,21 @@ class GetNormalizationResponse(_message.Message):
     """The rating scale, in stars. Example: 1 and 5."""
     rating_max: _builtins.float
     @_builtins.property
-    def item_means(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemValue]:
-        """b_i for every item of the model, in the model's column order."""
+    def item_means(self) -> Global___SparseVector:
+        """b_i (stars) for every item of the model; movie ids in the model's column order (the
+        one exception to ascending order).
+        """
 
     def __init__(
         self,
         *,
         model_version: _builtins.str = ...,
         global_mean: _builtins.float = ...,
-        item_means: _abc.Iterable[Global___ItemValue] | None = ...,
+        item_means: Global___SparseVector | None = ...,
         rating_min: _builtins.float = ...,
         rating_max: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item_means", b"item_means"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["global_mean", b"global_mean", "item_means", b"item_means", "model_version", b"model_version", "rating_max", b"rating_max", "rating_min", b"rating_min"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...

@@ -90,30 +90,38 @@ DIRECTION_FARTHEST: Direction.ValueType  # 2
 Global___Direction: _TypeAlias = Direction  # noqa: Y015
 
 @_typing.final
-class ItemValue(_message.Message):
-    """One entry of a sparse vector over items."""
+class SparseVector(_message.Message):
+    """A sparse vector over items as two parallel packed arrays (cheap to encode and decode in
+    every language). Example: {movie_ids: [260, 1196], values: [0.8, 0.6]}.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    MOVIE_ID_FIELD_NUMBER: _builtins.int
-    VALUE_FIELD_NUMBER: _builtins.int
-    movie_id: _builtins.int
-    """MovieLens movie id, > 0."""
-    value: _builtins.float
-    """A preference r − μ − b_i − b_u in stars (about −4 to 4), or a predicted one."""
+    MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """MovieLens movie ids, > 0, no duplicates."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """One preference per movie id, same order: r − μ − b_i − b_u in stars (about −4 to 4;
+        |value| ≤ 100), or a predicted one.
+        """
+
     def __init__(
         self,
         *,
-        movie_id: _builtins.int = ...,
-        value: _builtins.float = ...,
+        movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_id", b"movie_id", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_ids", b"movie_ids", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ItemValue: _TypeAlias = ItemValue  # noqa: Y015
+Global___SparseVector: _TypeAlias = SparseVector  # noqa: Y015
 
 @_typing.final
 class AllItems(_message.Message):
@@ -197,7 +205,7 @@ class PredictRequest(_message.Message):
     A different loaded version is FAILED_PRECONDITION: features and model never mix.
     """
     @_builtins.property
-    def preferences(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemValue]:
+    def preferences(self) -> Global___SparseVector:
         """The user's preference vector; items the model does not cover are ignored (and listed in
         the response). May be empty: every prediction is then 0.
         """
@@ -211,13 +219,13 @@ class PredictRequest(_message.Message):
     def __init__(
         self,
         *,
-        preferences: _abc.Iterable[Global___ItemValue] | None = ...,
+        preferences: Global___SparseVector | None = ...,
         model_version: _builtins.str = ...,
         all_items: Global___AllItems | None = ...,
         given_items: Global___GivenItems | None = ...,
         top_k: Global___TopK | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["all_items", b"all_items", "given_items", b"given_items", "output", b"output", "top_k", b"top_k"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["all_items", b"all_items", "given_items", b"given_items", "output", b"output", "preferences", b"preferences", "top_k", b"top_k"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["all_items", b"all_items", "given_items", b"given_items", "model_version", b"model_version", "output", b"output", "preferences", b"preferences", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
@@ -236,7 +244,7 @@ class PredictResponse(_message.Message):
     IGNORED_MOVIE_IDS_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     @_builtins.property
-    def predictions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemValue]:
+    def predictions(self) -> Global___SparseVector:
         """Predicted preferences: every item (column order), the given items (request order), or
         the top k (best first).
         """
@@ -249,10 +257,10 @@ class PredictResponse(_message.Message):
         self,
         *,
         model_version: _builtins.str = ...,
-        predictions: _abc.Iterable[Global___ItemValue] | None = ...,
+        predictions: Global___SparseVector | None = ...,
         ignored_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["predictions", b"predictions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["ignored_movie_ids", b"ignored_movie_ids", "model_version", b"model_version", "predictions", b"predictions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
