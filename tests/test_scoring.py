@@ -3,7 +3,13 @@ import pytest
 
 from recsys.errors import InvalidArgument, NotFound
 from recsys.features import ItemIndex, Normalization
-from recsys.scoring import LinearAutoencoder, Recommender, item_distances, top_k
+from recsys.scoring import (
+    ItemEmbeddings,
+    LinearAutoencoder,
+    Recommender,
+    item_distances,
+    top_k,
+)
 
 
 def tiny_recommender():
@@ -53,6 +59,19 @@ def test_similar_items():
         model.similar(99)
     with pytest.raises(InvalidArgument, match="metric"):
         model.similar(10, metric="manhattan")
+
+
+def test_prepared_embeddings_give_the_same_distances():
+    emb = np.random.default_rng(1).normal(size=(50, 6))
+    emb[7] = 0
+    prepared = ItemEmbeddings(emb)
+    for metric in ("euclidean", "cosine"):
+        for column in (0, 7, 49):
+            np.testing.assert_allclose(
+                prepared.distances(column, metric),
+                item_distances(emb, column, metric),
+                atol=1e-9,
+            )
 
 
 def test_distances():

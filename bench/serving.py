@@ -1,0 +1,230 @@
+"""Benchmark: the served system against the ceiling of this machine, in one run.
+
+Starts a trivial echo gRPC server (health only, in its own process: the ceiling, DESIGN §7)
+and the real stack (Redis, feature, model, gateway services as processes, features loaded),
+drives both with the project's load generator (`recsys.loadtest`), and times the article's
+own `predict()` (a pandas pivot of the user's ratings, then `model.predict`) for the same
+users. Prints a table and writes JSON (machine, commit, settings, figures).
+
+    python bench/serving.py [--data ../shared/data/ml-1m] [--model-dir DIR] [--duration 10]
+    python bench/serving.py --smoke      # seconds, synthetic data (what CI runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "shared"), str(REPO)]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from recsys.cli import format_table  # noqa: E402
+from recsys.data.movielens import RatingData, load_movielens  # noqa: E402
+from recsys.launcher import LocalStack, wait_serving  # noqa: E402
+from recsys.loadtest import LoadSettings, Targets, build_workload, run_load  # noqa: E402
+from recsys.pipeline import environment  # noqa: E402
+from recsys.redis_client import sync_client  # noqa: E402
+from recsys.redis_server import free_port  # noqa: E402
+
+# (label, workload, target, concurrency); the echo rows are the ceiling of the same run
+RUNS = [
+    ("echo", "health", "echo", 1),
+    ("echo", "health", "echo", 32),
+    ("gateway Recommend, stored users", "recommend-stored", "gateway", 1),
+    ("gateway Recommend, stored users", "recommend-stored", "gateway", 32),
+    ("gateway Recommend, inline ratings", "recommend-inline", "gateway", 32),
+    ("gateway SimilarItems", "similar", "gateway", 32),
+    ("model Predict (direct)", "predict", "model", 32),
+    ("gateway RateItems (1-5 ratings)", "rate", "gateway", 16),
+]
+ARTICLE_USERS = 20
+
+
+def train(data_dir: Path, model_dir: Path, smoke: bool) -> None:
+    settings = ["--set", "encoding_size=8", "--set", "max_epochs=2"] if smoke else []
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "train",
+            "--data",
+            str(data_dir),
+            "--model-dir",
+            str(model_dir),
+            *settings,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def article_predict_ms(model_dir: Path, data: RatingData, user_ids: list[int]) -> float:
+    """Median latency per user of the article's predict(): normalize the user's ratings,
+    pivot them into a (1, n_items) frame with pandas, `model.predict`, de-normalize, rank."""
+    import keras
+    import pandas as pd
+
+    from recsys.artifacts import load_artifact, resolve_version
+
+    artifact = load_artifact(resolve_version(model_dir))
+    model = keras.saving.load_model(artifact.path / "model.keras", safe_mode=True)
+    item_ids = artifact.recommender.index.item_ids
+    norm = artifact.recommender.normalization
+    item_mean = pd.Series(norm.item_means, index=item_ids)
+    times = []
+    for user_id in user_ids:
+        started = time.perf_counter()
+        mine = data.ratings[data.ratings["user_id"] == user_id]
+        mine = mine[mine["item_id"].isin(item_ids)]
+        residual = mine["rating"].to_numpy() - norm.global_mean - item_mean[mine["item_id"]].values
+        user_mean = residual.mean() if len(residual) else 0.0
+        frame = mine.assign(pref=residual - user_mean)
+        pivot = frame.pivot_table(index="user_id", columns="item_id", values="pref")
+        row = pivot.reindex(columns=item_ids).fillna(0.0).to_numpy(np.float32)
+        predicted = model.predict(row, verbose=0)[0] + user_mean + norm.item_means
+        predicted = predicted + norm.global_mean
+        predicted[np.isin(item_ids, mine["item_id"])] = -np.inf
+        np.argsort(-predicted)[:10]
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.median(times))
+
+
+async def measure(targets: dict[str, str], data: RatingData, duration: float, warmup: float):
+    results = []
+    for label, workload_name, target, concurrency in RUNS:
+        kind = Targets(
+            gateway=targets[target] if target in ("gateway", "echo") else None,
+            model=targets["model"] if target == "model" else None,
+            feature=targets["feature"],
+        )
+        workload = await build_workload(workload_name, kind, data=data, seed=1)
+        settings = LoadSettings(concurrency=concurrency, duration_s=duration, warmup_s=warmup)
+        report = await run_load(settings, kind, workload)
+        results.append(
+            {
+                "label": label,
+                "workload": workload_name,
+                "concurrency": concurrency,
+                "rps": report.count / report.elapsed_s if report.elapsed_s else 0.0,
+                "ok": report.ok,
+                "count": report.count,
+                "status_codes": report.status_codes,
+                "p50_ms": report.latency.p50 if report.latency else None,
+                "p99_ms": report.latency.p99 if report.latency else None,
+            }
+        )
+        print(f"  {label} c={concurrency}: {results[-1]['rps']:.0f} RPS", flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ml-1m")
+    parser.add_argument("--model-dir", type=Path, help="default: train the default preset")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serving.json")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data_dir = args.data
+        if args.smoke:
+            from recsys.data.synthetic import write_synthetic_movielens
+
+            data_dir = write_synthetic_movielens(work / "data")
+            args.duration, args.warmup = 1.0, 0.5
+        data = load_movielens(data_dir)
+        model_dir = args.model_dir
+        if model_dir is None:
+            model_dir = work / "models"
+            print("training the default preset ...", flush=True)
+            train(data_dir, model_dir, args.smoke)
+        echo_port = free_port()
+        echo = subprocess.Popen(
+            [sys.executable, "-m", "recsys.loadtest.echo", "--port", str(echo_port)],
+            stdout=subprocess.DEVNULL,
+        )
+        stack = LocalStack(model_dir=model_dir, redis_dir=work / "redis", log_level="WARNING")
+        try:
+            wait_serving(f"127.0.0.1:{echo_port}", 30, echo)
+            from recsys.artifacts import resolve_version
+            from services.feature.loader import load_features
+
+            with sync_client(stack.start_redis()) as client:
+                load_features(client, resolve_version(model_dir), data.ratings, data.items)
+            stack.start_services()
+            targets = {
+                "echo": f"127.0.0.1:{echo_port}",
+                "gateway": stack.address("gateway"),
+                "model": stack.address("model"),
+                "feature": stack.address("feature"),
+            }
+            print("load runs ...", flush=True)
+            results = asyncio.run(measure(targets, data, args.duration, args.warmup))
+        finally:
+            stack.stop()
+            echo.terminate()
+            echo.wait(10)
+        users = sorted(data.ratings["user_id"].unique())[: 2 if args.smoke else ARTICLE_USERS]
+        article_ms = article_predict_ms(model_dir, data, [int(u) for u in users])
+
+    echo_rps = {r["concurrency"]: r["rps"] for r in results if r["workload"] == "health"}
+    rows = [
+        [
+            r["label"],
+            r["concurrency"],
+            round(r["rps"]),
+            r["p50_ms"],
+            r["p99_ms"],
+            r["rps"] / echo_rps[min(echo_rps, key=lambda c: abs(c - r["concurrency"]))],
+            f"{r['ok']}/{r['count']}",
+        ]
+        for r in results
+    ]
+    stored_c1 = next(r for r in results if r["workload"] == "recommend-stored")
+    rows.append(
+        [
+            "article predict() (pandas pivot + model.predict)",
+            1,
+            None,
+            article_ms,
+            None,
+            None,
+            f"{len(users)} users",
+        ]
+    )
+    print(format_table(["run", "c", "RPS", "p50 ms", "p99 ms", "of echo", "OK"], rows))
+    speedup = article_ms / stored_c1["p50_ms"] if stored_c1["p50_ms"] else None
+    print(f"gateway Recommend (stored user, c=1) vs article predict(): {speedup:.1f}x lower p50")
+    report = {
+        "benchmark": "serving",
+        "smoke": args.smoke,
+        "data": str(data_dir),
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "environment": environment(),
+        "runs": results,
+        "article_predict_ms": article_ms,
+        "speedup_vs_article": speedup,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
