@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import Awaitable, Callable
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from recsys.launcher import wait_channel_serving
 from recsys.serving.server import Service
 
 
@@ -67,18 +66,7 @@ class ServiceThread:
 
 def wait_serving(channel: grpc.Channel, service: str = "", timeout: float = 30.0) -> None:
     """Block until the server's health says SERVING (readiness probes run asynchronously)."""
-    stub = health_pb2_grpc.HealthStub(channel)
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1).status
-            if status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        if time.monotonic() > end:
-            raise TimeoutError(f"health of {service or 'server'} never became SERVING")
-        time.sleep(0.05)
+    wait_channel_serving(channel, timeout, service=service)
 
 
 @contextlib.contextmanager

@@ -23,23 +23,36 @@ log = logging.getLogger(__name__)
 SERVICES = ("feature", "model", "gateway")
 
 
+def wait_channel_serving(
+    channel: grpc.Channel,
+    timeout: float,
+    process: subprocess.Popen | None = None,
+    service: str = "",
+) -> None:
+    """Block until the health check on `channel` (of `service`, default the server) answers
+    SERVING; fail early if `process`, the server's process, exits."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{service or 'the server'} did not become SERVING in {timeout:.0f}s"
+            )
+        time.sleep(0.05)
+
+
 def wait_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
     """Block until the gRPC health check at `address` answers SERVING."""
-    deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"the server for {address} exited with {process.returncode}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{address} did not become SERVING within {timeout:.0f}s")
-            time.sleep(0.1)
+        wait_channel_serving(channel, timeout, process)
 
 
 @dataclass
