@@ -140,9 +140,6 @@ class PreferenceMatrix:
     matrix: sp.csr_matrix
     user_means: np.ndarray
 
-    def row_of(self) -> dict[int, int]:
-        return {int(u): r for r, u in enumerate(self.user_ids)}
-
 
 def preference_matrix(
     ratings: pd.DataFrame,
