@@ -199,3 +199,48 @@ def test_a_model_version_without_features_is_unavailable(stack, tmp_path):
     finally:
         stack.holder.predictor = serving
     assert stack.stub.Recommend(pb.RecommendRequest(user_id=3), timeout=5).items
+
+
+def test_the_callers_deadline_is_passed_downstream():
+    """A model service that records the deadline of the calls it gets: the gateway's call
+    carries the caller's remaining time (0.4 s), not its own 2 s upstream timeout."""
+    import asyncio
+
+    from recsys.api.model.v1 import model_pb2_grpc
+    from recsys.serving.server import Service
+
+    seen: list[float] = []
+
+    class SlowModel(model_pb2_grpc.ModelServiceServicer):
+        async def SimilarItems(self, request, context):
+            seen.append(context.time_remaining())
+            await asyncio.sleep(1.0)
+            raise AssertionError("the caller should have given up")
+
+    async def model():
+        service = Service(Settings(), ["recsys.model.v1.ModelService"])
+        model_pb2_grpc.add_ModelServiceServicer_to_server(SlowModel(), service.server)
+        service.bind(0)
+        return service
+
+    with ServiceThread(model) as slow:
+        settings = Settings(
+            gateway_port=0,
+            feature_addr=slow.address,
+            model_addr=slow.address,
+            upstream_timeout_s=2.0,
+        )
+
+        async def gateway():
+            return await gateway_server(settings, Upstreams.connect(settings))
+
+        with (
+            ServiceThread(gateway) as running,
+            grpc.insecure_channel(running.address) as channel,
+            pytest.raises(grpc.RpcError) as caught,
+        ):
+            gateway_pb2_grpc.GatewayServiceStub(channel).SimilarItems(
+                pb.SimilarItemsRequest(movie_id=1), timeout=0.4
+            )
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert len(seen) == 1 and 0 < seen[0] <= 0.4, seen
