@@ -244,3 +244,12 @@ def test_the_callers_deadline_is_passed_downstream():
             )
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert len(seen) == 1 and 0 < seen[0] <= 0.4, seen
+
+
+def test_stage_timings_explain_a_request(stack):
+    """Recommend returns the time of each stage as trailing metadata."""
+    _, call = stack.stub.Recommend.with_call(pb.RecommendRequest(user_id=3, k=5), timeout=10)
+    stages = dict(call.trailing_metadata())["recsys-stage-ms"]
+    timings = {name: float(ms) for name, ms in (part.split("=") for part in stages.split(","))}
+    assert set(timings) == {"features", "model", "rank"}
+    assert all(ms >= 0 for ms in timings.values())

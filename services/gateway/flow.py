@@ -8,6 +8,8 @@ and the catalog. Every response names the version; features and model never mix 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +57,26 @@ class Scored:
     title: str
     genres: list[str]
     value: float  # a predicted rating, or a distance
+
+
+class Stages:
+    """Wall time of each stage of one request (features, model, rank), in milliseconds,
+    so a slow request can be explained; the servicer returns them as trailing metadata."""
+
+    def __init__(self):
+        self.ms: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000
+
+    def header(self) -> str:
+        """e.g. "features=1.92,model=1.41,rank=0.05"."""
+        return ",".join(f"{stage}={ms:.2f}" for stage, ms in self.ms.items())
 
 
 def check_user_id(user_id: int) -> None:
@@ -208,14 +230,15 @@ class PredictFlow:
             return self.inline_user(request.inline_ratings.ratings, data)
         raise InvalidArgument("give user_id or inline_ratings", field="user")
 
-    async def predict(self, request, output, context):
+    async def predict(self, request, output, context, stages: Stages):
         """Run the flow for one request. `output(user)` gives the Predict oneof for that
         user (top_k=... or given_items=...). Returns (version data, user input, predictions).
         If the model service moved to another version meanwhile, the flow follows it once."""
         for attempt in range(2):
             version = await self.model_version(context, refresh=attempt > 0)
             data = await self.version_data(version, context)
-            user = await self.user_input(request, version, data, context)
+            with stages.timed("features"):
+                user = await self.user_input(request, version, data, context)
             predict = model_pb2.PredictRequest(
                 preferences=model_pb2.SparseVector(
                     movie_ids=user.movie_ids.tolist(), values=user.preferences.tolist()
@@ -224,9 +247,10 @@ class PredictFlow:
                 **output(user),
             )
             try:
-                reply = await self.upstreams.call(
-                    "model", self.upstreams.model.Predict, predict, context
-                )
+                with stages.timed("model"):
+                    reply = await self.upstreams.call(
+                        "model", self.upstreams.model.Predict, predict, context
+                    )
             except FailedPrecondition:
                 if attempt == 0:
                     continue
@@ -245,7 +269,9 @@ class PredictFlow:
             Scored(int(m), *data.title(int(m)), float(r)) for m, r in zip(ids, ratings, strict=True)
         ]
 
-    async def recommend(self, request, k: int, context) -> tuple[str, list[Scored], list[int]]:
+    async def recommend(
+        self, request, k: int, context, stages: Stages
+    ) -> tuple[str, list[Scored], list[int]]:
         """The top k unrated items by predicted rating."""
         data, user, predictions = await self.predict(
             request,
@@ -255,16 +281,22 @@ class PredictFlow:
                 )
             },
             context,
+            stages,
         )
-        return data.version, self.scored(data, user, predictions), user.ignored_movie_ids
+        with stages.timed("rank"):
+            scored = self.scored(data, user, predictions)
+        return data.version, scored, user.ignored_movie_ids
 
-    async def predict_ratings(self, request, movie_ids: list[int], context):
+    async def predict_ratings(self, request, movie_ids: list[int], context, stages: Stages):
         data, user, predictions = await self.predict(
             request,
             lambda user: {"given_items": model_pb2.GivenItems(movie_ids=movie_ids)},
             context,
+            stages,
         )
-        return data.version, self.scored(data, user, predictions), user.ignored_movie_ids
+        with stages.timed("rank"):
+            scored = self.scored(data, user, predictions)
+        return data.version, scored, user.ignored_movie_ids
 
     async def rate_items(self, user_id: int, ratings, context):
         """Upsert a user's ratings under the model's version; (version, reply)."""

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+
 from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.errors import InvalidArgument
-from services.gateway.flow import PredictFlow
+from services.gateway.flow import PredictFlow, Stages
+
+log = logging.getLogger(__name__)
 
 DEFAULT_K = 10
 MAX_K = 1000
 MAX_MOVIE_IDS = 10_000
+
+
+STAGES_METADATA_KEY = "recsys-stage-ms"
+
+
+def report_stages(context, method: str, stages: Stages) -> None:
+    """Stage timings as trailing metadata (`recsys-stage-ms: features=..,model=..,rank=..`)
+    and in the debug log."""
+    header = stages.header()
+    context.set_trailing_metadata(((STAGES_METADATA_KEY, header),))
+    log.debug("stages", extra={"method": method, "stage_ms": header})
 
 
 def k_of(request) -> int:
@@ -24,7 +39,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def Recommend(self, request, context):
         k = k_of(request)
-        version, items, ignored = await self.flow.recommend(request, k, context)
+        stages = Stages()
+        version, items, ignored = await self.flow.recommend(request, k, context, stages)
+        report_stages(context, "Recommend", stages)
         return gateway_pb2.RecommendResponse(
             items=[
                 gateway_pb2.Recommendation(
@@ -42,7 +59,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InvalidArgument(f"give 1 to {MAX_MOVIE_IDS} movie ids", field="movie_ids")
         if any(m <= 0 for m in movie_ids):
             raise InvalidArgument("movie ids must be positive", field="movie_ids")
-        version, items, ignored = await self.flow.predict_ratings(request, movie_ids, context)
+        stages = Stages()
+        version, items, ignored = await self.flow.predict_ratings(
+            request, movie_ids, context, stages
+        )
+        report_stages(context, "PredictRatings", stages)
         return gateway_pb2.PredictRatingsResponse(
             predictions=[
                 gateway_pb2.PredictedRating(
