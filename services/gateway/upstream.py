@@ -19,6 +19,8 @@ from recsys.serving.errors import field_violations
 from recsys.serving.server import message_options
 
 RETRY_SERVICE_CONFIG = {
+    # with a dns:/// address naming several backends (a headless Service), balance per call
+    "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [
         {
             "name": [{}],  # every method of the channel
