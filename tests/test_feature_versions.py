@@ -187,3 +187,59 @@ def test_the_feature_service_writes_and_reads_through_grpc(redis_backend, client
         assert read.features[0] == written.features
         deleted = stub.DeleteUser(feature_pb2.DeleteUserRequest(user_id=NEW_USER), timeout=10)
         assert deleted.ratings_deleted == 1
+
+
+def test_a_delete_reaches_a_version_still_loading_and_a_load_never_restores(
+    redis_backend, client, data, tmp_path
+):
+    """A delete removes the user's features under every registered version, including one
+    whose load is under way, and the load that follows does not bring the user back. (The
+    delete is a compare-and-set on the user's revision like every write, so a version
+    registered between its read and its write makes it read again.)"""
+    load_features(client, data.artifact, data.ratings, data.items)
+    second, shifted = next_artifact(data, tmp_path, "20260105T000000000000Z", 0.1)
+    new = "20260105T000000000000Z"  # a load that has registered its version, no users yet
+    client.hset(
+        KEYS.meta(new),
+        mapping={
+            "status": "loading",
+            "rating_min": "1.0",
+            "rating_max": "5.0",
+            "global_mean": repr(shifted.global_mean),
+        },
+    )
+    client.set(KEYS.items(new), layout.encode_item_ids(data.index.item_ids))
+    client.set(KEYS.item_means(new), layout.encode_item_means(shifted.item_means))
+    client.hset(KEYS.versions(), new, "loading")
+    with_store(
+        redis_backend, lambda s: s.upsert_ratings(9, {int(data.index.item_ids[0]): 3.0}, VERSION)
+    )
+    count = with_store(redis_backend, lambda s: s.delete_user(9))
+    assert count > 0
+    assert not client.exists(KEYS.user(new, 9))
+    assert not client.exists(KEYS.user(VERSION, 9)) and not client.exists(KEYS.ratings(9))
+    load_features(client, second, data.ratings, data.items)  # clears the unfinished load
+    assert stored(redis_backend, "20260105T000000000000Z", 9) is None
+
+
+def test_replacing_ratings_leaves_no_stale_features_under_live_versions(
+    redis_backend, client, data, tmp_path
+):
+    load_features(client, data.artifact, data.ratings, data.items)
+    with_store(redis_backend, lambda s: s.upsert_ratings(3, {99999: 4.0}, VERSION))
+    second, _ = next_artifact(data, tmp_path, "20260105T000000000000Z", 0.0)
+    load_features(client, second, data.ratings, data.items, replace_ratings=True)
+    for version in (VERSION, "20260105T000000000000Z"):  # previous and new: same ratings
+        assert 99999 not in stored(redis_backend, version, 3).ratings
+
+
+def test_users_with_thousands_of_ratings_load(redis_backend, client, data):
+    """Lua's unpack() cannot take 10,000 values at once: the script sends them in chunks."""
+    import pandas as pd
+
+    big = pd.DataFrame(
+        {"user_id": 123456, "item_id": range(1, 5001), "rating": 4.0, "timestamp": 0}
+    )
+    ratings = pd.concat([data.ratings, big], ignore_index=True)
+    load_features(client, data.artifact, ratings, data.items)
+    assert len(stored(redis_backend, VERSION, 123456).ratings) == 5000

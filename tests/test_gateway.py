@@ -253,3 +253,23 @@ def test_stage_timings_explain_a_request(stack):
     timings = {name: float(ms) for name, ms in (part.split("=") for part in stages.split(","))}
     assert set(timings) == {"features", "model", "rank"}
     assert all(ms >= 0 for ms in timings.values())
+
+
+def test_the_request_id_reaches_every_service(stack, caplog):
+    """The caller's x-request-id is used by the gateway and passed to the feature and model
+    services; every service's log lines for the request carry it."""
+    import logging
+
+    from recsys.logs import JsonFormatter  # installs the record factory that adds request_id
+
+    with caplog.at_level(logging.DEBUG, logger="recsys.serving.errors"):
+        stack.stub.Recommend(
+            pb.RecommendRequest(user_id=3, k=3), metadata=(("x-request-id", "req-42"),), timeout=10
+        )
+    lines = [JsonFormatter().format(r) for r in caplog.records if r.getMessage() == "rpc"]
+    methods = {line.split('"method": "')[1].split('"')[0] for line in lines if "req-42" in line}
+    assert {
+        "/recsys.gateway.v1.GatewayService/Recommend",
+        "/recsys.feature.v1.FeatureService/GetUserFeatures",
+        "/recsys.model.v1.ModelService/Predict",
+    } <= methods, lines

@@ -213,3 +213,10 @@ def test_switching_versions_while_requests_flow_never_mixes(stack, trained_run, 
             [i.predicted_rating for i in reply.items], [s.value for s in offline], rtol=1e-4
         )
     assert errors == [], errors
+
+
+def test_movie_ids_beyond_int32_are_invalid_not_internal(stack):
+    with pytest.raises(grpc.RpcError) as caught:
+        rate(stack, 5, {2**31: 3.0})
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(caught.value)[0][0] == "ratings.movie_id"

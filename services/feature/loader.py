@@ -95,7 +95,8 @@ def load_features(
     )
     _write_items_and_catalog(client, keys, spec, catalog)
     client.hset(keys.versions(), version, layout.STATUS_LOADING)
-    users, rated = _write_users(client, keys, spec, ratings, batch_users, replace_ratings)
+    others = [v.decode() for v in client.hkeys(keys.versions()) if v.decode() != version]
+    users, rated = _write_users(client, keys, spec, ratings, batch_users, replace_ratings, others)
 
     loaded_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     client.hset(
@@ -225,6 +226,7 @@ def _write_users(
     ratings: pd.DataFrame,
     batch_users: int,
     replace_ratings: bool,
+    others: list[str],
 ) -> tuple[int, int]:
     """Every user's features under the new version, `batch_users` per round trip; returns
     (users written, their ratings). Users whose revision moved between the read and the
@@ -240,7 +242,7 @@ def _write_users(
         with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
             results = writers.map(
                 lambda batch: _write_user_batch(
-                    client, keys, spec, batch, dataset, replace_ratings
+                    client, keys, spec, batch, dataset, replace_ratings, others
                 ),
                 batches,
             )
@@ -262,9 +264,12 @@ def _write_user_batch(
     user_ids: list[int],
     dataset: dict[int, dict[int, float]],
     replace_ratings: bool,
+    others: list[str],
 ) -> tuple[dict[int, int], list[int]]:
     """One read pipeline and one write pipeline for `user_ids`. Returns ({user: ratings
-    written}, users whose revision moved)."""
+    written}, users whose revision moved). When a user's ratings change (seeded or
+    replaced), their hashes under the other live versions (`others`) are deleted in the same
+    script: the feature service derives those from the new ratings on read."""
     pipe = client.pipeline(transaction=False)
     for user_id in user_ids:
         pipe.hgetall(keys.ratings(user_id))
@@ -287,17 +292,19 @@ def _write_user_batch(
         else:
             continue  # deleted online since (revision > 0, no ratings): not resurrected
         features = compute_features(after, spec.index, spec.normalization)
-        args = apply_args(revision, to_set, to_delete, after, [features])
-        plans.append((user_id, len(after), args))
+        stale = [keys.user(v, user_id) for v in others] if (to_set or to_delete) else []
+        args = apply_args(revision, to_set, to_delete, after, [features], stale=len(stale))
+        user_keys = [keys.user(spec.version, user_id), *stale]
+        plans.append((user_id, len(after), (user_keys, args)))
     pipe = client.pipeline(transaction=False)
-    for user_id, _, args in plans:
+    for user_id, _, (user_keys, args) in plans:
         pipe.execute_command(  # EVAL through execute_command: cluster pipelines route it too
             "EVAL",
             APPLY_SCRIPT,
-            3,
+            2 + len(user_keys),
             keys.ratings(user_id),
             keys.revision(user_id),
-            keys.user(spec.version, user_id),
+            *user_keys,
             *args,
         )
     results = pipe.execute()

@@ -16,6 +16,7 @@ from services.feature.store import CatalogItem, FeatureStore, UserFeatures
 
 MAX_IDS = 1000
 MAX_RATINGS_PER_WRITE = 1000
+MAX_MOVIE_ID = 2**31 - 1  # stored as int32 in the packed vectors
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 _TOKEN = re.compile(rb"^after:([1-9][0-9]{0,18})$")
@@ -155,9 +156,10 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         scale = await self.store.normalization(version)
         by_movie: dict[int, float] = {}
         for rating in ratings:
-            if rating.movie_id <= 0:
+            if not 0 < rating.movie_id <= MAX_MOVIE_ID:
                 raise InvalidArgument(
-                    f"movie_id must be > 0, got {rating.movie_id}", field="ratings.movie_id"
+                    f"movie_id must be in 1..{MAX_MOVIE_ID}, got {rating.movie_id}",
+                    field="ratings.movie_id",
                 )
             if not scale.rating_min <= rating.rating <= scale.rating_max:
                 raise InvalidArgument(

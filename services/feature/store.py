@@ -22,7 +22,6 @@ from services.feature import layout
 from services.feature.layout import KeyLayout
 from services.feature.writes import (
     APPLY_SCRIPT,
-    DELETE_USER_SCRIPT,
     MAX_ATTEMPTS,
     apply_args,
     compute_features,
@@ -262,15 +261,19 @@ class FeatureStore:
 
     @_redis_errors
     async def delete_user(self, user_id: int) -> int:
-        """Remove the user's ratings and features under every live version; returns how many
-        ratings they had. NotFound when the user has none."""
-        live = await self.live_versions()
-        keys = [self.keys.ratings(user_id), self.keys.revision(user_id)]
-        keys += [self.keys.user(v, user_id) for v in live]
-        count = await self._redis.eval(DELETE_USER_SCRIPT, len(keys), *keys)
-        if not count:
-            raise NotFound(f"user {user_id} has no stored ratings")
-        return int(count)
+        """Remove the user's ratings and features under every live version (the same
+        compare-and-set as any write, so a concurrent load cannot bring them back); returns
+        how many ratings they had. NotFound when the user has none."""
+        removed: list[int] = []
+
+        def change(current: dict[int, float]):
+            if not current:
+                raise NotFound(f"user {user_id} has no stored ratings")
+            removed[:] = [len(current)]
+            return {}, list(current)
+
+        await self._write(user_id, change, "")
+        return removed[0]
 
     @_redis_errors
     async def live_versions(self) -> dict[str, str]:

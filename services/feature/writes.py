@@ -15,28 +15,36 @@ import numpy as np
 from recsys.features import ItemIndex, Normalization
 from services.feature import layout
 
-# KEYS: ratings hash, revision, then one user hash per live version.
+# KEYS: ratings hash, revision, one user hash per version to write, then `n_stale` user
+#       hashes to delete (versions whose features the caller does not compute: the feature
+#       service derives them from the ratings on read).
 # ARGV: expected revision ("0": the user was never written), n pairs to set, the pairs,
 #       n fields to delete, the fields, the packed copy of all ratings after the change,
-#       then (mean, prefs) per user hash.
+#       n_stale, then (mean, prefs) per user hash to write.
 # Returns the new revision, or -1 when the revision moved (the caller reads again).
 APPLY_SCRIPT = """
 local revision = redis.call('GET', KEYS[2]) or '0'
 if revision ~= ARGV[1] then return -1 end
+-- unpack() has a stack limit of a few thousand values: send arguments in chunks of 1000
+local function chunked(command, first, count)
+  local j = first
+  while j < first + count do
+    local last = math.min(j + 999, first + count - 1)
+    redis.call(command, KEYS[1], unpack(ARGV, j, last))
+    j = last + 1
+  end
+end
 local i = 2
 local n_set = tonumber(ARGV[i]); i = i + 1
-if n_set > 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, i + 2 * n_set - 1))
-  i = i + 2 * n_set
-end
+chunked('HSET', i, 2 * n_set)
+i = i + 2 * n_set
 local n_del = tonumber(ARGV[i]); i = i + 1
-if n_del > 0 then
-  redis.call('HDEL', KEYS[1], unpack(ARGV, i, i + n_del - 1))
-  i = i + n_del
-end
+chunked('HDEL', i, n_del)
+i = i + n_del
 local left = redis.call('HLEN', KEYS[1])
 local packed = ARGV[i]; i = i + 1
-for k = 3, #KEYS do
+local n_stale = tonumber(ARGV[i]); i = i + 1
+for k = 3, #KEYS - n_stale do
   if left == 0 then
     redis.call('DEL', KEYS[k])
   else
@@ -44,18 +52,10 @@ for k = 3, #KEYS do
   end
   i = i + 2
 end
-return redis.call('INCR', KEYS[2])
-"""
-
-# KEYS: ratings hash, revision, then the user's hash under each live version.
-# Returns how many ratings the user had.
-DELETE_USER_SCRIPT = """
-local count = redis.call('HLEN', KEYS[1])
-for k = 1, #KEYS do
-  if k ~= 2 then redis.call('DEL', KEYS[k]) end
+for k = #KEYS - n_stale + 1, #KEYS do
+  redis.call('DEL', KEYS[k])
 end
-redis.call('INCR', KEYS[2])
-return count
+return redis.call('INCR', KEYS[2])
 """
 
 MAX_ATTEMPTS = 50
@@ -95,14 +95,17 @@ def apply_args(
     to_delete: list[int],
     after: dict[int, float],
     features: list[VersionFeatures],
+    stale: int = 0,
 ) -> list[bytes | int]:
-    """ARGV of APPLY_SCRIPT; `after` is every rating once the change is applied."""
+    """ARGV of APPLY_SCRIPT; `after` is every rating once the change is applied; the last
+    `stale` keys are user hashes to delete."""
     args: list[bytes | int] = [str(expected_revision).encode(), len(to_set)]
     for movie_id, rating in sorted(to_set.items()):
         args += [str(movie_id).encode(), layout.encode_rating(rating)]
     args.append(len(to_delete))
     args += [str(m).encode() for m in sorted(to_delete)]
     args.append(layout.encode_packed_ratings(after))
+    args.append(stale)
     for version_features in features:
         args += list(version_features.encoded())
     return args

@@ -23,6 +23,7 @@ from services.gateway.upstream import Upstreams
 MAX_INLINE_RATINGS = 10_000
 CACHED_VERSIONS = 3
 MAX_RATINGS_PER_WRITE = 1000  # RateItems: the documented limit per call
+MAX_MOVIE_ID = 2**31 - 1  # stored as int32 in the packed vectors
 CATALOG_PAGE = 1000
 
 
@@ -93,9 +94,10 @@ def checked_ratings(ratings, data: VersionData, field: str, limit: int) -> dict[
     low, high = data.rating_scale
     by_movie: dict[int, float] = {}
     for rating in ratings:
-        if rating.movie_id <= 0:
+        if not 0 < rating.movie_id <= MAX_MOVIE_ID:
             raise InvalidArgument(
-                f"movie_id must be positive, got {rating.movie_id}", field=f"{field}.movie_id"
+                f"movie_id must be in 1..{MAX_MOVIE_ID}, got {rating.movie_id}",
+                field=f"{field}.movie_id",
             )
         if not low <= rating.rating <= high:
             raise InvalidArgument(
@@ -299,38 +301,56 @@ class PredictFlow:
         return data.version, scored, user.ignored_movie_ids
 
     async def rate_items(self, user_id: int, ratings, context):
-        """Upsert a user's ratings under the model's version; (version, reply)."""
+        """Upsert a user's ratings under the model's version; the feature service's reply."""
         check_user_id(user_id)
-        version = await self.model_version(context)
-        data = await self.version_data(version, context)
-        by_movie = checked_ratings(ratings, data, "ratings", MAX_RATINGS_PER_WRITE)
-        reply = await self.upstreams.call(
-            "feature",
-            self.upstreams.feature.UpsertRatings,
-            feature_pb2.UpsertRatingsRequest(
-                user_id=user_id,
-                ratings=[feature_pb2.Rating(movie_id=m, rating=r) for m, r in by_movie.items()],
-                model_version=version,
-            ),
-            context,
-        )
-        return reply
+
+        async def write(version: str):
+            data = await self.version_data(version, context)
+            by_movie = checked_ratings(ratings, data, "ratings", MAX_RATINGS_PER_WRITE)
+            return await self.upstreams.call(
+                "feature",
+                self.upstreams.feature.UpsertRatings,
+                feature_pb2.UpsertRatingsRequest(
+                    user_id=user_id,
+                    ratings=[feature_pb2.Rating(movie_id=m, rating=r) for m, r in by_movie.items()],
+                    model_version=version,
+                ),
+                context,
+            )
+
+        return await self._following_the_model(write, context)
 
     async def delete_ratings(self, user_id: int, movie_ids: list[int], context):
         check_user_id(user_id)
         if not 1 <= len(movie_ids) <= MAX_RATINGS_PER_WRITE:
             raise InvalidArgument(f"give 1 to {MAX_RATINGS_PER_WRITE} movie ids", field="movie_ids")
-        if any(m <= 0 for m in movie_ids):
-            raise InvalidArgument("movie ids must be positive", field="movie_ids")
+        if any(not 0 < m <= MAX_MOVIE_ID for m in movie_ids):
+            raise InvalidArgument(f"movie ids must be in 1..{MAX_MOVIE_ID}", field="movie_ids")
+
+        async def write(version: str):
+            return await self.upstreams.call(
+                "feature",
+                self.upstreams.feature.DeleteRatings,
+                feature_pb2.DeleteRatingsRequest(
+                    user_id=user_id, movie_ids=movie_ids, model_version=version
+                ),
+                context,
+            )
+
+        return await self._following_the_model(write, context)
+
+    async def _following_the_model(self, write, context):
+        """Run `write(version)` for the model's version; when the feature service no longer
+        knows that version (the model moved on and the old namespace was retired), ask the
+        model service again and retry once."""
         version = await self.model_version(context)
-        return await self.upstreams.call(
-            "feature",
-            self.upstreams.feature.DeleteRatings,
-            feature_pb2.DeleteRatingsRequest(
-                user_id=user_id, movie_ids=movie_ids, model_version=version
-            ),
-            context,
-        )
+        try:
+            return await write(version)
+        except (NotFound, FailedPrecondition, Unavailable):
+            newer = await self.model_version(context, refresh=True)
+            if newer == version:
+                raise
+            return await write(newer)
 
     async def delete_user(self, user_id: int, context):
         check_user_id(user_id)

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from recsys import errors
 from recsys.api.feature.v1 import feature_pb2_grpc
 from recsys.api.model.v1 import model_pb2_grpc
+from recsys.serving import request_id
 from recsys.serving.config import Settings
 from recsys.serving.errors import field_violations
 from recsys.serving.server import message_options
@@ -32,7 +33,7 @@ RETRY_SERVICE_CONFIG = {
                 "retryableStatusCodes": ["UNAVAILABLE"],
             },
         }
-    ]
+    ],
 }
 
 
@@ -105,7 +106,9 @@ class Upstreams:
 
     async def call(self, upstream: str, method, request, context):
         try:
-            return await method(request, timeout=self.timeout(context))
+            return await method(
+                request, timeout=self.timeout(context), metadata=request_id.outgoing()
+            )
         except grpc.aio.AioRpcError as error:
             raise translate(error, upstream) from None
 

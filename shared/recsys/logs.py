@@ -9,7 +9,30 @@ import os
 import sys
 import time
 
+from recsys.serving.request_id import current as current_request_id
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _install_request_id_factory() -> None:
+    """Every log record made while a request is handled carries its `request_id` (read when
+    the record is created, in the request's own context)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "adds_request_id", False):
+        return
+
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        request_id = current_request_id.get()
+        if request_id:
+            record.request_id = request_id
+        return record
+
+    factory.adds_request_id = True
+    logging.setLogRecordFactory(factory)
+
+
+_install_request_id_factory()
 
 
 class JsonFormatter(logging.Formatter):

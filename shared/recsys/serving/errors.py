@@ -7,6 +7,7 @@ exception is logged with its traceback and answered INTERNAL without leaking it.
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 from google.protobuf import any_pb2
@@ -14,6 +15,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from recsys.errors import InvalidArgument, RecsysError
+from recsys.serving import request_id
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,8 @@ def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every unary-unary handler: RecsysError → its status; anything else → INTERNAL."""
+    """Wraps every unary-unary handler: sets the request id (see `request_id`), maps
+    RecsysError → its status and anything else → INTERNAL, and logs each call at DEBUG."""
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -58,18 +61,34 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
 
         async def guarded(request, context):
+            request_id.current.set(request_id.from_metadata(context.invocation_metadata()))
+            started = time.perf_counter()
+            code = "OK"
             try:
                 return await inner(request, context)
             except grpc.aio.AbortError:
                 raise
             except RecsysError as error:
+                code = error.status
                 status = status_for(error)
                 await context.abort(status.code, status.details, status.trailing_metadata)
             except NotImplementedError:
+                code = "UNIMPLEMENTED"
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
             except Exception:
+                code = "INTERNAL"
                 log.exception("unhandled error", extra={"method": method})
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "rpc",
+                        extra={
+                            "method": method,
+                            "code": code,
+                            "ms": round((time.perf_counter() - started) * 1e3, 3),
+                        },
+                    )
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
