@@ -16,17 +16,19 @@ from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.launcher import LocalStack, wait_serving
 from recsys.redis_server import free_port
 from services.feature.loader import load_features
+from tests.test_metrics import scrape
 
 pytestmark = pytest.mark.slow
 
 
 def test_model_service_process_serves_then_stops_on_sigterm(trained_run):
     _, run = trained_run
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "MODEL_DIR": str(run.artifact_path.parent),
         "MODEL_PORT": str(port),
+        "METRICS_PORT": str(metrics_port),
         "GRACE_S": "2",
     }
     process = subprocess.Popen(
@@ -43,6 +45,8 @@ def test_model_service_process_serves_then_stops_on_sigterm(trained_run):
                 model_pb2.GetModelInfoRequest(), timeout=5
             )
             assert info.model_version == run.artifact_path.name
+            metrics = scrape(metrics_port)
+            assert metrics[f'recsys_model_version_info{{version="{info.model_version}"}}'] == 1
             process.send_signal(signal.SIGTERM)
             started = time.monotonic()
             assert process.wait(15) == 0

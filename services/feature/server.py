@@ -13,6 +13,7 @@ import sys
 from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
 from recsys.logs import configure_logging
 from recsys.redis_client import AsyncClient, async_client
+from recsys.serving import metrics
 from recsys.serving.config import ConfigError, Settings
 from recsys.serving.server import Service
 from services.feature.servicer import FeatureServicer
@@ -45,6 +46,7 @@ async def create_server(settings: Settings, redis_client: AsyncClient) -> Servic
 async def serve(settings: Settings) -> None:
     client = connect_redis(settings)
     service = await create_server(settings, client)
+    metrics.serve_metrics(settings.metrics_port, settings.bind_host)
     service.on_stop(client.aclose)
     await service.start()
     log.info("feature service listening", extra={"port": service.port})

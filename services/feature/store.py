@@ -18,6 +18,7 @@ import redis.exceptions
 
 from recsys.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from recsys.features import ItemIndex, Normalization
+from recsys.serving import metrics
 from services.feature import layout
 from services.feature.layout import KeyLayout
 from services.feature.writes import (
@@ -80,10 +81,13 @@ class ItemPage:
 def _redis_errors(method):
     """Redis down or too slow → Unavailable (retryable); the raw error only goes to the log."""
 
+    seconds = metrics.REDIS_SECONDS.labels(method.__name__)
+
     @functools.wraps(method)
     async def guarded(*args, **kwargs):
         try:
-            return await method(*args, **kwargs)
+            with seconds.time():
+                return await method(*args, **kwargs)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             log.warning(
                 "redis unavailable", extra={"operation": method.__name__, "error": str(exc)}

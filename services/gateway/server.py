@@ -9,6 +9,7 @@ import sys
 
 from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.logs import configure_logging
+from recsys.serving import metrics
 from recsys.serving.config import ConfigError, Settings
 from recsys.serving.server import Service
 from services.gateway.flow import PredictFlow
@@ -33,6 +34,7 @@ async def create_server(settings: Settings, upstreams: Upstreams) -> Service:
 
 async def serve(settings: Settings) -> None:
     service = await create_server(settings, Upstreams.connect(settings))
+    metrics.serve_metrics(settings.metrics_port, settings.bind_host)
     await service.start()
     log.info("gateway listening", extra={"port": service.port})
     await service.serve_until_signal()

@@ -13,6 +13,7 @@ import sys
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.errors import RecsysError
 from recsys.logs import configure_logging, quiet_tensorflow
+from recsys.serving import metrics
 from recsys.serving.config import ConfigError, Settings
 from recsys.serving.server import Service
 from services.model.predictor import Predictor, PredictorHolder
@@ -39,12 +40,14 @@ async def create_server(settings: Settings, holder: PredictorHolder) -> Service:
 async def serve(settings: Settings) -> None:
     holder = PredictorHolder()
     service = await create_server(settings, holder)
+    metrics.serve_metrics(settings.metrics_port, settings.bind_host)
     await service.start()
     log.info("model service listening", extra={"port": service.port})
     try:
         holder.predictor = await asyncio.to_thread(
             Predictor.load, settings.model_dir, settings.model_version
         )
+        metrics.MODEL_VERSION.labels(holder.predictor.version).set(1)
     except RecsysError as exc:
         log.error("cannot load a model: %s", exc)
         await service.stop(0)

@@ -8,6 +8,7 @@ import numpy as np
 
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.errors import InvalidArgument
+from recsys.serving import metrics
 from services.model.predictor import MAX_GIVEN_ITEMS, Output, PredictorHolder, check_k
 
 MAX_BATCH = 256
@@ -90,6 +91,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     async def BatchPredict(self, request, context):
         if not 1 <= len(request.requests) <= MAX_BATCH:
             raise InvalidArgument(f"give 1 to {MAX_BATCH} requests", field="requests")
+        metrics.BATCH_SIZE.observe(len(request.requests))
         return model_pb2.BatchPredictResponse(responses=self._predict(request.requests, "requests"))
 
     async def SimilarItems(self, request, context):

@@ -22,6 +22,8 @@ class Settings:
     feature_port: int = 50051
     model_port: int = 50052
     gateway_port: int = 50050
+    # Port of the Prometheus /metrics endpoint of a service; 0: no endpoint.
+    metrics_port: int = 0
     # Interface the servers bind to; 0.0.0.0 in containers.
     bind_host: str = "127.0.0.1"
     # Where the gateway finds its upstreams, host:port.
@@ -48,7 +50,7 @@ class Settings:
     log_level: str = "INFO"
 
     def __post_init__(self):
-        for name in ("feature_port", "model_port", "gateway_port"):
+        for name in ("feature_port", "model_port", "gateway_port", "metrics_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name.upper()}={getattr(self, name)} is not a port (0-65535)")
         for name in ("upstream_timeout_s", "redis_timeout_s"):

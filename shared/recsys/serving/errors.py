@@ -15,7 +15,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from recsys.errors import InvalidArgument, RecsysError
-from recsys.serving import request_id
+from recsys.serving import metrics, request_id
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("unhandled error", extra={"method": method})
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
+                elapsed = time.perf_counter() - started
+                metrics.RPCS.labels(method, code).inc()
+                metrics.RPC_SECONDS.labels(method).observe(elapsed)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug(
                         "rpc",
                         extra={
                             "method": method,
                             "code": code,
-                            "ms": round((time.perf_counter() - started) * 1e3, 3),
+                            "ms": round(elapsed * 1e3, 3),
                         },
                     )
 

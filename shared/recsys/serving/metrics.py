@@ -1,0 +1,42 @@
+"""Prometheus metrics of the services: RPC counts and latency by method and status code
+(recorded by the server interceptor), Redis latency per feature-store operation, the model
+version in use and BatchPredict sizes; served over HTTP on METRICS_PORT (0: off)."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+RPCS = Counter("recsys_rpcs", "RPCs handled, by method and status code", ["method", "code"])
+RPC_SECONDS = Histogram(
+    "recsys_rpc_seconds", "Time to answer an RPC", ["method"], buckets=LATENCY_BUCKETS
+)
+REDIS_SECONDS = Histogram(
+    "recsys_redis_seconds",
+    "Time of a feature-store operation against Redis (round trip and decoding)",
+    ["operation"],
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_VERSION = Gauge(
+    "recsys_model_version_info", "The model version served (value 1)", ["version"]
+)
+BATCH_SIZE = Histogram(
+    "recsys_model_batch_size",
+    "Users per BatchPredict call",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
+
+def serve_metrics(port: int, host: str) -> int | None:
+    """Start the HTTP endpoint (/metrics) in a background thread; returns its port, or None
+    when `port` is 0 (metrics off)."""
+    if not port:
+        return None
+    server, _ = start_http_server(port, addr=host)
+    log.info("metrics listening", extra={"port": server.server_port})
+    return server.server_port
