@@ -6,16 +6,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
 from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
-from recsys.logs import configure_logging
 from recsys.redis_client import AsyncClient, async_client
-from recsys.serving import metrics
-from recsys.serving.config import ConfigError, Settings
-from recsys.serving.server import Service
+from recsys.serving.config import Settings
+from recsys.serving.server import Service, run_service
 from services.feature.servicer import FeatureServicer
 from services.feature.store import FeatureStore
 
@@ -46,7 +43,6 @@ async def create_server(settings: Settings, redis_client: AsyncClient) -> Servic
 async def serve(settings: Settings) -> None:
     client = connect_redis(settings)
     service = await create_server(settings, client)
-    metrics.serve_metrics(settings.metrics_port, settings.bind_host)
     service.on_stop(client.aclose)
     await service.start()
     log.info("feature service listening", extra={"port": service.port})
@@ -54,16 +50,7 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> int:
-    configure_logging(json_lines=True)
-    try:
-        settings = Settings.from_env()
-        settings.require("redis_url")
-    except ConfigError as exc:
-        log.error("bad configuration: %s", exc)
-        return 2
-    configure_logging(json_lines=True, level=settings.log_level)
-    asyncio.run(serve(settings))
-    return 0
+    return run_service("feature", serve, required=("redis_url",))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ import sys
 
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.errors import RecsysError
-from recsys.logs import configure_logging, quiet_tensorflow
+from recsys.logs import quiet_tensorflow
 from recsys.serving import metrics
-from recsys.serving.config import ConfigError, Settings
-from recsys.serving.server import Service
+from recsys.serving.config import Settings
+from recsys.serving.server import Service, run_service
 from services.model.predictor import Predictor, PredictorHolder
 from services.model.servicer import ModelServicer
 
@@ -40,7 +40,6 @@ async def create_server(settings: Settings, holder: PredictorHolder) -> Service:
 async def serve(settings: Settings) -> None:
     holder = PredictorHolder()
     service = await create_server(settings, holder)
-    metrics.serve_metrics(settings.metrics_port, settings.bind_host)
     await service.start()
     log.info("model service listening", extra={"port": service.port})
     try:
@@ -57,18 +56,7 @@ async def serve(settings: Settings) -> None:
 
 def main() -> int:
     quiet_tensorflow()
-    configure_logging(json_lines=True)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        log.error("bad configuration: %s", exc)
-        return 2
-    configure_logging(json_lines=True, level=settings.log_level)
-    try:
-        asyncio.run(serve(settings))
-    except RecsysError:
-        return 1
-    return 0
+    return run_service("model", serve)
 
 
 if __name__ == "__main__":

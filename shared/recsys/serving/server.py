@@ -15,7 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from recsys.serving.config import Settings
+from recsys.logs import configure_logging
+from recsys.serving import metrics
+from recsys.serving.config import ConfigError, Settings
 from recsys.serving.errors import ErrorInterceptor
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ class Service:
     async def start(self) -> None:
         await self.set_serving(False)
         await self.server.start()
+        metrics.serve_metrics(self.settings.metrics_port, self.settings.bind_host)
         self._tasks += [self._watch(probe, every_s) for probe, every_s in self._probes]
 
     async def stop(self, grace: float | None = None) -> None:
@@ -127,3 +130,26 @@ class Service:
         if stopping:
             await stopping[0]
         log.info("stopped")
+
+
+def run_service(
+    name: str, serve: Callable[[Settings], Awaitable[None]], required: Iterable[str] = ()
+) -> int:
+    """A service's `main()`: JSON logs, settings read once (exit 2 naming the variable when
+    one is malformed or a `required` one is missing), then `serve(settings)` until it
+    returns; a RecsysError that ends it (e.g. no model to load) is exit 1."""
+    from recsys.errors import RecsysError
+
+    configure_logging(json_lines=True)
+    try:
+        settings = Settings.from_env()
+        settings.require(*required)
+    except ConfigError as exc:
+        log.error("bad configuration: %s", exc, extra={"service": name})
+        return 2
+    configure_logging(json_lines=True, level=settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except RecsysError:
+        return 1
+    return 0
