@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.features import ItemIndex, Normalization
+from recsys.features import ItemIndex, Normalization, user_preferences
 from services.feature import layout
 
 # KEYS: ratings hash, revision, one user hash per version to write, then `n_stale` user
@@ -80,13 +80,9 @@ def compute_features(
     ratings: dict[int, float], index: ItemIndex, normalization: Normalization
 ) -> VersionFeatures:
     """b_u and preferences of `ratings` ({movie id: stars}) under one version: the same
-    arithmetic as training (`Normalization.preferences`)."""
-    movie_ids = np.array(sorted(ratings), dtype=np.int64)
-    columns = index.columns(movie_ids)
-    known = columns >= 0
-    values = np.array([ratings[m] for m in movie_ids[known]], dtype=np.float64)
-    prefs, user_mean = normalization.preferences(columns[known], values)
-    return VersionFeatures(user_mean, movie_ids[known], prefs.astype(np.float32))
+    arithmetic as training."""
+    user = user_preferences(ratings, index, normalization)
+    return VersionFeatures(user.user_mean, user.movie_ids, user.preferences.astype(np.float32))
 
 
 def apply_args(

@@ -17,7 +17,7 @@ import numpy as np
 from recsys.api.feature.v1 import feature_pb2
 from recsys.api.model.v1 import model_pb2
 from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from recsys.features import ItemIndex, Normalization
+from recsys.features import ItemIndex, Normalization, user_preferences
 from services.gateway.upstream import Upstreams
 
 MAX_INLINE_RATINGS = 10_000
@@ -211,17 +211,13 @@ class PredictFlow:
     def inline_user(self, ratings, data: VersionData) -> UserInput:
         """Normalize ratings given in the request with the version's μ and b_i."""
         by_movie = checked_ratings(ratings, data, "inline_ratings.ratings", MAX_INLINE_RATINGS)
-        movie_ids = np.array(list(by_movie), dtype=np.int64)
-        values = np.array(list(by_movie.values()), dtype=np.float64)
-        columns = data.index.columns(movie_ids)
-        known = columns >= 0
-        prefs, user_mean = data.normalization.preferences(columns[known], values[known])
+        user = user_preferences(by_movie, data.index, data.normalization)
         return UserInput(
-            movie_ids=movie_ids[known],
-            preferences=prefs.astype(np.float32),
-            user_mean=user_mean,
-            rated_movie_ids=movie_ids.tolist(),
-            ignored_movie_ids=sorted(movie_ids[~known].tolist()),
+            movie_ids=user.movie_ids,
+            preferences=user.preferences.astype(np.float32),
+            user_mean=user.user_mean,
+            rated_movie_ids=list(by_movie),
+            ignored_movie_ids=user.unknown_movie_ids,
         )
 
     async def user_input(self, request, version: str, data: VersionData, context) -> UserInput:

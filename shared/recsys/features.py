@@ -129,6 +129,33 @@ class Normalization:
 
 
 @dataclass(frozen=True)
+class UserPreferences:
+    """One user's preferences over the items an index covers."""
+
+    movie_ids: np.ndarray  # (n,) int64 rated movies the index covers, ascending
+    columns: np.ndarray  # (n,) int64 their columns
+    preferences: np.ndarray  # (n,) float64 r − μ − b_i − b_u
+    user_mean: float  # b_u
+    unknown_movie_ids: list[int]  # rated movies the index does not cover, ascending
+
+
+def user_preferences(
+    ratings: dict[int, float], index: ItemIndex, normalization: Normalization
+) -> UserPreferences:
+    """Normalize one user's {movie id: stars}: the single-user form of `preference_matrix`,
+    used wherever a user's ratings arrive one at a time (online writes, inline ratings,
+    offline `recommend`)."""
+    movie_ids = np.array(sorted(ratings), dtype=np.int64)
+    columns = index.columns(movie_ids)
+    known = columns >= 0
+    values = np.array([ratings[m] for m in movie_ids[known].tolist()], dtype=np.float64)
+    prefs, user_mean = normalization.preferences(columns[known], values)
+    return UserPreferences(
+        movie_ids[known], columns[known], prefs, user_mean, movie_ids[~known].tolist()
+    )
+
+
+@dataclass(frozen=True)
 class PreferenceMatrix:
     """Many users' preferences as a sparse matrix.
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.errors import InvalidArgument, NotFound
-from recsys.features import ItemIndex, Normalization
+from recsys.features import ItemIndex, Normalization, user_preferences
 
 METRICS = ("euclidean", "cosine")
 
@@ -97,14 +97,10 @@ class Recommender:
                     f"rating {rating} for item {item_id} is outside [{low}, {high}]",
                     field="ratings",
                 )
-        known = [(self.index.column(i), r) for i, r in ratings.items() if i in self.index]
-        unknown = sorted(int(i) for i in ratings if i not in self.index)
-        columns = np.array([c for c, _ in known], dtype=np.int64)
-        values = np.array([r for _, r in known], dtype=np.float64)
-        prefs, user_mean = self.normalization.preferences(columns, values)
+        user = user_preferences(ratings, self.index, self.normalization)
         vector = np.zeros(len(self.index), dtype=np.float32)
-        vector[columns] = prefs
-        return UserVector(vector, user_mean, columns, unknown)
+        vector[user.columns] = user.preferences
+        return UserVector(vector, user.user_mean, user.columns, user.unknown_movie_ids)
 
     def predict_ratings(self, user: UserVector) -> np.ndarray:
         """(n_items,) float64 de-normalized predicted ratings, not clipped."""
