@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -28,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "shared"), str(REPO)]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from recsys.cli import format_table  # noqa: E402
+from recsys.cli import format_table, write_json  # noqa: E402
 from recsys.data.movielens import RatingData, load_movielens  # noqa: E402
 from recsys.launcher import LocalStack, wait_serving  # noqa: E402
 from recsys.loadtest import LoadSettings, Targets, build_workload, run_load  # noqa: E402
@@ -220,8 +219,7 @@ def main(argv=None) -> int:
         "article_predict_ms": article_ms,
         "speedup_vs_article": speedup,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

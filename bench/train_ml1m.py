@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "shared"))
 
-from recsys.cli import format_table  # noqa: E402
+from recsys.cli import format_table, write_json  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 
 SMOKE_SETTINGS = ["encoding_size=8", "max_epochs=3"]
@@ -118,8 +118,7 @@ def main(argv=None) -> int:
         "environment": environment(),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

@@ -112,7 +112,7 @@ def cmd_train(args) -> int:
     )
     print(scores_table(run.scores))
     if args.json:
-        _write_json(
+        write_json(
             args.json,
             {
                 "version": run.artifact_path.name,
@@ -136,7 +136,7 @@ def cmd_evaluate(args) -> int:
     print(f"model version {artifact.version}, data {source.path}")
     print(scores_table(scores))
     if args.json:
-        _write_json(
+        write_json(
             args.json,
             {
                 "version": artifact.version,
@@ -352,13 +352,14 @@ def cmd_loadtest(args) -> int:
     report = asyncio.run(load_test())
     print(report.to_text(), end="")
     if args.json:
-        _write_json(args.json, report.to_json())
+        write_json(args.json, report.to_json())
     if args.png:
         log.info("wrote %s", write_latency_png(report, args.png))
     return 0
 
 
-def _write_json(path: Path, value: object) -> None:
+def write_json(path: Path, value: object) -> None:
+    """A report as indented JSON, creating the directory; logged."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(value, indent=2) + "\n")
     log.info("wrote %s", path)

@@ -9,7 +9,6 @@ sample users, a stored user, Star Wars's nearest and farthest items) and shut do
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -20,7 +19,7 @@ import redis
 
 from recsys.api.gateway.v1 import gateway_pb2 as pb
 from recsys.api.gateway.v1 import gateway_pb2_grpc
-from recsys.cli import format_table, scores_table
+from recsys.cli import format_table, scores_table, write_json
 from recsys.logs import configure_logging, quiet_tensorflow
 
 log = logging.getLogger("recsys.demo")
@@ -162,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     print("services stopped")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
         print(f"\nwrote {args.json}")
     return 0
 
