@@ -84,6 +84,14 @@ def redis_backend(request) -> RedisBackend:
     return RedisBackend(cluster.url, cluster=True)
 
 
+@pytest.fixture
+def client(redis_backend):
+    """A synchronous client of the test's backend (one Redis, or the Cluster)."""
+    client = redis_backend.sync()
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     return write_synthetic_movielens(tmp_path_factory.mktemp("synthetic"), SYNTHETIC)

@@ -4,12 +4,14 @@ store reads (items.json, normalization.json, catalog.json, metadata.json) — no
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import redis.asyncio
 
 from recsys.artifacts import (
     CATALOG_FILE,
@@ -20,6 +22,7 @@ from recsys.artifacts import (
 )
 from recsys.data.movielens import load_movielens
 from recsys.features import ItemIndex, ItemSelection, Normalization
+from services.feature.store import FeatureStore
 
 VERSION = "20260101T000000000000Z"
 NEXT_VERSION = "20260102T000000000000Z"
@@ -87,3 +90,20 @@ def write_artifact(
         (path / name).write_text(json.dumps(value))
     assert load_features_spec(path).version == version
     return path
+
+
+def with_store(backend, body, connection_class=redis.asyncio.Connection):
+    """Run `await body(store)` with a FeatureStore on a fresh asyncio client of `backend`
+    (a RedisBackend, or the URL of one Redis)."""
+
+    async def main():
+        if isinstance(backend, str):
+            client = redis.asyncio.Redis.from_url(backend, connection_class=connection_class)
+        else:
+            client = backend.asyncio()
+        try:
+            return await body(FeatureStore(client, "recsys"))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())

@@ -2,7 +2,6 @@
 normalization, ratings kept whole, the version activated last, one round trip per batch
 read, and pagination that covers the catalog exactly once."""
 
-import asyncio
 import logging
 import threading
 
@@ -17,12 +16,12 @@ from recsys.features import preference_matrix
 from services.feature import layout
 from services.feature.layout import KeyLayout
 from services.feature.loader import load_features
-from services.feature.store import FeatureStore
 from tests.feature_data import (
     NEXT_VERSION,
     OUTSIDER,
     VERSION,
     build_feature_data,
+    with_store,
     write_artifact,
 )
 
@@ -35,14 +34,6 @@ def data(synthetic_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def client(redis_backend):
-    """A client of the test's backend: most tests here run on one Redis and on a Cluster."""
-    client = redis_backend.sync()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def single_client(redis_url):
     """For the tests that watch one server's own counters or MONITOR stream."""
     with redis.Redis.from_url(redis_url) as client:
@@ -52,23 +43,6 @@ def single_client(redis_url):
 @pytest.fixture
 def loaded(client, data):
     return load_features(client, data.artifact, data.ratings, data.items, "recsys", batch_users=64)
-
-
-def with_store(backend, body, connection_class=redis.asyncio.Connection):
-    """Run `await body(store)` with a FeatureStore on a fresh asyncio client of `backend`
-    (a RedisBackend, or the URL of one Redis)."""
-
-    async def main():
-        if isinstance(backend, str):
-            client = redis.asyncio.Redis.from_url(backend, connection_class=connection_class)
-        else:
-            client = backend.asyncio()
-        try:
-            return await body(FeatureStore(client, "recsys"))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
 
 
 def test_load_summary_and_meta(client, data, loaded):

@@ -3,8 +3,6 @@ a real Redis Cluster: ratings written online survive a new load (raw ratings are
 of truth), every live version's features follow each write atomically, old namespaces are
 removed after a switch."""
 
-import asyncio
-
 import numpy as np
 import pytest
 
@@ -13,9 +11,8 @@ from recsys.features import Normalization
 from services.feature import layout
 from services.feature.layout import KeyLayout
 from services.feature.loader import load_features
-from services.feature.store import FeatureStore
 from services.feature.writes import compute_features
-from tests.feature_data import VERSION, build_feature_data, write_artifact
+from tests.feature_data import VERSION, build_feature_data, with_store, write_artifact
 
 KEYS = KeyLayout("recsys")
 NEW_USER = 700001
@@ -24,26 +21,6 @@ NEW_USER = 700001
 @pytest.fixture(scope="module")
 def data(synthetic_dir, tmp_path_factory):
     return build_feature_data(synthetic_dir, tmp_path_factory.mktemp("version-artifacts"))
-
-
-@pytest.fixture
-def client(redis_backend):
-    client = redis_backend.sync()
-    yield client
-    client.close()
-
-
-def with_store(backend, body):
-    """Run `await body(store)` with a FeatureStore on a fresh asyncio client."""
-
-    async def main():
-        client = backend.asyncio()
-        try:
-            return await body(FeatureStore(client, "recsys"))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
 
 
 def next_artifact(data, tmp_path, version: str, shift: float):
