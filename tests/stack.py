@@ -13,6 +13,7 @@ import redis
 from recsys.api.gateway.v1 import gateway_pb2_grpc
 from recsys.artifacts import Artifact, load_artifact
 from recsys.data.movielens import RatingData
+from recsys.serving import tls
 from recsys.serving.config import Settings
 from services.feature.loader import load_features
 from services.feature.server import create_server as feature_server
@@ -40,14 +41,27 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(trained_run, redis_url: str, *, flush: bool = True):
-    """Load the trained run's features into the Redis at `redis_url` and run all services."""
+def running_stack(
+    trained_run,
+    redis_url: str,
+    *,
+    flush: bool = True,
+    server_settings: dict | None = None,
+    gateway_settings: dict | None = None,
+    client_settings: Settings | None = None,
+):
+    """Load the trained run's features into the Redis at `redis_url` and run all services.
+    `server_settings` apply to every server (e.g. TLS files), `gateway_settings` to the
+    gateway only, `client_settings` (TLS files) to the test's channel to the gateway."""
+    servers, gateway_only = server_settings or {}, gateway_settings or {}
     source, run = trained_run
     with redis.Redis.from_url(redis_url) as client:
         if flush:
             client.flushall()
         load_features(client, run.artifact_path, source.data.ratings, source.data.items, "recsys")
-    settings = Settings(feature_port=0, model_port=0, gateway_port=0, redis_url=redis_url)
+    settings = Settings(
+        feature_port=0, model_port=0, gateway_port=0, redis_url=redis_url, **servers
+    )
     holder = PredictorHolder(Predictor.load(str(run.artifact_path.parent), run.artifact_path.name))
 
     async def feature():
@@ -60,13 +74,19 @@ def running_stack(trained_run, redis_url: str, *, flush: bool = True):
         ServiceThread(lambda: model_server(settings, holder)) as model,
     ):
         upstream_settings = Settings(
-            gateway_port=0, feature_addr=features.address, model_addr=model.address
+            gateway_port=0,
+            feature_addr=features.address,
+            model_addr=model.address,
+            **{**servers, **gateway_only},
         )
 
         async def gateway():
             return await gateway_server(upstream_settings, Upstreams.connect(upstream_settings))
 
-        with ServiceThread(gateway) as running, grpc.insecure_channel(running.address) as channel:
+        with (
+            ServiceThread(gateway) as running,
+            tls.sync_channel(running.address, client_settings or Settings()) as channel,
+        ):
             wait_serving(channel, timeout=30)
             yield Stack(
                 channel=channel,

@@ -65,6 +65,10 @@ def test_settings_from_environment():
         ("MAX_MESSAGE_BYTES", "0"),
         ("REDIS_CLUSTER", "maybe"),
         ("LOG_LEVEL", "LOUD"),
+        ("MAX_CONCURRENT_RPCS", "-1"),
+        ("KEEPALIVE_TIME_S", "0"),
+        ("KEEPALIVE_TIMEOUT_S", "inf"),
+        ("AUTH_READS", "maybe"),
     ],
 )
 def test_settings_out_of_range_fail_at_start_up(variable, value):
@@ -75,3 +79,16 @@ def test_settings_out_of_range_fail_at_start_up(variable, value):
 def test_boolean_settings():
     assert Settings.from_env({"REDIS_CLUSTER": "yes"}).redis_cluster is True
     assert Settings.from_env({"REDIS_CLUSTER": "0"}).redis_cluster is False
+
+
+def test_secret_settings_never_show_in_a_repr():
+    settings = Settings(
+        redis_url="redis://app:s3cret-pass@host:6379/0",
+        auth_tokens="tok-one, tok-two",
+        upstream_token="tok-up",
+    )
+    assert settings.tokens == ("tok-one", "tok-two")
+    for secret in ("s3cret-pass", "tok-one", "tok-two", "tok-up"):
+        assert secret not in repr(settings)
+    with pytest.raises(ConfigError, match="AUTH_READS needs AUTH_TOKENS"):
+        Settings(auth_reads=True)

@@ -6,7 +6,7 @@ upstream failures into the project's errors."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -14,9 +14,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from recsys import errors
 from recsys.api.feature.v1 import feature_pb2_grpc
 from recsys.api.model.v1 import model_pb2_grpc
-from recsys.serving import request_id
+from recsys.serving import request_id, tls
+from recsys.serving.auth import bearer_metadata
 from recsys.serving.config import Settings
 from recsys.serving.errors import field_violations
+from recsys.serving.limits import keepalive_options
 from recsys.serving.server import message_options
 
 RETRY_SERVICE_CONFIG = {
@@ -38,14 +40,15 @@ RETRY_SERVICE_CONFIG = {
 
 
 def upstream_channel(address: str, settings: Settings) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
+    """TLS (and a client certificate) when TLS_CA_FILE is set, see recsys.serving.tls."""
+    return tls.aio_channel(
         address,
+        settings,
         options=[
             *message_options(settings),
             ("grpc.enable_retries", 1),
             ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
+            *keepalive_options(settings, server=False),
         ],
     )
 
@@ -81,6 +84,7 @@ class Upstreams:
     feature_channel: grpc.aio.Channel
     model_channel: grpc.aio.Channel
     timeout_s: float
+    token: str = field(default="", repr=False)  # sent as `authorization: Bearer <token>`
 
     def __post_init__(self):
         self.feature = feature_pb2_grpc.FeatureServiceStub(self.feature_channel)
@@ -93,6 +97,7 @@ class Upstreams:
             upstream_channel(settings.feature_addr, settings),
             upstream_channel(settings.model_addr, settings),
             settings.upstream_timeout_s,
+            settings.upstream_token,
         )
 
     def timeout(self, context) -> float:
@@ -107,7 +112,9 @@ class Upstreams:
     async def call(self, upstream: str, method, request, context):
         try:
             return await method(
-                request, timeout=self.timeout(context), metadata=request_id.outgoing()
+                request,
+                timeout=self.timeout(context),
+                metadata=request_id.outgoing() + bearer_metadata(self.token),
             )
         except grpc.aio.AioRpcError as error:
             raise translate(error, upstream) from None

@@ -279,6 +279,7 @@ def cmd_serve(args) -> int:
     from recsys.artifacts import resolve_version
     from recsys.data.movielens import load_movielens
     from recsys.launcher import LocalStack
+    from recsys.redis_client import redact_url
     from services.feature.layout import KeyLayout
     from services.feature.loader import load_features
 
@@ -306,7 +307,7 @@ def cmd_serve(args) -> int:
         print(f"serving model version {version.name}")
         for service in ("gateway", "feature", "model"):
             print(f"  {service:8} {stack.address(service)}")
-        print(f"  redis    {stack.redis_url}")
+        print(f"  redis    {redact_url(stack.redis_url)}")
         print("Ctrl-C or SIGTERM stops everything", flush=True)
         while not stop.wait(0.5):
             for name, process in stack.processes.items():

@@ -46,6 +46,18 @@ class ResourceExhausted(RecsysError):
     status = "RESOURCE_EXHAUSTED"
 
 
+class Unauthenticated(RecsysError):
+    """No (well-formed) credentials on a call that needs them."""
+
+    status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(RecsysError):
+    """Credentials given, but not ones this server accepts."""
+
+    status = "PERMISSION_DENIED"
+
+
 class DataFormatError(InvalidArgument):
     """A data file that cannot be parsed; the message names the file and the line."""
 

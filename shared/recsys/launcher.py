@@ -17,6 +17,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recsys.redis_server import LocalRedis, free_port
+from recsys.serving import tls
+from recsys.serving.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,14 @@ def wait_channel_serving(
         time.sleep(0.05)
 
 
-def wait_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
-    """Block until the gRPC health check at `address` answers SERVING."""
-    with grpc.insecure_channel(address) as channel:
+def wait_serving(
+    address: str,
+    timeout: float,
+    process: subprocess.Popen | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """Block until the gRPC health check at `address` answers SERVING (TLS per `settings`)."""
+    with tls.sync_channel(address, settings or Settings()) as channel:
         wait_channel_serving(channel, timeout, process)
 
 
@@ -61,7 +68,7 @@ class LocalStack:
 
     model_dir: Path
     model_version: str = ""  # pin a version; empty: the newest in model_dir
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     redis_key_prefix: str = "recsys"
     redis_dir: Path | None = None  # where a Redis started here keeps its append-only file
     ports: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SERVICES})
@@ -99,8 +106,9 @@ class LocalStack:
             self.processes[service] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{service}.server"], env=env
             )
+        client = Settings.from_env({k: v for k, v in env.items() if k.startswith("TLS_")})
         for service in SERVICES:
-            wait_serving(self.address(service), timeout, self.processes[service])
+            wait_serving(self.address(service), timeout, self.processes[service], client)
             log.info("%s service SERVING on %s", service, self.address(service))
 
     def stop(self, grace: float = 10.0) -> None:

@@ -5,6 +5,8 @@ non-transactional, and multi-key atomic updates are Lua scripts on one slot."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import redis
 import redis.asyncio
 import redis.exceptions
@@ -14,6 +16,25 @@ from redis.retry import Retry
 
 SyncClient = redis.Redis | redis.RedisCluster
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit for logs and error messages: the password (and a user name, which
+    with ACLs is half of the credentials) replaced by `***`; the `password=` query
+    parameter too. `redis://app:s3cret@host:6379/0` → `redis://***@host:6379/0`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable redis url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        "password=***" if pair.lower().startswith("password=") else pair
+        for pair in parts.query.split("&")
+        if pair
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def sync_client(url: str, *, cluster: bool = False, timeout_s: float = 60.0) -> SyncClient:

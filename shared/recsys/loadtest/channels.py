@@ -1,9 +1,15 @@
-"""How the load generator connects: one plaintext `grpc.aio` channel per server address,
-straight to that address (no HTTP proxy from the environment), no retries."""
+"""How the load generator connects: one `grpc.aio` channel per server address, straight to
+that address (no HTTP proxy from the environment), no retries. Like the services, it reads
+TLS_CA_FILE (TLS; with TLS_CERT_FILE / TLS_KEY_FILE a client certificate) and UPSTREAM_TOKEN
+(sent as a bearer token) from the environment."""
 
 from __future__ import annotations
 
 import grpc
+
+from recsys.serving import tls
+from recsys.serving.auth import BearerTokenInterceptor
+from recsys.serving.config import Settings
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # as the services' default MAX_MESSAGE_BYTES
 
@@ -17,4 +23,15 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 
 def open_channel(address: str) -> grpc.aio.Channel:
     """A new channel to HOST:PORT; the caller closes it (`await channel.close()`)."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    settings = Settings.from_env()
+    credentials = tls.channel_credentials(settings)
+    interceptors = (
+        [BearerTokenInterceptor(settings.upstream_token)] if settings.upstream_token else None
+    )
+    if credentials is None:
+        return grpc.aio.insecure_channel(
+            address, options=CHANNEL_OPTIONS, interceptors=interceptors
+        )
+    return grpc.aio.secure_channel(
+        address, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+    )

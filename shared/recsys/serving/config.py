@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 
 class ConfigError(ValueError):
@@ -29,8 +29,9 @@ class Settings:
     # Where the gateway finds its upstreams, host:port.
     feature_addr: str = ""
     model_addr: str = ""
-    # Redis for the feature service, e.g. redis://:password@host:6379/0.
-    redis_url: str = ""
+    # Redis for the feature service, e.g. redis://user:password@host:6379/0 (a secret: never
+    # shown in reprs or logs).
+    redis_url: str = field(default="", repr=False)
     # Prefix of every Redis key (several deployments can share one Redis).
     redis_key_prefix: str = "recsys"
     # REDIS_URL names a node of a Redis Cluster (1 / true / yes).
@@ -48,6 +49,26 @@ class Settings:
     grace_s: float = 5.0
     # DEBUG, INFO, WARNING, ERROR.
     log_level: str = "INFO"
+    # Most RPCs a server handles at once; beyond it RESOURCE_EXHAUSTED. 0: no limit.
+    max_concurrent_rpcs: int = 1000
+    # HTTP/2 keepalive pings on idle connections (servers and the gateway's channels), seconds:
+    # sent every KEEPALIVE_TIME_S, connection dropped if unanswered within KEEPALIVE_TIMEOUT_S.
+    keepalive_time_s: float = 30.0
+    keepalive_timeout_s: float = 10.0
+    # TLS (see recsys.serving.tls): this service's PEM certificate chain and key (TLS on when
+    # both are set; also presented as the client certificate on the gateway's upstream calls),
+    # the PEM CA bundle that verifies peers (TLS_CA_FILE set: upstream calls use TLS), and
+    # TLS_CLIENT_AUTH=1 to require client certificates signed by that CA (mutual TLS).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_client_auth: bool = False
+    # Bearer tokens (comma-separated, secrets) a server accepts on write RPCs, and on reads too
+    # with AUTH_READS=1 (see recsys.serving.auth); empty: no authentication.
+    auth_tokens: str = field(default="", repr=False)
+    auth_reads: bool = False
+    # The token the gateway sends to the feature and model services (a secret).
+    upstream_token: str = field(default="", repr=False)
 
     def __post_init__(self):
         for name in ("feature_port", "model_port", "gateway_port", "metrics_port"):
@@ -60,19 +81,35 @@ class Settings:
             raise ConfigError(f"GRACE_S={self.grace_s} must be ≥ 0 and finite")
         if self.max_message_bytes <= 0:
             raise ConfigError(f"MAX_MESSAGE_BYTES={self.max_message_bytes} must be positive")
+        if self.max_concurrent_rpcs < 0:
+            raise ConfigError(f"MAX_CONCURRENT_RPCS={self.max_concurrent_rpcs} must be ≥ 0")
+        for name in ("keepalive_time_s", "keepalive_timeout_s"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ConfigError(f"{name.upper()}={getattr(self, name)} must be > 0 and finite")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
+        if self.tls_client_auth and not (self.tls_cert_file and self.tls_ca_file):
+            raise ConfigError("TLS_CLIENT_AUTH needs TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE")
+        if self.auth_reads and not self.tokens:
+            raise ConfigError("AUTH_READS needs AUTH_TOKENS")
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """The accepted bearer tokens of AUTH_TOKENS (blank entries dropped)."""
+        return tuple(t.strip() for t in self.auth_tokens.split(",") if t.strip())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
         values = {}
-        for field in fields(cls):
-            name = field.name.upper()
+        for setting in fields(cls):
+            name = setting.name.upper()
             if name not in environ:
                 continue
             raw = environ[name]
-            kind = type(field.default)
+            kind = type(setting.default)
             try:
-                values[field.name] = _parse(kind, raw)
+                values[setting.name] = _parse(kind, raw)
             except ValueError:
                 raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
         settings = cls(**values)

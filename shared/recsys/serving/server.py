@@ -16,9 +16,11 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from recsys.logs import configure_logging
-from recsys.serving import metrics
+from recsys.serving import metrics, tls
+from recsys.serving.auth import AuthInterceptor
 from recsys.serving.config import ConfigError, Settings
 from recsys.serving.errors import ErrorInterceptor
+from recsys.serving.limits import keepalive_options
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,13 @@ class Service:
     def __init__(self, settings: Settings, service_names: Iterable[str]):
         self.settings = settings
         self.service_names = list(service_names)
+        interceptors = [ErrorInterceptor()]
+        if settings.tokens:  # inside the error interceptor, which answers its refusals
+            interceptors.append(AuthInterceptor(settings.tokens, reads=settings.auth_reads))
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()], options=message_options(settings)
+            interceptors=interceptors,
+            options=[*message_options(settings), *keepalive_options(settings, server=True)],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -60,8 +67,14 @@ class Service:
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
 
     def bind(self, port: int) -> int:
-        """Listen on bind_host:port (0: any free port); returns the port."""
-        self.port = self.server.add_insecure_port(f"{self.settings.bind_host}:{port}")
+        """Listen on bind_host:port (0: any free port), with TLS when configured; returns the
+        port."""
+        address = f"{self.settings.bind_host}:{port}"
+        credentials = tls.server_credentials(self.settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.bind_host}:{port}")
         return self.port
