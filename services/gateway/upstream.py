@@ -59,6 +59,7 @@ _TRANSLATION = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.ABORTED: errors.Aborted,  # a write lost too many races: safe to retry
 }
 
 
