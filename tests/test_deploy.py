@@ -71,3 +71,10 @@ def test_healthcheck_probe():
         while not check(running.address) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert check(running.address)
+
+
+def test_the_gateway_sends_the_token_the_services_accept():
+    env = {name: service.get("environment", {}) for name, service in SERVICES.items()}
+    service_token = env["gateway"]["UPSTREAM_TOKEN"]
+    assert env["feature"]["AUTH_TOKENS"] == env["model"]["AUTH_TOKENS"] == service_token
+    assert env["gateway"]["AUTH_TOKENS"] != service_token  # clients have their own tokens

@@ -41,14 +41,29 @@ def by_kind(kind: str) -> dict[str, dict]:
 CONFIG = by_kind("ConfigMap")["recsys-config"]["data"]
 
 
-def overlay_secret_keys(overlay: str) -> set[str]:
+def overlay_secret_keys(overlay: str, secret: str = "recsys-redis") -> set[str]:
     kustomization = yaml.safe_load(
         (DEPLOY / "overlays" / overlay / "kustomization.yaml").read_text()
     )
     keys = set()
     for generator in kustomization.get("secretGenerator", []):
-        keys |= {literal.split("=", 1)[0] for literal in generator.get("literals", [])}
+        if generator["name"] == secret:
+            keys |= {literal.split("=", 1)[0] for literal in generator.get("literals", [])}
     return keys
+
+
+def plain_env(container: dict) -> dict[str, str]:
+    """The container's env entries with a literal value (not from a Secret)."""
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def secret_env(container: dict) -> dict[str, dict]:
+    """name → secretKeyRef of the container's env entries taken from a Secret."""
+    return {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container.get("env", [])
+        if "valueFrom" in e
+    }
 
 
 def test_config_map_holds_settings_that_parse():
@@ -61,8 +76,8 @@ def test_deployments_match_the_code(name):
     deployment = by_kind("Deployment")[name]
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {e["name"]: e["value"] for e in container.get("env", [])}
-    assert set(env) <= set(ENV_NAMES), set(env) - set(ENV_NAMES)
+    env = plain_env(container)
+    assert set(env) | set(secret_env(container)) <= set(ENV_NAMES)
     port_variable, port = SERVICE_PORTS[name]
     assert env[port_variable] == str(port)
     assert container["ports"] == [{"name": "grpc", "containerPort": port}]
@@ -92,7 +107,7 @@ def test_services_name_their_port_grpc(name):
 
 def test_the_gateway_finds_its_upstreams():
     container = by_kind("Deployment")["recsys-gateway"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = plain_env(container)
     assert env["FEATURE_ADDR"] == "recsys-feature:50051"
     assert env["MODEL_ADDR"] == "dns:///recsys-model:50052"
     assert by_kind("Service")["recsys-model"]["spec"]["clusterIP"] == "None"  # headless: per-call
@@ -114,3 +129,51 @@ def test_dev_redis_persists_and_the_job_trains_and_loads():
     assert args[args.index("--appendonly") + 1] == "yes"
     job = by_kind("Job")["recsys-train-and-load"]["spec"]["template"]["spec"]["containers"][0]
     assert "recsys train" in job["args"][0] and "recsys load-features" in job["args"][0]
+
+
+def test_tokens_come_from_the_auth_secret():
+    """The gateway accepts the clients' tokens and sends the services' token, which the
+    feature and model services accept; all from the Secret recsys-auth (optional: without
+    it authentication is off), which the dev overlay generates."""
+    expected = {
+        "recsys-gateway": {"AUTH_TOKENS": "client-tokens", "UPSTREAM_TOKEN": "service-token"},
+        "recsys-feature": {"AUTH_TOKENS": "service-token"},
+        "recsys-model": {"AUTH_TOKENS": "service-token"},
+    }
+    for name, keys in expected.items():
+        container = by_kind("Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
+        refs = secret_env(container)
+        assert {env: ref["key"] for env, ref in refs.items()} == keys
+        assert all(ref["name"] == "recsys-auth" and ref["optional"] for ref in refs.values())
+    assert overlay_secret_keys("dev", "recsys-auth") == {"client-tokens", "service-token"}
+
+
+def test_the_tls_component_mounts_the_files_the_settings_name():
+    component_dir = DEPLOY / "components" / "tls"
+    component = yaml.safe_load((component_dir / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    config_patch = next(p for p in component["patches"] if "patch" in p)["patch"]
+    files = {op["path"].split("/")[-1]: op["value"] for op in yaml.safe_load(config_patch)}
+    assert set(files) == {"TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CA_FILE"}
+    Settings.from_env({**CONFIG, **{k: "/x" for k in files}})
+    mounts = {str(Path(path).parent) for path in files.values()}
+    patched = {p["path"] for p in component["patches"] if "path" in p}
+    assert patched == {"feature.yaml", "model.yaml", "gateway.yaml"}
+    for file_name in patched:
+        patch = yaml.safe_load((component_dir / file_name).read_text())
+        name = patch["metadata"]["name"]
+        port = SERVICE_PORTS[name][1]
+        (container,) = patch["spec"]["template"]["spec"]["containers"]
+        assert {m["mountPath"] for m in container["volumeMounts"]} == mounts
+        assert patch["spec"]["template"]["spec"]["volumes"] == [
+            {"name": "tls", "secret": {"secretName": "recsys-tls"}}
+        ]
+        # only the gateway takes calls from outside: the others require client certificates
+        assert plain_env(container).get("TLS_CLIENT_AUTH") == (
+            None if name == "recsys-gateway" else "true"
+        )
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"] is None  # kubelet's gRPC probe cannot do TLS
+            command = container[probe]["exec"]["command"]
+            assert command[:4] == ["python", "-m", "recsys.healthcheck", f"127.0.0.1:{port}"]
+            assert command[4:] == ["--server-name", name]
