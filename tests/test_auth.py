@@ -230,3 +230,13 @@ def test_a_gateway_without_the_services_token_cannot_write(trained_run, redis_ur
             stack.stub.RateItems(WRITES["RateItems"], metadata=bearer(CLIENT_TOKEN), timeout=10)
         assert "UNAUTHENTICATED" in caught.value.details()
         assert snapshot(client) == before
+
+
+@pytest.mark.slow
+def test_undecodable_writes_without_a_token_are_unauthenticated(stack):
+    """The token is checked before the request is even decoded."""
+    call = stack.channel.unary_unary("/recsys.gateway.v1.GatewayService/RateItems")
+    for metadata, code in (((), "UNAUTHENTICATED"), (bearer(CLIENT_TOKEN), "INVALID_ARGUMENT")):
+        with pytest.raises(grpc.RpcError) as caught:
+            call(b"\xff\xff\xff\x0f", metadata=metadata, timeout=10)
+        assert caught.value.code() == grpc.StatusCode[code]

@@ -606,3 +606,24 @@ def test_every_rpc_has_a_row():
     }
     # GetModelInfo takes no input: nothing in it can be invalid
     assert every - covered == {"/recsys.model.v1.ModelService/GetModelInfo"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", sorted(PACKAGES))
+def test_undecodable_request_bytes_are_invalid_argument(stack, service):
+    """Bytes that are not a protobuf message: INVALID_ARGUMENT (grpc itself would answer
+    UNKNOWN with the parser's exception text)."""
+    rpc = {"gateway": "RateItems", "feature": "UpsertRatings", "model": "Predict"}[service]
+    address = {
+        "gateway": stack.gateway.address,
+        "feature": stack.features.address,
+        "model": stack.model.address,
+    }[service]
+    with grpc.insecure_channel(address) as channel, redis.Redis.from_url(stack.redis_url) as r:
+        before = snapshot(r)
+        call = channel.unary_unary(f"/{PACKAGES[service]}/{rpc}")  # raw bytes both ways
+        with pytest.raises(grpc.RpcError) as caught:
+            call(b"\xff\xff\xff\x0f", timeout=10)
+        assert snapshot(r) == before
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid message" in caught.value.details()

@@ -217,3 +217,38 @@ def test_fuzz_rpc(stack, counts, service, rpc):
         check()
     finally:
         client.close()
+
+
+RAW_EXAMPLES = 10  # per RPC
+
+
+@pytest.mark.parametrize(("service", "rpc"), ALL_RPCS, ids=lambda v: v)
+def test_fuzz_raw_bytes(stack, counts, service, rpc):
+    """Arbitrary bytes as the request (most do not parse; some parse as odd messages)."""
+    running, channels = stack
+    module, _, name = SERVICES[service]
+    full_name = f"/{module.DESCRIPTOR.package}.{name}/{rpc}"
+    call = channels[service].unary_unary(full_name)  # no (de)serializers: raw bytes
+    health = health_pb2_grpc.HealthStub(channels[service])
+    client = redis.Redis.from_url(running.redis_url)
+
+    @settings(max_examples=RAW_EXAMPLES, deadline=None, database=None)
+    @given(payload=st.binary(min_size=1, max_size=64))
+    def check(payload):
+        before = snapshot(client) if full_name in WRITE_METHODS else None
+        code = "OK"
+        try:
+            call(payload, timeout=20)
+        except grpc.RpcError as error:
+            code = error.code().name
+            assert error.code() not in NEVER, (error.code(), error.details(), payload)
+            if before is not None:
+                assert snapshot(client) == before, ("refused write changed Redis", payload)
+        counts[f"{full_name} (bytes)", code] += 1
+        alive = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert alive.status == health_pb2.HealthCheckResponse.SERVING
+
+    try:
+        check()
+    finally:
+        client.close()

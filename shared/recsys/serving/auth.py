@@ -104,10 +104,9 @@ def refusing_handler(handler, refusal: Exception):
     async def refuse(request, context):
         raise refusal
 
+    # the request is not read: no deserializer, so even undecodable bytes get the refusal
     return grpc.unary_unary_rpc_method_handler(
-        refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
+        refuse, request_deserializer=None, response_serializer=handler.response_serializer
     )
 
 

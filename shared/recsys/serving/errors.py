@@ -49,9 +49,33 @@ def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
     return violations
 
 
+class Undecodable:
+    """Stands for a request whose bytes are not a valid message (see `lenient`)."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+
+
+def lenient(deserializer):
+    """A request deserializer that returns Undecodable instead of raising, so that bytes
+    which do not parse are answered INVALID_ARGUMENT by the handler's wrapper, not UNKNOWN
+    with the parser's exception text by grpc."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return Undecodable(type(exc).__name__)
+
+    return deserialize
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary-unary handler: sets the request id (see `request_id`), maps
-    RecsysError → its status and anything else → INTERNAL, and logs each call at DEBUG."""
+    RecsysError → its status and anything else → INTERNAL, refuses undecodable requests
+    (INVALID_ARGUMENT), and logs each call at DEBUG."""
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -65,6 +89,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             code = "OK"
             try:
+                if isinstance(request, Undecodable):
+                    raise InvalidArgument(f"the request is not a valid message ({request.problem})")
                 return await inner(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -95,6 +121,6 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
