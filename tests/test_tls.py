@@ -159,3 +159,51 @@ def test_tls_settings_fail_clearly(certs, tmp_path):
         tls.channel_credentials(Settings(tls_ca_file=str(not_pem)))
     assert tls.server_credentials(Settings()) is None
     assert tls.channel_credentials(Settings()) is None
+
+
+def test_the_load_generator_reads_tls_and_token_from_the_environment(certs, monkeypatch):
+    """open_channel speaks mTLS and sends UPSTREAM_TOKEN to a server that wants a token on
+    every read."""
+    from recsys.api.model.v1 import model_pb2, model_pb2_grpc
+    from recsys.loadtest.channels import open_channel
+
+    class Info(model_pb2_grpc.ModelServiceServicer):
+        async def GetModelInfo(self, request, context):
+            return model_pb2.GetModelInfoResponse(model_version="v")
+
+    server = Settings(
+        tls_cert_file=certs.cert,
+        tls_key_file=certs.key,
+        tls_ca_file=certs.ca,
+        tls_client_auth=True,
+        auth_tokens="load-token",
+        auth_reads=True,
+    )
+
+    async def factory():
+        service = Service(server, ["recsys.model.v1.ModelService"])
+        model_pb2_grpc.add_ModelServiceServicer_to_server(Info(), service.server)
+        service.bind(0)
+        return service
+
+    async def model_info(address):
+        channel = open_channel(address)  # on the loop that uses it
+        try:
+            reply = await model_pb2_grpc.ModelServiceStub(channel).GetModelInfo(
+                model_pb2.GetModelInfoRequest(), timeout=5
+            )
+            return reply.model_version
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        finally:
+            await channel.close()
+
+    with ServiceThread(factory) as running:
+        files = {"TLS_CA_FILE": certs.ca, "TLS_CERT_FILE": certs.cert, "TLS_KEY_FILE": certs.key}
+        for name, value in files.items():
+            monkeypatch.setenv(name, value)
+        refused = running.run(model_info(running.address))
+        monkeypatch.setenv("UPSTREAM_TOKEN", "load-token")
+        answered = running.run(model_info(running.address))
+    assert refused == grpc.StatusCode.UNAUTHENTICATED  # mTLS worked, the token was missing
+    assert answered == "v"
