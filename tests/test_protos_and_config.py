@@ -65,6 +65,10 @@ def test_settings_from_environment():
         ("MAX_MESSAGE_BYTES", "0"),
         ("REDIS_CLUSTER", "maybe"),
         ("LOG_LEVEL", "LOUD"),
+        ("MODEL_POLL_S", "-1"),
+        ("MODEL_BATCH_SIZE", "0"),
+        ("MODEL_BATCH_WAIT_US", "2000000"),
+        ("MODEL_QUEUE_LIMIT", "0"),
     ],
 )
 def test_settings_out_of_range_fail_at_start_up(variable, value):
@@ -75,3 +79,12 @@ def test_settings_out_of_range_fail_at_start_up(variable, value):
 def test_boolean_settings():
     assert Settings.from_env({"REDIS_CLUSTER": "yes"}).redis_cluster is True
     assert Settings.from_env({"REDIS_CLUSTER": "0"}).redis_cluster is False
+
+
+def test_the_readme_documents_every_setting():
+    """The README's Configuration table has a row per setting, and no row for a setting
+    that does not exist."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    assert documented == set(ENV_NAMES)
