@@ -44,6 +44,7 @@ RUNS = [
     ("gateway Recommend, inline ratings", "recommend-inline", "gateway", 32),
     ("gateway SimilarItems", "similar", "gateway", 32),
     ("model Predict (direct)", "predict", "model", 32),
+    ("model Predict (direct), batching off", "predict", "model-unbatched", 32),
     ("gateway RateItems (1-5 ratings)", "rate", "gateway", 16),
 ]
 ARTICLE_USERS = 20
@@ -104,7 +105,7 @@ async def measure(targets: dict[str, str], data: RatingData, duration: float, wa
     for label, workload_name, target, concurrency in RUNS:
         kind = Targets(
             gateway=targets[target] if target in ("gateway", "echo") else None,
-            model=targets["model"] if target == "model" else None,
+            model=targets[target] if target.startswith("model") else None,
             feature=targets["feature"],
         )
         workload = await build_workload(workload_name, kind, data=data, seed=1)
@@ -156,9 +157,21 @@ def main(argv=None) -> int:
             [sys.executable, "-m", "recsys.loadtest.echo", "--port", str(echo_port)],
             stdout=subprocess.DEVNULL,
         )
+        unbatched_port = free_port()
+        unbatched = subprocess.Popen(  # the baseline of dynamic batching, in the same run
+            [sys.executable, "-m", "services.model.server"],
+            env={
+                **os.environ,
+                "MODEL_DIR": str(model_dir),
+                "MODEL_PORT": str(unbatched_port),
+                "MODEL_BATCH_SIZE": "1",
+                "LOG_LEVEL": "WARNING",
+            },
+        )
         stack = LocalStack(model_dir=model_dir, redis_dir=work / "redis", log_level="WARNING")
         try:
             wait_serving(f"127.0.0.1:{echo_port}", 30, echo)
+            wait_serving(f"127.0.0.1:{unbatched_port}", 120, unbatched)
             from recsys.artifacts import resolve_version
             from services.feature.loader import load_features
 
@@ -169,14 +182,16 @@ def main(argv=None) -> int:
                 "echo": f"127.0.0.1:{echo_port}",
                 "gateway": stack.address("gateway"),
                 "model": stack.address("model"),
+                "model-unbatched": f"127.0.0.1:{unbatched_port}",
                 "feature": stack.address("feature"),
             }
             print("load runs ...", flush=True)
             results = asyncio.run(measure(targets, data, args.duration, args.warmup))
         finally:
             stack.stop()
-            echo.terminate()
-            echo.wait(10)
+            for process in (echo, unbatched):
+                process.terminate()
+                process.wait(10)
         users = sorted(data.ratings["user_id"].unique())[: 2 if args.smoke else ARTICLE_USERS]
         article_ms = article_predict_ms(model_dir, data, [int(u) for u in users])
 

@@ -212,7 +212,7 @@ def test_the_callers_deadline_is_passed_downstream():
     seen: list[float] = []
 
     class SlowModel(model_pb2_grpc.ModelServiceServicer):
-        async def SimilarItems(self, request, context):
+        async def GetModelInfo(self, request, context):  # the flow's first downstream call
             seen.append(context.time_remaining())
             await asyncio.sleep(1.0)
             raise AssertionError("the caller should have given up")

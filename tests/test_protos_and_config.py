@@ -69,6 +69,10 @@ def test_settings_from_environment():
         ("KEEPALIVE_TIME_S", "0"),
         ("KEEPALIVE_TIMEOUT_S", "inf"),
         ("AUTH_READS", "maybe"),
+        ("MODEL_POLL_S", "-1"),
+        ("MODEL_BATCH_SIZE", "0"),
+        ("MODEL_BATCH_WAIT_US", "2000000"),
+        ("MODEL_QUEUE_LIMIT", "0"),
     ],
 )
 def test_settings_out_of_range_fail_at_start_up(variable, value):
@@ -92,3 +96,12 @@ def test_secret_settings_never_show_in_a_repr():
         assert secret not in repr(settings)
     with pytest.raises(ConfigError, match="AUTH_READS needs AUTH_TOKENS"):
         Settings(auth_reads=True)
+
+
+def test_the_readme_documents_every_setting():
+    """The README's Configuration table has a row per setting, and no row for a setting
+    that does not exist."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    assert documented == set(ENV_NAMES)

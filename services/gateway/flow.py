@@ -22,6 +22,8 @@ from services.gateway.upstream import Upstreams
 
 MAX_INLINE_RATINGS = 10_000
 CACHED_VERSIONS = 3
+MODEL_VERSION_TTL_S = 1.0  # how long the gateway trusts its idea of the model's version
+MISSING_RETRY_S = 0.5  # how soon to look again for features found not loaded
 MAX_RATINGS_PER_WRITE = 1000  # RateItems: the documented limit per call
 MAX_MOVIE_ID = 2**31 - 1  # stored as int32 in the packed vectors
 CATALOG_PAGE = 1000
@@ -114,16 +116,29 @@ class PredictFlow:
         self.upstreams = upstreams
         self._versions: dict[str, VersionData] = {}
         self._model_version: str | None = None
+        self._model_version_at = 0.0  # time.monotonic() of the last answer
+        self._asking: asyncio.Task | None = None  # a GetModelInfo call in flight
+        self._last_served: str | None = None  # the last version a prediction came from
+        self._missing: dict[str, float] = {}  # version → when its features were not loaded
         self._lock = asyncio.Lock()
 
     async def model_version(self, context, *, refresh: bool = False) -> str:
-        """The version the model service serves (cached; refreshed on a mismatch)."""
-        if self._model_version is None or refresh:
-            info = await self.upstreams.call(
-                "model", self.upstreams.model.GetModelInfo, model_pb2.GetModelInfoRequest(), context
-            )
-            self._model_version = info.model_version
-        return self._model_version
+        """The version the model service serves: cached for MODEL_VERSION_TTL_S (so a hot
+        swap is noticed within it), refreshed at once on a mismatch. Concurrent callers
+        share one GetModelInfo call."""
+        fresh = time.monotonic() - self._model_version_at < MODEL_VERSION_TTL_S
+        if self._model_version is not None and fresh and not refresh:
+            return self._model_version
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.ensure_future(self._ask_model_version(context))
+        return await asyncio.shield(self._asking)
+
+    async def _ask_model_version(self, context) -> str:
+        info = await self.upstreams.call(
+            "model", self.upstreams.model.GetModelInfo, model_pb2.GetModelInfoRequest(), context
+        )
+        self._model_version, self._model_version_at = info.model_version, time.monotonic()
+        return info.model_version
 
     async def version_data(self, version: str, context) -> VersionData:
         """The cached data of `version`; the last CACHED_VERSIONS versions are kept, so two
@@ -139,14 +154,33 @@ class PredictFlow:
                         self._versions.pop(next(iter(self._versions)))
         return data
 
+    async def usable_version(self, context, *, refresh: bool = False) -> VersionData:
+        """The data of the version to answer with: the model's, or, while the features of a
+        version the model service just moved to are still being loaded, the last version
+        that answered (the model service keeps it beside the new one until the next swap)."""
+        version = await self.model_version(context, refresh=refresh)
+        fallback = self._last_served
+        can_fall_back = fallback is not None and fallback != version
+        missing_since = self._missing.get(version)
+        if can_fall_back and missing_since and time.monotonic() - missing_since < MISSING_RETRY_S:
+            return await self.version_data(fallback, context)
+        try:
+            data = await self.version_data(version, context)
+        except Unavailable:
+            self._missing[version] = time.monotonic()
+            if not can_fall_back:
+                self._model_version_at = 0.0  # ask the model service again next time
+                raise
+            return await self.version_data(fallback, context)
+        self._missing.pop(version, None)
+        return data
+
     async def _fetch_version(self, version: str, context) -> VersionData:
         """μ, b_i and the catalog of `version` from the feature service. Features not (yet)
         loaded for the version the model serves are UNAVAILABLE: a rollout in progress."""
         try:
             return await self._fetch_version_data(version, context)
         except (NotFound, FailedPrecondition) as missing:
-            if version == self._model_version:
-                self._model_version = None  # ask the model service again next time
             raise Unavailable(
                 f"features of model version {version} are not loaded: {missing}"
             ) from None
@@ -228,33 +262,46 @@ class PredictFlow:
             return self.inline_user(request.inline_ratings.ratings, data)
         raise InvalidArgument("give user_id or inline_ratings", field="user")
 
+    async def on_model(self, context, call):
+        """`await call(data)` with the data of the usable version; if the model service has
+        moved to another version meanwhile (FAILED_PRECONDITION), once more with the version
+        it serves now. Returns (data, what `call` returned)."""
+        for attempt in range(2):
+            data = await self.usable_version(context, refresh=attempt > 0)
+            try:
+                result = await call(data)
+            except FailedPrecondition:
+                if data.version == self._last_served:  # the model service no longer holds it
+                    self._last_served = None
+                if attempt == 0:
+                    continue
+                raise
+            self._last_served = data.version
+            return data, result
+        raise AssertionError("unreachable")
+
     async def predict(self, request, output, context, stages: Stages):
         """Run the flow for one request. `output(user)` gives the Predict oneof for that
-        user (top_k=... or given_items=...). Returns (version data, user input, predictions).
-        If the model service moved to another version meanwhile, the flow follows it once."""
-        for attempt in range(2):
-            version = await self.model_version(context, refresh=attempt > 0)
-            data = await self.version_data(version, context)
+        user (top_k=... or given_items=...). Returns (version data, user input, predictions)."""
+
+        async def call(data: VersionData):
             with stages.timed("features"):
-                user = await self.user_input(request, version, data, context)
+                user = await self.user_input(request, data.version, data, context)
             predict = model_pb2.PredictRequest(
                 preferences=model_pb2.SparseVector(
                     movie_ids=user.movie_ids.tolist(), values=user.preferences.tolist()
                 ),
-                model_version=version,
+                model_version=data.version,
                 **output(user),
             )
-            try:
-                with stages.timed("model"):
-                    reply = await self.upstreams.call(
-                        "model", self.upstreams.model.Predict, predict, context
-                    )
-            except FailedPrecondition:
-                if attempt == 0:
-                    continue
-                raise
-            return data, user, reply.predictions
-        raise AssertionError("unreachable")
+            with stages.timed("model"):
+                reply = await self.upstreams.call(
+                    "model", self.upstreams.model.Predict, predict, context
+                )
+            return user, reply.predictions
+
+        data, (user, predictions) = await self.on_model(context, call)
+        return data, user, predictions
 
     def scored(self, data: VersionData, user: UserInput, predictions) -> list[Scored]:
         """Predicted preferences → de-normalized ratings with titles."""
@@ -344,9 +391,13 @@ class PredictFlow:
             return await write(version)
         except (NotFound, FailedPrecondition, Unavailable):
             newer = await self.model_version(context, refresh=True)
-            if newer == version:
+            if newer != version:
+                return await write(newer)
+            # The features of the model's version are still being loaded: write under the
+            # version that served last (a write updates every live version's features).
+            if self._last_served is None or self._last_served == version:
                 raise
-            return await write(newer)
+            return await write(self._last_served)
 
     async def delete_user(self, user_id: int, context):
         check_user_id(user_id)
@@ -358,17 +409,22 @@ class PredictFlow:
         )
 
     async def similar(self, movie_id: int, k: int, metric, farthest: bool, context):
-        reply = await self.upstreams.call(
-            "model",
-            self.upstreams.model.SimilarItems,
-            model_pb2.SimilarItemsRequest(
+        """Nearest (or farthest) items in the embeddings of the version whose catalog names
+        them."""
+        direction = model_pb2.DIRECTION_FARTHEST if farthest else model_pb2.DIRECTION_NEAREST
+
+        async def call(data: VersionData):
+            request = model_pb2.SimilarItemsRequest(
                 movie_id=movie_id,
                 k=k,
                 metric=metric,
-                direction=model_pb2.DIRECTION_FARTHEST if farthest else model_pb2.DIRECTION_NEAREST,
-            ),
-            context,
-        )
-        data = await self.version_data(reply.model_version, context)
+                direction=direction,
+                model_version=data.version,
+            )
+            return await self.upstreams.call(
+                "model", self.upstreams.model.SimilarItems, request, context
+            )
+
+        data, reply = await self.on_model(context, call)
         items = [Scored(i.movie_id, *data.title(i.movie_id), i.distance) for i in reply.items]
-        return reply.model_version, items
+        return data.version, items

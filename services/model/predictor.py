@@ -70,12 +70,6 @@ class Predictor:
         self.network.predict(empty)
         self.similar(int(self.index.item_ids[0]), 1)
 
-    def check_version(self, expected: str) -> None:
-        if expected and expected != self.version:
-            raise FailedPrecondition(
-                f"model version {self.version} is loaded, the request is for {expected}"
-            )
-
     def vector(self, movie_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """Dense (n_items,) float32 preference vector from a sparse one named by movie id."""
         columns = self.index.columns(movie_ids)
@@ -91,11 +85,11 @@ class Predictor:
         dense, ignored = zip(*(self.vector(ids, values) for ids, values in vectors), strict=True)
         predicted = self.network.predict(np.stack(dense))
         return [
-            self._select(row, output, list(skipped))
+            self.select(row, output, list(skipped))
             for row, output, skipped in zip(predicted, outputs, ignored, strict=True)
         ]
 
-    def _select(self, predicted: np.ndarray, output: Output, ignored: list[int]) -> Prediction:
+    def select(self, predicted: np.ndarray, output: Output, ignored: list[int]) -> Prediction:
         ids = self.index.item_ids
         if output.kind == "all":
             return Prediction(ids, predicted, ignored)
@@ -119,15 +113,33 @@ class Predictor:
 
 
 class PredictorHolder:
-    """The predictor a server answers with; empty until the model has loaded."""
+    """The versions a server answers with: the current one (empty until the model has
+    loaded) and the one it replaced, kept so that requests naming the previous version
+    (sent before a swap, or by a gateway whose features of the new version are not loaded
+    yet) are still answered. Swapped on the event loop, so a reader never sees half a swap."""
 
     def __init__(self, predictor: Predictor | None = None):
         self.predictor = predictor
+        self.previous: Predictor | None = None
 
-    def get(self) -> Predictor:
-        if self.predictor is None:
+    def get(self, version: str = "") -> Predictor:
+        """The predictor of `version`, or the current one when `version` is empty."""
+        current = self.predictor
+        if current is None:
             raise Unavailable("model not loaded yet")
-        return self.predictor
+        if not version or version == current.version:
+            return current
+        if self.previous is not None and version == self.previous.version:
+            return self.previous
+        raise FailedPrecondition(
+            f"model version {current.version} is loaded, the request is for {version}"
+        )
+
+    def swap(self, predictor: Predictor) -> Predictor | None:
+        """Serve `predictor` from now on; returns the version it replaced."""
+        replaced, self.predictor = self.predictor, predictor
+        self.previous = replaced
+        return replaced
 
 
 def check_k(k: int, field: str = "k") -> int:

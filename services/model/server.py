@@ -2,7 +2,8 @@
 
 The server listens at once and reports NOT_SERVING; the model version (the newest in
 MODEL_DIR, or MODEL_VERSION) is loaded and warmed in the background, then health turns
-SERVING. Until then RPCs answer UNAVAILABLE."""
+SERVING. Until then RPCs answer UNAVAILABLE. Unless a version is pinned, newer versions
+appearing in MODEL_DIR are then loaded and swapped in (`reload.ModelWatcher`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from recsys.logs import quiet_tensorflow
 from recsys.serving import metrics
 from recsys.serving.config import Settings
 from recsys.serving.server import Service, run_service
+from services.model.batching import Batcher
 from services.model.predictor import Predictor, PredictorHolder
+from services.model.reload import ModelWatcher
 from services.model.servicer import ModelServicer
 
 log = logging.getLogger(__name__)
@@ -25,10 +28,17 @@ SERVICE_NAME = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 
 async def create_server(settings: Settings, holder: PredictorHolder) -> Service:
-    """A Service for `holder` bound to settings.model_port; healthy once it holds a model."""
+    """A Service for `holder` bound to settings.model_port; healthy once it holds a model.
+    Predict calls are batched as MODEL_BATCH_SIZE / _WAIT_US / MODEL_QUEUE_LIMIT say."""
     service = Service(settings, [SERVICE_NAME])
-    model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(holder), service.server)
+    batcher = Batcher(
+        settings.model_batch_size, settings.model_batch_wait_us, settings.model_queue_limit
+    )
+    model_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(holder, batcher), service.server
+    )
     service.bind(settings.model_port)
+    service.on_stop(batcher.close)
 
     async def ready() -> bool:
         return holder.predictor is not None
@@ -43,15 +53,26 @@ async def serve(settings: Settings) -> None:
     await service.start()
     log.info("model service listening", extra={"port": service.port})
     try:
-        holder.predictor = await asyncio.to_thread(
+        predictor = await asyncio.to_thread(
             Predictor.load, settings.model_dir, settings.model_version
         )
-        metrics.MODEL_VERSION.labels(holder.predictor.version).set(1)
     except RecsysError as exc:
         log.error("cannot load a model: %s", exc)
         await service.stop(0)
         raise
+    holder.swap(predictor)
+    show_version(predictor, None)
+    if settings.model_poll_s and not settings.model_version:
+        watcher = ModelWatcher(holder, settings.model_dir, settings.model_poll_s, show_version)
+        service.run_in_background(watcher.run())
     await service.serve_until_signal()
+
+
+def show_version(new: Predictor, old: Predictor | None) -> None:
+    """The recsys_model_version_info gauge names the version served."""
+    if old is not None:
+        metrics.MODEL_VERSION.remove(old.version)
+    metrics.MODEL_VERSION.labels(new.version).set(1)
 
 
 def main() -> int:

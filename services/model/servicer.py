@@ -9,7 +9,15 @@ import numpy as np
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.errors import InvalidArgument
 from recsys.serving import metrics
-from services.model.predictor import MAX_GIVEN_ITEMS, Output, PredictorHolder, check_k
+from services.model.batching import Batcher
+from services.model.predictor import (
+    MAX_GIVEN_ITEMS,
+    Output,
+    Prediction,
+    Predictor,
+    PredictorHolder,
+    check_k,
+)
 
 MAX_BATCH = 256
 MAX_PREFERENCES = 20_000
@@ -62,40 +70,54 @@ def output_of(request: model_pb2.PredictRequest, field: str) -> Output:
     )
 
 
-class ModelServicer(model_pb2_grpc.ModelServiceServicer):
-    def __init__(self, holder: PredictorHolder):
-        self.holder = holder
+def predict_response(predictor: Predictor, prediction: Prediction) -> model_pb2.PredictResponse:
+    return model_pb2.PredictResponse(
+        model_version=predictor.version,
+        predictions=model_pb2.SparseVector(
+            movie_ids=prediction.movie_ids.tolist(), values=prediction.preferences.tolist()
+        ),
+        ignored_movie_ids=prediction.ignored_movie_ids,
+    )
 
-    def _predict(self, requests, prefix: str) -> list[model_pb2.PredictResponse]:
-        predictor = self.holder.get()
-        vectors, outputs = [], []
-        for n, request in enumerate(requests):
-            field = f"{prefix}[{n}]." if prefix else ""
-            predictor.check_version(request.model_version)
-            vectors.append(sparse_vector(request, f"{field}preferences"))
-            outputs.append(output_of(request, field))
-        return [
-            model_pb2.PredictResponse(
-                model_version=predictor.version,
-                predictions=model_pb2.SparseVector(
-                    movie_ids=p.movie_ids.tolist(), values=p.preferences.tolist()
-                ),
-                ignored_movie_ids=p.ignored_movie_ids,
-            )
-            for p in predictor.predict_many(vectors, outputs)
-        ]
+
+class ModelServicer(model_pb2_grpc.ModelServiceServicer):
+    """`batcher` answers Predict; BatchPredict is already one matrix product."""
+
+    def __init__(self, holder: PredictorHolder, batcher: Batcher | None = None):
+        self.holder = holder
+        self.batcher = batcher or Batcher(max_size=1, max_wait_us=0, queue_limit=1)
 
     async def Predict(self, request, context):
-        return self._predict([request], "")[0]
+        predictor = self.holder.get(request.model_version)
+        movie_ids, values = sparse_vector(request, "preferences")
+        output = output_of(request, "")
+        dense, ignored = predictor.vector(movie_ids, values)
+        prediction = await self.batcher.predict(predictor, dense, ignored, output)
+        return predict_response(predictor, prediction)
 
     async def BatchPredict(self, request, context):
         if not 1 <= len(request.requests) <= MAX_BATCH:
             raise InvalidArgument(f"give 1 to {MAX_BATCH} requests", field="requests")
-        metrics.BATCH_SIZE.observe(len(request.requests))
-        return model_pb2.BatchPredictResponse(responses=self._predict(request.requests, "requests"))
+        versions = {r.model_version for r in request.requests}
+        if len(versions) > 1:
+            raise InvalidArgument(
+                f"all requests of a batch must name the same model version, got {sorted(versions)}",
+                field="requests.model_version",
+            )
+        predictor = self.holder.get(versions.pop())
+        vectors, outputs = [], []
+        for n, one in enumerate(request.requests):
+            field = f"requests[{n}]."
+            vectors.append(sparse_vector(one, f"{field}preferences"))
+            outputs.append(output_of(one, field))
+        metrics.BATCH_SIZE.labels("BatchPredict").observe(len(request.requests))
+        predictions = predictor.predict_many(vectors, outputs)
+        return model_pb2.BatchPredictResponse(
+            responses=[predict_response(predictor, p) for p in predictions]
+        )
 
     async def SimilarItems(self, request, context):
-        predictor = self.holder.get()
+        predictor = self.holder.get(request.model_version)
         if request.movie_id <= 0:
             raise InvalidArgument("movie_id must be positive", field="movie_id")
         if request.metric not in METRICS:

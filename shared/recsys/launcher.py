@@ -73,6 +73,7 @@ class LocalStack:
     redis_dir: Path | None = None  # where a Redis started here keeps its append-only file
     ports: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SERVICES})
     log_level: str = "WARNING"
+    environment: dict[str, str] = field(default_factory=dict)  # more settings, e.g. MODEL_POLL_S
     redis: LocalRedis | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -101,6 +102,7 @@ class LocalStack:
             "MODEL_ADDR": self.address("model"),
             "BIND_HOST": "127.0.0.1",
             "LOG_LEVEL": self.log_level,
+            **self.environment,
         }
         for service in SERVICES:
             self.processes[service] = subprocess.Popen(

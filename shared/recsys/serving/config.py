@@ -39,6 +39,15 @@ class Settings:
     # Model versions directory, and an optional pinned version (default: the newest).
     model_dir: str = "artifacts"
     model_version: str = ""
+    # Seconds between looks for a newer version in MODEL_DIR (0: never; ignored when
+    # MODEL_VERSION pins one). A newer version is loaded beside the old one, then swapped in.
+    model_poll_s: float = 5.0
+    # Dynamic batching of Predict: most calls per matrix product (1: no batching), how long
+    # a call waits for company (µs, 0: only calls already waiting), most calls waiting
+    # (beyond it: RESOURCE_EXHAUSTED).
+    model_batch_size: int = 64
+    model_batch_wait_us: int = 0
+    model_queue_limit: int = 512
     # Deadline of a gateway → upstream call when the caller set none, seconds.
     upstream_timeout_s: float = 2.0
     # Redis socket connect / read timeout, seconds.
@@ -79,6 +88,16 @@ class Settings:
                 raise ConfigError(f"{name.upper()}={getattr(self, name)} must be > 0 and finite")
         if not 0 <= self.grace_s < float("inf"):
             raise ConfigError(f"GRACE_S={self.grace_s} must be ≥ 0 and finite")
+        if not 0 <= self.model_poll_s < float("inf"):
+            raise ConfigError(f"MODEL_POLL_S={self.model_poll_s} must be ≥ 0 and finite")
+        if not 1 <= self.model_batch_size <= 1024:
+            raise ConfigError(f"MODEL_BATCH_SIZE={self.model_batch_size} must be in 1..1024")
+        if not 0 <= self.model_batch_wait_us <= 1_000_000:
+            raise ConfigError(
+                f"MODEL_BATCH_WAIT_US={self.model_batch_wait_us} must be in 0..1000000"
+            )
+        if self.model_queue_limit < 1:
+            raise ConfigError(f"MODEL_QUEUE_LIMIT={self.model_queue_limit} must be ≥ 1")
         if self.max_message_bytes <= 0:
             raise ConfigError(f"MAX_MESSAGE_BYTES={self.max_message_bytes} must be positive")
         if self.max_concurrent_rpcs < 0:

@@ -1,6 +1,7 @@
 """Prometheus metrics of the services: RPC counts and latency by method and status code
 (recorded by the server interceptor), Redis latency per feature-store operation, the model
-version in use and BatchPredict sizes; served over HTTP on METRICS_PORT (0: off)."""
+version in use, and the model service's batch sizes and queue time; served over HTTP on
+METRICS_PORT (0: off)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,18 @@ MODEL_VERSION = Gauge(
 )
 BATCH_SIZE = Histogram(
     "recsys_model_batch_size",
-    "Users per BatchPredict call",
+    "Users per matrix product: a BatchPredict call, or Predict calls batched together",
+    ["method"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+QUEUE_SECONDS = Histogram(
+    "recsys_model_queue_seconds",
+    "Time a Predict call waited in the model service's batching queue",
+    buckets=(0.00005, 0.0001, 0.0002, 0.0005, *LATENCY_BUCKETS),
+)
+QUEUE_REFUSED = Counter(
+    "recsys_model_queue_refused",
+    "Predict calls refused with RESOURCE_EXHAUSTED because the batching queue was full",
 )
 
 

@@ -105,6 +105,10 @@ class Service:
 
         return asyncio.get_running_loop().create_task(loop())
 
+    def run_in_background(self, work: Awaitable[None]) -> None:
+        """Run `work` (a coroutine) beside the server until it stops."""
+        self._tasks.append(asyncio.get_running_loop().create_task(work))
+
     def on_stop(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         """Run `cleanup` after the server has stopped (close channels, clients)."""
         self._cleanups.append(cleanup)

@@ -201,8 +201,9 @@ class PredictRequest(_message.Message):
     GIVEN_ITEMS_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
-    """The version the caller's features belong to; empty accepts whatever is loaded.
-    A different loaded version is FAILED_PRECONDITION: features and model never mix.
+    """The version the caller's features belong to; empty: the current one. The service
+    answers with its current version or, for a while after a hot swap, the one that
+    version replaced; any other version is FAILED_PRECONDITION: features and model never mix.
     """
     @_builtins.property
     def preferences(self) -> Global___SparseVector:
@@ -318,12 +319,17 @@ class SimilarItemsRequest(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     METRIC_FIELD_NUMBER: _builtins.int
     DIRECTION_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
     movie_id: _builtins.int
     """MovieLens movie id of the anchor item. Example: 260 (Star Wars)."""
     k: _builtins.int
     """How many items, 1 to 1000."""
     metric: Global___Metric.ValueType
     direction: Global___Direction.ValueType
+    model_version: _builtins.str
+    """The version whose embeddings to use (whose catalog the caller holds); empty: the
+    current one. Same rules as PredictRequest.model_version.
+    """
     def __init__(
         self,
         *,
@@ -331,10 +337,11 @@ class SimilarItemsRequest(_message.Message):
         k: _builtins.int = ...,
         metric: Global___Metric.ValueType = ...,
         direction: Global___Direction.ValueType = ...,
+        model_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "k", b"k", "metric", b"metric", "movie_id", b"movie_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "k", b"k", "metric", b"metric", "model_version", b"model_version", "movie_id", b"movie_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,79 @@
+"""Hot reload: the model service watches MODEL_DIR and moves to a newer version by itself.
+
+A newer version is loaded and warmed in a worker thread beside the one serving, then swapped
+in with one assignment on the event loop, so no request sees a half-loaded model and none
+fails. A version that cannot be loaded (corrupt file, foreign layers refused by safe_mode,
+items and weights that disagree) is refused once with a log line naming it and the reason;
+the old version keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from recsys.artifacts import list_versions
+from services.model.predictor import Predictor, PredictorHolder
+
+log = logging.getLogger(__name__)
+
+
+class ModelWatcher:
+    """Looks for a version newer than the one served every `poll_s` seconds."""
+
+    def __init__(
+        self,
+        holder: PredictorHolder,
+        model_dir: str,
+        poll_s: float,
+        on_swap: Callable[[Predictor, Predictor | None], None] = lambda new, old: None,
+    ):
+        self.holder = holder
+        self.model_dir = model_dir
+        self.poll_s = poll_s
+        self.on_swap = on_swap
+        self.refused: dict[str, str] = {}  # version → why it was refused
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.check()
+            except Exception:  # never let one bad scan end the watching
+                log.exception("model directory scan failed", extra={"model_dir": self.model_dir})
+
+    def newest_candidate(self) -> str | None:
+        """The newest version in the directory that is newer than the one served and has
+        not been refused; None when there is none."""
+        current = self.holder.predictor
+        versions = [v for v in list_versions(self.model_dir) if v not in self.refused]
+        if not versions or current is None or versions[-1] <= current.version:
+            return None
+        return versions[-1]
+
+    async def check(self) -> bool:
+        """Load and swap in the newest version if there is a newer one; True if swapped."""
+        version = await asyncio.to_thread(self.newest_candidate)
+        if version is None:
+            return False
+        log.info("new model version found", extra={"model_version": version})
+        try:
+            predictor = await asyncio.to_thread(Predictor.load, self.model_dir, version)
+        except Exception as exc:  # whatever makes a version unloadable refuses it
+            self.refused[version] = str(exc)
+            log.error(
+                "model version refused, the old one keeps serving: %s",
+                exc,
+                extra={"model_version": version},
+            )
+            return False
+        replaced = self.holder.swap(predictor)
+        self.on_swap(predictor, replaced)
+        log.info(
+            "model version swapped in",
+            extra={
+                "model_version": predictor.version,
+                "previous_version": replaced.version if replaced else None,
+            },
+        )
+        return True

@@ -1,0 +1,158 @@
+"""Hot reload of the model service: a newer version in MODEL_DIR is loaded beside the one
+serving and swapped in; a corrupt or inconsistent one is refused with a log line while the
+old one keeps serving; under load through the gateway, the swap fails no request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+
+from recsys.api.gateway.v1 import gateway_pb2 as pb
+from recsys.api.gateway.v1 import gateway_pb2_grpc
+from recsys.errors import FailedPrecondition
+from recsys.launcher import LocalStack
+from services.feature.loader import load_features
+from services.model.predictor import Predictor, PredictorHolder
+from services.model.reload import ModelWatcher
+
+pytestmark = pytest.mark.slow
+
+OLD = "20200101T000000000000Z"
+NEW = "29990101T000000000000Z"
+
+
+def publish(source: Path, model_dir: Path, version: str) -> Path:
+    """Copy a version directory under a new version name, renamed into place in one step
+    as `save_artifact` does, so the watcher never sees half of it."""
+    staging = model_dir / f".{version}"
+    shutil.copytree(source, staging)
+    metadata = json.loads((staging / "metadata.json").read_text())
+    (staging / "metadata.json").write_text(json.dumps({**metadata, "version": version}))
+    return staging.rename(model_dir / version)
+
+
+@pytest.fixture
+def model_dir(trained_run, tmp_path):
+    _, run = trained_run
+    publish(run.artifact_path, tmp_path, OLD)
+    return tmp_path
+
+
+def watcher_for(model_dir: Path) -> ModelWatcher:
+    return ModelWatcher(PredictorHolder(Predictor.load(str(model_dir), OLD)), str(model_dir), 1)
+
+
+def test_a_newer_version_is_swapped_in_and_the_old_one_still_answers(trained_run, model_dir):
+    _, run = trained_run
+    watcher = watcher_for(model_dir)
+    assert asyncio.run(watcher.check()) is False  # nothing newer yet
+    publish(run.artifact_path, model_dir, NEW)
+    assert asyncio.run(watcher.check()) is True
+    holder = watcher.holder
+    assert (holder.predictor.version, holder.previous.version) == (NEW, OLD)
+    assert holder.get().version == NEW and holder.get(OLD).version == OLD
+    with pytest.raises(FailedPrecondition, match="is loaded, the request is for"):
+        holder.get("19990101T000000000000Z")
+    assert asyncio.run(watcher.check()) is False  # already serving the newest
+
+
+def corrupt_model_file(path: Path) -> None:
+    model_file = path / "model.keras"
+    model_file.write_bytes(model_file.read_bytes()[:200])
+
+
+def drop_an_item(path: Path) -> None:
+    items = json.loads((path / "items.json").read_text())
+    (path / "items.json").write_text(json.dumps(items[:-1]))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [(corrupt_model_file, "cannot load"), (drop_an_item, "disagree on the item count")],
+)
+def test_a_broken_version_is_refused_once_and_the_old_one_keeps_serving(
+    trained_run, model_dir, caplog, damage, reason
+):
+    _, run = trained_run
+    watcher = watcher_for(model_dir)
+    damage(publish(run.artifact_path, model_dir, NEW))
+    with caplog.at_level(logging.INFO, logger="services.model.reload"):
+        assert asyncio.run(watcher.check()) is False
+        assert asyncio.run(watcher.check()) is False  # refused versions are not retried
+    refusals = [r for r in caplog.records if r.message.startswith("model version refused")]
+    assert len(refusals) == 1 and refusals[0].levelno == logging.ERROR
+    assert refusals[0].model_version == NEW and reason in refusals[0].message
+    assert watcher.holder.predictor.version == OLD and watcher.holder.previous is None
+    assert NEW in watcher.refused
+
+
+def test_hot_reload_under_load_fails_no_request(trained_run, model_dir, tmp_path):
+    """The real processes, MODEL_POLL_S=0.2. The new version is published before its
+    features are loaded (the order a careless rollout takes): the gateway keeps answering
+    with the old version until they are, then follows the model service to the new one."""
+    source, run = trained_run
+    stack = LocalStack(
+        model_dir=model_dir,
+        redis_dir=tmp_path / "redis",
+        environment={"MODEL_POLL_S": "0.2"},
+    )
+    answers: list[tuple[str, str]] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def ask(channel):
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        calls = {
+            "recommend": lambda: stub.Recommend(pb.RecommendRequest(user_id=3, k=5), timeout=5),
+            "similar": lambda: stub.SimilarItems(pb.SimilarItemsRequest(movie_id=1), timeout=5),
+            "rate": lambda: stub.RateItems(
+                pb.RateItemsRequest(user_id=9, ratings=[pb.Rating(movie_id=2, rating=4.0)]),
+                timeout=5,
+            ),
+        }
+        while not stop.is_set():
+            for name, call in calls.items():
+                try:
+                    reply = call()  # RateItems names no version: writes reach every live one
+                    answers.append((name, getattr(reply, "model_version", "")))
+                except grpc.RpcError as error:
+                    errors.append(f"{name}: {error.code().name} {error.details()}")
+
+    def latest(name: str) -> str:
+        return next((v for n, v in reversed(answers) if n == name), "")
+
+    try:
+        with redis.Redis.from_url(stack.start_redis()) as client:
+            load_features(client, model_dir / OLD, source.data.ratings, source.data.items)
+            stack.start_services(timeout=120)
+            with grpc.insecure_channel(stack.address("gateway")) as channel:
+                threads = [threading.Thread(target=ask, args=(channel,)) for _ in range(2)]
+                for thread in threads:
+                    thread.start()
+                time.sleep(0.5)
+                publish(run.artifact_path, model_dir, NEW)
+                time.sleep(3.0)  # the model service swaps; the features are not loaded yet
+                load_features(client, model_dir / NEW, source.data.ratings, source.data.items)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and latest("recommend") != NEW:
+                    time.sleep(0.1)
+                time.sleep(0.5)
+                stop.set()
+                for thread in threads:
+                    thread.join(30)
+    finally:
+        stop.set()
+        stack.stop()
+    assert errors == [], errors[:5]
+    assert {version for name, version in answers if name != "rate"} == {OLD, NEW}
+    assert {name for name, version in answers if version == NEW} == {"recommend", "similar"}
+    assert latest("recommend") == latest("similar") == NEW
