@@ -73,7 +73,8 @@ class LocalStack:
     redis_dir: Path | None = None  # where a Redis started here keeps its append-only file
     ports: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SERVICES})
     log_level: str = "WARNING"
-    environment: dict[str, str] = field(default_factory=dict)  # more settings, e.g. MODEL_POLL_S
+    # more settings, e.g. MODEL_POLL_S (may hold tokens: not in the repr)
+    environment: dict[str, str] = field(default_factory=dict, repr=False)
     redis: LocalRedis | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
