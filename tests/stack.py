@@ -40,14 +40,17 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(trained_run, redis_url: str, *, flush: bool = True):
-    """Load the trained run's features into the Redis at `redis_url` and run all services."""
+def running_stack(trained_run, redis_url: str, *, flush: bool = True, **overrides):
+    """Load the trained run's features into the Redis at `redis_url` and run all services;
+    `overrides` are further Settings fields of every service (e.g. otel_enabled=True)."""
     source, run = trained_run
     with redis.Redis.from_url(redis_url) as client:
         if flush:
             client.flushall()
         load_features(client, run.artifact_path, source.data.ratings, source.data.items, "recsys")
-    settings = Settings(feature_port=0, model_port=0, gateway_port=0, redis_url=redis_url)
+    settings = Settings(
+        feature_port=0, model_port=0, gateway_port=0, redis_url=redis_url, **overrides
+    )
     holder = PredictorHolder(Predictor.load(str(run.artifact_path.parent), run.artifact_path.name))
 
     async def feature():
@@ -60,7 +63,7 @@ def running_stack(trained_run, redis_url: str, *, flush: bool = True):
         ServiceThread(lambda: model_server(settings, holder)) as model,
     ):
         upstream_settings = Settings(
-            gateway_port=0, feature_addr=features.address, model_addr=model.address
+            gateway_port=0, feature_addr=features.address, model_addr=model.address, **overrides
         )
 
         async def gateway():

@@ -18,6 +18,7 @@ from recsys.api.feature.v1 import feature_pb2
 from recsys.api.model.v1 import model_pb2
 from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from recsys.features import ItemIndex, Normalization, user_preferences
+from recsys.serving import tracing
 from services.gateway.upstream import Upstreams
 
 MAX_INLINE_RATINGS = 10_000
@@ -62,7 +63,8 @@ class Scored:
 
 class Stages:
     """Wall time of each stage of one request (features, model, rank), in milliseconds,
-    so a slow request can be explained; the servicer returns them as trailing metadata."""
+    so a slow request can be explained; the servicer returns them as trailing metadata.
+    While the request is traced, each stage is also a span (`gateway.features`, ...)."""
 
     def __init__(self):
         self.ms: dict[str, float] = {}
@@ -71,7 +73,8 @@ class Stages:
     def timed(self, stage: str):
         started = time.perf_counter()
         try:
-            yield
+            with tracing.stage_span(stage):
+                yield
         finally:
             self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000
 
@@ -234,6 +237,7 @@ class PredictFlow:
         If the model service moved to another version meanwhile, the flow follows it once."""
         for attempt in range(2):
             version = await self.model_version(context, refresh=attempt > 0)
+            tracing.annotate(model_version=version, user=request.WhichOneof("user") or "")
             data = await self.version_data(version, context)
             with stages.timed("features"):
                 user = await self.user_input(request, version, data, context)
@@ -369,6 +373,7 @@ class PredictFlow:
             ),
             context,
         )
+        tracing.annotate(model_version=reply.model_version)
         data = await self.version_data(reply.model_version, context)
         items = [Scored(i.movie_id, *data.title(i.movie_id), i.distance) for i in reply.items]
         return reply.model_version, items

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from recsys import errors
 from recsys.api.feature.v1 import feature_pb2_grpc
 from recsys.api.model.v1 import model_pb2_grpc
-from recsys.serving import request_id
+from recsys.serving import request_id, tracing
 from recsys.serving.config import Settings
 from recsys.serving.errors import field_violations
 from recsys.serving.server import message_options
@@ -47,6 +47,7 @@ def upstream_channel(address: str, settings: Settings) -> grpc.aio.Channel:
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
         ],
+        interceptors=tracing.client_interceptors(settings),
     )
 
 

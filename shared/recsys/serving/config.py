@@ -48,6 +48,10 @@ class Settings:
     grace_s: float = 5.0
     # DEBUG, INFO, WARNING, ERROR.
     log_level: str = "INFO"
+    # OpenTelemetry tracing (1 / true / yes), off by default; spans go over OTLP/gRPC to
+    # OTEL_EXPORTER_OTLP_ENDPOINT (empty: the exporter's default, http://localhost:4317).
+    otel_enabled: bool = False
+    otel_exporter_otlp_endpoint: str = ""
 
     def __post_init__(self):
         for name in ("feature_port", "model_port", "gateway_port", "metrics_port"):

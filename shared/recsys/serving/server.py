@@ -16,7 +16,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from recsys.logs import configure_logging
-from recsys.serving import metrics
+from recsys.serving import metrics, tracing
 from recsys.serving.config import ConfigError, Settings
 from recsys.serving.errors import ErrorInterceptor
 
@@ -42,7 +42,8 @@ class Service:
         self.settings = settings
         self.service_names = list(service_names)
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()], options=message_options(settings)
+            interceptors=[*tracing.server_interceptors(settings), ErrorInterceptor()],
+            options=message_options(settings),
         )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -148,8 +149,11 @@ def run_service(
         log.error("bad configuration: %s", exc, extra={"service": name})
         return 2
     configure_logging(json_lines=True, level=settings.log_level)
+    tracing.configure(settings, name)
     try:
         asyncio.run(serve(settings))
     except RecsysError:
         return 1
+    finally:
+        tracing.shutdown()
     return 0
