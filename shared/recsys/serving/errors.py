@@ -64,6 +64,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             request_id.current.set(request_id.from_metadata(context.invocation_metadata()))
             started = time.perf_counter()
             code = "OK"
+            in_flight = metrics.IN_FLIGHT.labels(method)
+            in_flight.inc()
             try:
                 return await inner(request, context)
             except grpc.aio.AbortError:
@@ -81,6 +83,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
                 elapsed = time.perf_counter() - started
+                in_flight.dec()
                 metrics.RPCS.labels(method, code).inc()
                 metrics.RPC_SECONDS.labels(method).observe(elapsed)
                 if log.isEnabledFor(logging.DEBUG):
