@@ -13,7 +13,7 @@ crash, no restart).
     python bench/faults.py --smoke      # seconds per scenario, synthetic data (what CI runs)
 
 Scenarios (`SCENARIOS`; a new one is a function that breaks and repairs, added there):
-redis-stop, model-restart, model-replica-crash, model-replica-restart.
+redis-stop, redis-freeze, model-restart, model-replica-crash, model-replica-restart.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,19 @@ def redis_stop(stack: LocalStack, phases: Phases) -> Events:
     return events
 
 
+def redis_freeze(stack: LocalStack, phases: Phases) -> Events:
+    """Redis hangs (SIGSTOP: connections stay open, nothing answers) for `fault_s` seconds,
+    then continues (SIGCONT): calls must end by their deadline, not hang."""
+    events = {"fault": now()}
+    os.kill(stack.redis.process.pid, signal.SIGSTOP)
+    try:
+        time.sleep(phases.fault_s)
+    finally:
+        os.kill(stack.redis.process.pid, signal.SIGCONT)
+    events["back"] = now()
+    return events
+
+
 def model_restart(stack: LocalStack, phases: Phases) -> Events:
     """The only model service process restarts: SIGTERM (graceful), then a new process on
     the same port, which loads and warms the model before it says SERVING."""
@@ -121,6 +135,12 @@ SCENARIOS = {
             "redis-stop",
             "Redis stops, comes back on its data",
             redis_stop,
+            lambda phases, start_s: phases.fault_s + 2,
+        ),
+        Scenario(
+            "redis-freeze",
+            "Redis hangs (SIGSTOP), then continues",
+            redis_freeze,
             lambda phases, start_s: phases.fault_s + 2,
         ),
         Scenario(
