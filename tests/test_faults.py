@@ -3,6 +3,8 @@ away makes requests fail with UNAVAILABLE, not hang, and the services recover by
 when it returns; with two model replicas behind the gateway, one of them going away costs
 no request. `bench/faults.py` measures the same under load."""
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.redis_server import LocalRedis
@@ -64,6 +67,37 @@ def test_redis_down_is_unavailable_and_the_stack_recovers_by_itself(trained_run,
         assert len(reply.items) == 3
         # the same service objects answer: nothing was restarted
         assert all(s.service is not None for s in (stack.gateway, stack.features, stack.model))
+
+
+def test_a_hung_redis_fails_fast_with_one_attempt(trained_run, tmp_path):
+    """Redis SIGSTOPped: a Recommend with a 10 s deadline answers UNAVAILABLE after one
+    Redis timeout; the feature service is asked once (its answer tells the gateway's retry
+    policy not to retry: another attempt would wait on the same Redis)."""
+    get_features = {
+        "method": "/recsys.feature.v1.FeatureService/GetUserFeatures",
+        "code": "UNAVAILABLE",
+    }
+
+    def unavailable_answers() -> float:
+        return REGISTRY.get_sample_value("recsys_rpcs_total", get_features) or 0.0
+
+    with (
+        LocalRedis(data_dir=tmp_path / "redis") as server,
+        running_stack(trained_run, server.url, redis_timeout_s=0.3) as stack,
+    ):
+        assert len(recommend(stack.stub).items) == 3
+        before = unavailable_answers()
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(grpc.RpcError) as raised:
+                recommend(stack.stub, 2, timeout=10)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert raised.value.details() == "feature service: redis unavailable: TimeoutError"
+        assert unavailable_answers() - before == 1
+        reply, _ = eventually_ok(stack.stub)
+        assert len(reply.items) == 3
 
 
 def test_one_of_two_model_replicas_going_away_costs_no_request(trained_run, redis_url):
