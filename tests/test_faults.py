@@ -95,6 +95,9 @@ def test_a_hung_redis_fails_fast_with_one_attempt(trained_run, tmp_path):
             os.kill(server.process.pid, signal.SIGCONT)
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         assert raised.value.details() == "feature service: redis unavailable: TimeoutError"
+        # the server counts a call after its answer is sent: let the count catch up
+        wait_until(lambda: unavailable_answers() > before, "the feature service's answer")
+        time.sleep(0.5)  # room for the count of any further attempt (there must be none)
         assert unavailable_answers() - before == 1
         reply, _ = eventually_ok(stack.stub)
         assert len(reply.items) == 3
@@ -171,6 +174,13 @@ def test_one_of_two_model_replicas_going_away_costs_no_request(trained_run, redi
                 restarted.stop()
     sent = [status for outcome in outcomes for status in outcome]
     assert len(sent) >= 490 and set(sent) == {"OK"}, {s: sent.count(s) for s in set(sent)}
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
 
 
 def wait_until_answered(outcomes: list[list[str]], count: int, timeout: float = 120.0) -> None:
