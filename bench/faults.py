@@ -83,7 +83,7 @@ def redis_stop(stack: LocalStack, phases: Phases) -> Events:
     stack.redis.stop()
     time.sleep(phases.fault_s)
     events["restarting"] = now()
-    stack.redis.start()
+    stack.redis.start(timeout=120)  # it loads its append-only file first
     events["back"] = now()  # answers PING
     return events
 
