@@ -269,8 +269,8 @@ async def run_scenario(
 
 
 def process_state(process: subprocess.Popen, pid: int | None, restarted: bool) -> str:
-    """ "alive" (the process started before the load), "restarted" (by the scenario), or
-    how it ended."""
+    """How a service process came through: alive (still the one started before the load),
+    restarted by the scenario, or how it ended."""
     if process.poll() is not None:
         return f"exited {process.returncode}"
     if restarted:
