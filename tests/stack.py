@@ -16,6 +16,7 @@ from recsys.data.movielens import RatingData
 from recsys.serving import tls
 from recsys.serving.config import Settings
 from services.feature.loader import load_features
+from services.feature.server import connect_redis
 from services.feature.server import create_server as feature_server
 from services.gateway.server import create_server as gateway_server
 from services.gateway.upstream import Upstreams
@@ -65,9 +66,7 @@ def running_stack(
     holder = PredictorHolder(Predictor.load(str(run.artifact_path.parent), run.artifact_path.name))
 
     async def feature():
-        import redis.asyncio
-
-        return await feature_server(settings, redis.asyncio.Redis.from_url(redis_url))
+        return await feature_server(settings, connect_redis(settings))
 
     with (
         ServiceThread(feature) as features,

@@ -40,6 +40,13 @@ def test_ports_addresses_and_health_checks_line_up():
     assert SERVICES["gateway"]["ports"] == [f"{ports['gateway']}:{ports['gateway']}"]
 
 
+def test_every_service_serves_metrics_on_an_exposed_port():
+    for name in ("feature", "model", "gateway"):
+        port = SERVICES[name]["environment"]["METRICS_PORT"]
+        assert Settings.from_env({"METRICS_PORT": port}).metrics_port > 0
+        assert SERVICES[name]["expose"] == [port]
+
+
 def test_redis_persists_and_services_wait_for_health():
     command = SERVICES["redis"]["command"]
     assert command[command.index("--appendonly") + 1] == "yes"

@@ -11,10 +11,11 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
 from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.launcher import LocalStack, wait_serving
-from recsys.redis_server import free_port
+from recsys.redis_server import LocalRedis, free_port
 from services.feature.loader import load_features
 from tests.test_metrics import scrape
 
@@ -133,3 +134,74 @@ def test_recsys_serve_runs_everything_and_stops_on_sigterm(trained_run, tmp_path
             process.kill()
     output = process.stdout.read()
     assert "serving model version" in output and output.rstrip().endswith("stopped"), output
+
+
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    """Poll `condition()` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_sigterm_turns_health_not_serving_and_lets_in_flight_calls_finish(trained_run):
+    """Three GetUserFeatures calls are held inside the feature service (its Redis is
+    SIGSTOPped) when the process gets SIGTERM: a health Watch sees NOT_SERVING, the calls
+    still answer with the users' features once Redis resumes, and the process exits 0."""
+    source, run = trained_run
+    users = [int(u) for u in source.data.ratings["user_id"].unique()[:3]]
+    method = "/recsys.feature.v1.FeatureService/GetUserFeatures"
+    in_flight = f'recsys_rpcs_in_flight{{method="{method}"}}'
+    with LocalRedis() as redis_server:
+        with redis.Redis.from_url(redis_server.url) as client:
+            load_features(
+                client, run.artifact_path, source.data.ratings, source.data.items, "recsys"
+            )
+        port, metrics_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_server.url,
+            "FEATURE_PORT": str(port),
+            "METRICS_PORT": str(metrics_port),
+            "GRACE_S": "60",  # longer than the test holds the calls
+            "REDIS_TIMEOUT_S": "60",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.feature.server"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        redis_pid = redis_server.process.pid
+        try:
+            wait_serving(f"127.0.0.1:{port}", 60, process)
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                watch = health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(), timeout=120
+                )
+                assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+                stub = feature_pb2_grpc.FeatureServiceStub(channel)
+                os.kill(redis_pid, signal.SIGSTOP)
+                try:
+                    calls = [
+                        stub.GetUserFeatures.future(
+                            feature_pb2.GetUserFeaturesRequest(user_id=user), timeout=120
+                        )
+                        for user in users
+                    ]
+                    wait_for(lambda: scrape(metrics_port).get(in_flight) == 3, "3 calls in flight")
+                    process.send_signal(signal.SIGTERM)
+                    assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+                    watch.cancel()
+                    assert process.poll() is None and not any(c.done() for c in calls)
+                finally:
+                    os.kill(redis_pid, signal.SIGCONT)
+                assert [c.result().features.user_id for c in calls] == users
+            assert process.wait(60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+    output = process.stdout.read()
+    assert '"message": "signal SIGTERM: shutting down"' in output, output
+    assert '"message": "stopped"' in output, output

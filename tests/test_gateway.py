@@ -217,10 +217,14 @@ def test_the_callers_deadline_is_passed_downstream():
             await asyncio.sleep(1.0)
             raise AssertionError("the caller should have given up")
 
+    async def serving() -> bool:
+        return True
+
     async def model():
         service = Service(Settings(), ["recsys.model.v1.ModelService"])
         model_pb2_grpc.add_ModelServiceServicer_to_server(SlowModel(), service.server)
         service.bind(0)
+        service.watch_readiness(serving)  # the gateway calls only a SERVING model service
         return service
 
     with ServiceThread(model) as slow:

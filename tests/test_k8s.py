@@ -80,7 +80,16 @@ def test_deployments_match_the_code(name):
     assert set(env) | set(secret_env(container)) <= set(ENV_NAMES)
     port_variable, port = SERVICE_PORTS[name]
     assert env[port_variable] == str(port)
-    assert container["ports"] == [{"name": "grpc", "containerPort": port}]
+    metrics_port = Settings.from_env(CONFIG).metrics_port
+    assert metrics_port > 0
+    assert container["ports"] == [
+        {"name": "grpc", "containerPort": port},
+        {"name": "metrics", "containerPort": metrics_port},
+    ]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(metrics_port)
+    assert annotations["prometheus.io/path"] == "/metrics"
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == port
     assert container["image"] == "recsys:latest"
@@ -94,10 +103,11 @@ def test_deployments_match_the_code(name):
 
 
 @pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
-def test_services_name_their_port_grpc(name):
+def test_services_name_their_ports_grpc_and_metrics(name):
     service = by_kind("Service")[name]
     assert service["spec"]["ports"] == [
-        {"name": "grpc", "port": SERVICE_PORTS[name][1], "targetPort": "grpc"}
+        {"name": "grpc", "port": SERVICE_PORTS[name][1], "targetPort": "grpc"},
+        {"name": "metrics", "port": int(CONFIG["METRICS_PORT"]), "targetPort": "metrics"},
     ]
     assert (
         service["spec"]["selector"]

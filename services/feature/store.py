@@ -79,7 +79,8 @@ class ItemPage:
 
 
 def _redis_errors(method):
-    """Redis down or too slow → Unavailable (retryable); the raw error only goes to the log."""
+    """Redis down or too slow → Unavailable (retryable by the caller, but not retried at once
+    by gRPC retry policies); the raw error only goes to the log."""
 
     seconds = metrics.REDIS_SECONDS.labels(method.__name__)
 
@@ -92,7 +93,9 @@ def _redis_errors(method):
             log.warning(
                 "redis unavailable", extra={"operation": method.__name__, "error": str(exc)}
             )
-            raise Unavailable(f"redis unavailable: {type(exc).__name__}") from None
+            # not retried at once by the gateway: another attempt reaches the same Redis, and
+            # against a hung Redis each attempt costs a whole REDIS_TIMEOUT_S
+            raise Unavailable(f"redis unavailable: {type(exc).__name__}", retry=False) from None
 
     return guarded
 

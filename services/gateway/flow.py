@@ -18,6 +18,7 @@ from recsys.api.feature.v1 import feature_pb2
 from recsys.api.model.v1 import model_pb2
 from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from recsys.features import ItemIndex, Normalization, user_preferences
+from recsys.serving import tracing
 from services.gateway.upstream import Upstreams
 
 MAX_INLINE_RATINGS = 10_000
@@ -64,7 +65,8 @@ class Scored:
 
 class Stages:
     """Wall time of each stage of one request (features, model, rank), in milliseconds,
-    so a slow request can be explained; the servicer returns them as trailing metadata."""
+    so a slow request can be explained; the servicer returns them as trailing metadata.
+    While the request is traced, each stage is also a span (`gateway.features`, ...)."""
 
     def __init__(self):
         self.ms: dict[str, float] = {}
@@ -73,7 +75,8 @@ class Stages:
     def timed(self, stage: str):
         started = time.perf_counter()
         try:
-            yield
+            with tracing.stage_span(stage):
+                yield
         finally:
             self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000
 
@@ -285,6 +288,7 @@ class PredictFlow:
         user (top_k=... or given_items=...). Returns (version data, user input, predictions)."""
 
         async def call(data: VersionData):
+            tracing.annotate(model_version=data.version, user=request.WhichOneof("user") or "")
             with stages.timed("features"):
                 user = await self.user_input(request, data.version, data, context)
             predict = model_pb2.PredictRequest(
@@ -426,5 +430,6 @@ class PredictFlow:
             )
 
         data, reply = await self.on_model(context, call)
+        tracing.annotate(model_version=data.version)
         items = [Scored(i.movie_id, *data.title(i.movie_id), i.distance) for i in reply.items]
         return data.version, items

@@ -13,13 +13,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recsys import errors
 from recsys.api.feature.v1 import feature_pb2_grpc
-from recsys.api.model.v1 import model_pb2_grpc
-from recsys.serving import request_id, tls
+from recsys.api.model.v1 import model_pb2, model_pb2_grpc
+from recsys.serving import request_id, tls, tracing
 from recsys.serving.auth import bearer_metadata
 from recsys.serving.config import Settings
 from recsys.serving.errors import field_violations
 from recsys.serving.limits import keepalive_options
 from recsys.serving.server import message_options
+
+MODEL_SERVICE = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 RETRY_SERVICE_CONFIG = {
     # with a dns:/// address naming several backends (a headless Service), balance per call
@@ -39,17 +41,26 @@ RETRY_SERVICE_CONFIG = {
 }
 
 
-def upstream_channel(address: str, settings: Settings) -> grpc.aio.Channel:
-    """TLS (and a client certificate) when TLS_CA_FILE is set, see recsys.serving.tls."""
+def upstream_channel(
+    address: str, settings: Settings, *, health_checked: str | None = None
+) -> grpc.aio.Channel:
+    """A channel to `address`: TLS (and a client certificate) when TLS_CA_FILE is set, see
+    recsys.serving.tls. With `health_checked` (a service name) the channel watches each
+    backend's health for that service and balances only over the SERVING ones, so a replica
+    that is still loading or shutting down gets no calls."""
+    service_config = dict(RETRY_SERVICE_CONFIG)
+    if health_checked is not None:
+        service_config["healthCheckConfig"] = {"serviceName": health_checked}
     return tls.aio_channel(
         address,
         settings,
         options=[
             *message_options(settings),
             ("grpc.enable_retries", 1),
-            ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
+            ("grpc.service_config", json.dumps(service_config)),
             *keepalive_options(settings, server=False),
         ],
+        interceptors=tracing.client_interceptors(settings),
     )
 
 
@@ -71,6 +82,8 @@ def translate(error: grpc.aio.AioRpcError, upstream: str) -> errors.RecsysError:
         return errors.InvalidArgument(
             error.details(), field=violations[0][0] if violations else None
         )
+    if code == grpc.StatusCode.CANCELLED:  # the upstream cancelled it (e.g. shutting down)
+        return errors.Unavailable(f"{upstream} service: cancelled: {error.details()}")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return _TRANSLATION[code](f"{upstream} service: {error.details()}")
     if code in _TRANSLATION:
@@ -96,7 +109,7 @@ class Upstreams:
         settings.require("feature_addr", "model_addr")
         return cls(
             upstream_channel(settings.feature_addr, settings),
-            upstream_channel(settings.model_addr, settings),
+            upstream_channel(settings.model_addr, settings, health_checked=MODEL_SERVICE),
             settings.upstream_timeout_s,
             settings.upstream_token,
         )

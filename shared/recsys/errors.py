@@ -29,7 +29,14 @@ class FailedPrecondition(RecsysError):
 
 
 class Unavailable(RecsysError):
+    """Retryable by the caller. `retry=False` tells gRPC clients not to retry this call at
+    once (another attempt would reach the same broken dependency, e.g. Redis)."""
+
     status = "UNAVAILABLE"
+
+    def __init__(self, message: str = "", *, retry: bool = True):
+        super().__init__(message)
+        self.retry = retry
 
 
 class DeadlineExceeded(RecsysError):

@@ -64,7 +64,12 @@ def wait_serving(
 
 @dataclass
 class LocalStack:
-    """The three services (and Redis) as local processes. Ports 0 pick free ports."""
+    """The three services (and Redis) as local processes. Ports 0 pick free ports.
+
+    With `model_replicas` > 1 the model service runs that many processes ("model",
+    "model-2", ...), and the gateway balances over them per call (round robin over an
+    `ipv4:` address list). `stop_process` / `start_process` stop and start one of them (a
+    restart or a crash in a fault test) with the environment it was started with."""
 
     model_dir: Path
     model_version: str = ""  # pin a version; empty: the newest in model_dir
@@ -75,11 +80,26 @@ class LocalStack:
     log_level: str = "WARNING"
     # more settings, e.g. MODEL_POLL_S (may hold tokens: not in the repr)
     environment: dict[str, str] = field(default_factory=dict, repr=False)
+    model_replicas: int = 1
     redis: LocalRedis | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # the environment of every service process (holds secrets: not in the repr)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
+
+    @property
+    def model_names(self) -> list[str]:
+        """The model service's processes: "model", then "model-2", ... for replicas."""
+        return ["model"] + [f"model-{n}" for n in range(2, self.model_replicas + 1)]
+
+    @property
+    def model_addr(self) -> str:
+        """MODEL_ADDR of the gateway: one address, or an ipv4: list of the replicas."""
+        if self.model_replicas == 1:
+            return self.address("model")
+        return "ipv4:" + ",".join(self.address(name) for name in self.model_names)
 
     def start_redis(self) -> str:
         if not self.redis_url:
@@ -89,44 +109,67 @@ class LocalStack:
 
     def start_services(self, timeout: float = 120.0) -> None:
         self.start_redis()
+        for name in self.model_names:
+            self.ports.setdefault(name, 0)
         self.ports = {s: p or free_port() for s, p in self.ports.items()}
-        env = {
+        self.env = {
             **os.environ,
             "REDIS_URL": self.redis_url,
             "REDIS_KEY_PREFIX": self.redis_key_prefix,
             "MODEL_DIR": str(self.model_dir),
             "MODEL_VERSION": self.model_version,
             "FEATURE_PORT": str(self.ports["feature"]),
-            "MODEL_PORT": str(self.ports["model"]),
             "GATEWAY_PORT": str(self.ports["gateway"]),
             "FEATURE_ADDR": self.address("feature"),
-            "MODEL_ADDR": self.address("model"),
+            "MODEL_ADDR": self.model_addr,
             "BIND_HOST": "127.0.0.1",
             "LOG_LEVEL": self.log_level,
             **self.environment,
         }
-        for service in SERVICES:
-            self.processes[service] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}.server"], env=env
-            )
-        client = Settings.from_env({k: v for k, v in env.items() if k.startswith("TLS_")})
-        for service in SERVICES:
-            wait_serving(self.address(service), timeout, self.processes[service], client)
-            log.info("%s service SERVING on %s", service, self.address(service))
+        names = ["feature", *self.model_names, "gateway"]
+        for name in names:
+            self.start_process(name, wait_s=None)
+        for name in names:
+            wait_serving(self.address(name), timeout, self.processes[name], self.client_settings)
+            log.info("%s service SERVING on %s", name, self.address(name))
+
+    def start_process(self, name: str, wait_s: float | None = 120.0) -> subprocess.Popen:
+        """Start the process `name` ("feature", "model", "model-2", "gateway") on its port;
+        with `wait_s`, wait until its health says SERVING."""
+        service = name.split("-")[0]
+        env = {**self.env, f"{service.upper()}_PORT": str(self.ports[name])}
+        process = subprocess.Popen([sys.executable, "-m", f"services.{service}.server"], env=env)
+        self.processes[name] = process
+        if wait_s is not None:
+            wait_serving(self.address(name), wait_s, process, self.client_settings)
+        return process
+
+    @property
+    def client_settings(self) -> Settings:
+        """TLS settings of a client of the services (health checks), from their environment."""
+        return Settings.from_env({k: v for k, v in self.env.items() if k.startswith("TLS_")})
+
+    def stop_process(self, name: str, grace: float = 10.0, *, kill: bool = False) -> int | None:
+        """SIGTERM the process `name` and wait for it (SIGKILL after `grace` seconds), or
+        SIGKILL it at once with `kill=True`, as a crash would; returns its exit code."""
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return None if process is None else process.returncode
+        if kill:
+            process.kill()
+        else:
+            process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(grace)
+        except subprocess.TimeoutExpired:
+            log.warning("%s service did not stop in %.0fs: killed", name, grace)
+            process.kill()
+            return process.wait()
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the gateway first (no new work), then the others; Redis last."""
-        for service in reversed(SERVICES):
-            process = self.processes.pop(service, None)
-            if process is None or process.poll() is not None:
-                continue
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                log.warning("%s service did not stop in %.0fs: killed", service, grace)
-                process.kill()
-                process.wait()
+        for name in sorted(self.processes, key=lambda n: n != "gateway"):
+            self.stop_process(name, grace)
         if self.redis is not None:
             self.redis.cleanup()  # removes its directory only if it made a temporary one
             self.redis = None

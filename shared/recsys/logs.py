@@ -9,14 +9,17 @@ import os
 import sys
 import time
 
+from opentelemetry import trace
+
 from recsys.serving.request_id import current as current_request_id
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 def _install_request_id_factory() -> None:
-    """Every log record made while a request is handled carries its `request_id` (read when
-    the record is created, in the request's own context)."""
+    """Every log record made while a request is handled carries its `request_id`, and, while
+    the request is traced, `trace_id` and `span_id` (hex, as tracing backends show them):
+    read when the record is created, in the request's own context."""
     previous = logging.getLogRecordFactory()
     if getattr(previous, "adds_request_id", False):
         return
@@ -26,6 +29,10 @@ def _install_request_id_factory() -> None:
         request_id = current_request_id.get()
         if request_id:
             record.request_id = request_id
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            record.trace_id = trace.format_trace_id(span.trace_id)
+            record.span_id = trace.format_span_id(span.span_id)
         return record
 
     factory.adds_request_id = True

@@ -24,12 +24,14 @@ NS_PER_MS = 1e6
 
 class Sample(NamedTuple):
     """One recorded request: which workload part sent it, how long it took (monotonic
-    nanoseconds, send to answer), its status code name and, for an error, its details."""
+    nanoseconds, send to answer), its status code name, for an error its details, and when
+    it was sent (`time.monotonic_ns()`, so a fault test can place it on a timeline)."""
 
     rpc: str
     latency_ns: int
     status: str
     details: str | None = None
+    sent_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,8 @@ class LoadReport:
     count: recorded requests (sent after the warm-up); ok: those answered OK.
     dropped: open loop only, arrivals not sent because too many requests were in flight.
     elapsed_s: from the end of the warm-up until the last recorded request answered.
-    latencies_ms: (count,) float64, every recorded request's latency, in send order.
+    latencies_ms: (count,) float64, every recorded request's latency, in the order they answered.
+    samples: every recorded request, in the order they answered.
     """
 
     workload: str
@@ -149,6 +152,7 @@ class LoadReport:
     error_kinds: int
     by_rpc: dict[str, RpcSummary]
     latencies_ms: np.ndarray = field(repr=False)
+    samples: list[Sample] = field(default_factory=list, repr=False)
     settings: dict[str, object] = field(default_factory=dict)
     targets: dict[str, str] = field(default_factory=dict)
     machine: dict[str, object] = field(default_factory=machine_info)
@@ -232,6 +236,7 @@ def summarize(
         error_kinds=len(errors),
         by_rpc=by_rpc,
         latencies_ms=latencies_ms,
+        samples=list(samples),
         settings=dict(settings or {}),
         targets=dict(targets or {}),
     )

@@ -45,7 +45,7 @@ class _Run:
             status, details = exc.code().name, exc.details()
         finished = time.monotonic_ns()
         if started >= self.record_from_ns:
-            self.samples.append(Sample(call.rpc, finished - started, status, details))
+            self.samples.append(Sample(call.rpc, finished - started, status, details, started))
 
 
 async def run_load(settings: LoadSettings, targets: Targets, workload: Workload) -> LoadReport:

@@ -78,6 +78,10 @@ class Settings:
     auth_reads: bool = False
     # The token the gateway sends to the feature and model services (a secret).
     upstream_token: str = field(default="", repr=False)
+    # OpenTelemetry tracing (1 / true / yes), off by default; spans go over OTLP/gRPC to
+    # OTEL_EXPORTER_OTLP_ENDPOINT (empty: the exporter's default, http://localhost:4317).
+    otel_enabled: bool = False
+    otel_exporter_otlp_endpoint: str = ""
 
     def __post_init__(self):
         for name in ("feature_port", "model_port", "gateway_port", "metrics_port"):

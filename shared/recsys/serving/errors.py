@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NamedTuple
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from recsys.errors import InvalidArgument, RecsysError
+from recsys.errors import InvalidArgument, RecsysError, Unavailable
 from recsys.serving import metrics, request_id
 
 log = logging.getLogger(__name__)
 
 
+# gRPC retry pushback: a negative value tells the client's retry policy not to retry
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
 def status_for(error: RecsysError) -> grpc.Status:
-    """The grpc.Status (code, message, rich details) for one of our exceptions."""
+    """The grpc.Status (code, message, rich details) for one of our exceptions; an
+    Unavailable with `retry=False` carries a negative retry pushback."""
     status = status_pb2.Status(code=getattr(code_pb2, error.status), message=str(error))
     if isinstance(error, InvalidArgument) and error.field:
         detail = any_pb2.Any()
@@ -35,7 +41,20 @@ def status_for(error: RecsysError) -> grpc.Status:
             )
         )
         status.details.append(detail)
-    return rpc_status.to_status(status)
+    converted = rpc_status.to_status(status)
+    if isinstance(error, Unavailable) and not error.retry:
+        return _Status(
+            converted.code,
+            converted.details,
+            (*converted.trailing_metadata, (PUSHBACK_KEY, "-1")),
+        )
+    return converted
+
+
+class _Status(NamedTuple):  # a grpc.Status with our own trailing metadata
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple
 
 
 def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
@@ -88,6 +107,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             request_id.current.set(request_id.from_metadata(context.invocation_metadata()))
             started = time.perf_counter()
             code = "OK"
+            in_flight = metrics.IN_FLIGHT.labels(method)
+            in_flight.inc()
             try:
                 if isinstance(request, Undecodable):
                     raise InvalidArgument(f"the request is not a valid message ({request.problem})")
@@ -107,6 +128,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
                 elapsed = time.perf_counter() - started
+                in_flight.dec()
                 metrics.RPCS.labels(method, code).inc()
                 metrics.RPC_SECONDS.labels(method).observe(elapsed)
                 if log.isEnabledFor(logging.DEBUG):

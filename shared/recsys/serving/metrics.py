@@ -1,7 +1,7 @@
-"""Prometheus metrics of the services: RPC counts and latency by method and status code
-(recorded by the server interceptor), Redis latency per feature-store operation, the model
-version in use, and the model service's batch sizes and queue time; served over HTTP on
-METRICS_PORT (0: off)."""
+"""Prometheus metrics of the services: RPC counts by method and status code, latency and
+calls in flight by method (recorded by the server interceptor), Redis latency per
+feature-store operation, the model version in use, and the model service's batch sizes and
+queue time; served over HTTP on METRICS_PORT (0: off)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ RPCS = Counter("recsys_rpcs", "RPCs handled, by method and status code", ["metho
 RPC_SECONDS = Histogram(
     "recsys_rpc_seconds", "Time to answer an RPC", ["method"], buckets=LATENCY_BUCKETS
 )
+IN_FLIGHT = Gauge("recsys_rpcs_in_flight", "RPCs being handled now, by method", ["method"])
 REDIS_SECONDS = Histogram(
     "recsys_redis_seconds",
     "Time of a feature-store operation against Redis (round trip and decoding)",

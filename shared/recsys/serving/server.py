@@ -16,7 +16,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from recsys.logs import configure_logging
-from recsys.serving import metrics, tls
+from recsys.serving import metrics, tls, tracing
 from recsys.serving.auth import AuthInterceptor
 from recsys.serving.config import ConfigError, Settings
 from recsys.serving.errors import ErrorInterceptor
@@ -43,7 +43,7 @@ class Service:
     def __init__(self, settings: Settings, service_names: Iterable[str]):
         self.settings = settings
         self.service_names = list(service_names)
-        interceptors = [ErrorInterceptor()]
+        interceptors = [*tracing.server_interceptors(settings), ErrorInterceptor()]
         if settings.tokens:  # inside the error interceptor, which answers its refusals
             interceptors.append(AuthInterceptor(settings.tokens, reads=settings.auth_reads))
         self.server = grpc.aio.server(
@@ -165,8 +165,11 @@ def run_service(
         log.error("bad configuration: %s", exc, extra={"service": name})
         return 2
     configure_logging(json_lines=True, level=settings.log_level)
+    tracing.configure(settings, name)
     try:
         asyncio.run(serve(settings))
     except RecsysError:
         return 1
+    finally:
+        tracing.shutdown()
     return 0

@@ -73,11 +73,11 @@ def sync_channel(
 
 
 def aio_channel(
-    address: str, settings: Settings, options=(), server_name: str = ""
+    address: str, settings: Settings, options=(), server_name: str = "", interceptors=None
 ) -> grpc.aio.Channel:
     """An asyncio channel, TLS per `channel_credentials`."""
     credentials = channel_credentials(settings)
     options = [*options, *server_name_option(server_name)]
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, credentials, options=options)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)

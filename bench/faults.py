@@ -1,0 +1,433 @@
+"""Fault measurements (issue 6): the real stack (Redis and the three services as processes)
+under the project's load generator while something breaks, and what the callers saw.
+
+Each scenario lets the load run for a while, breaks something, repairs it (or lets the
+system repair itself), and keeps the load running afterwards. From every recorded request
+(send time, latency, status) it reports the failed requests and their status codes, the
+error window (first failed request sent → last failed request answered), when the errors
+ended relative to the moment the broken part was back, the slowest failed request against
+the deadline, and whether every service process is still the one that was started (no
+crash, no restart).
+
+    python bench/faults.py [--data ../shared/data/ml-1m] [--model-dir DIR] [--scenarios ...]
+    python bench/faults.py --smoke      # seconds per scenario, synthetic data (what CI runs)
+
+Scenarios (`SCENARIOS`; a new one is a function that breaks and repairs, added there):
+redis-stop, redis-freeze, model-restart, model-replica-crash, model-replica-restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "shared"), str(REPO)]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from recsys.cli import format_table, write_json  # noqa: E402
+from recsys.data.movielens import RatingData, load_movielens  # noqa: E402
+from recsys.launcher import LocalStack, wait_serving  # noqa: E402
+from recsys.loadtest import LoadSettings, Sample, Targets, build_workload, run_load  # noqa: E402
+from recsys.pipeline import environment  # noqa: E402
+from recsys.redis_client import sync_client  # noqa: E402
+
+NS = 1_000_000_000
+BIN_S = 0.5  # width of the timeline's bins
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Seconds of load before the fault, of the fault itself (for faults that last a set
+    time), and after the broken part is back."""
+
+    before_s: float
+    fault_s: float
+    after_s: float
+
+
+Events = dict[str, int]  # event name → time.monotonic_ns(); "fault" and "back" at least
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """`inject(stack, phases)` breaks something and repairs it, blocking (it runs in a
+    thread beside the load), and returns when what happened; `budget_s(phases, start_s)`
+    is how long the fault may take, given the seconds a model service took to start."""
+
+    name: str
+    what: str
+    inject: Callable[[LocalStack, Phases], Events]
+    budget_s: Callable[[Phases, float], float]
+    model_replicas: int = 1
+    restarts: tuple[str, ...] = ()  # processes the scenario itself stops and starts
+
+
+def now() -> int:
+    return time.monotonic_ns()
+
+
+def redis_stop(stack: LocalStack, phases: Phases) -> Events:
+    """Redis stops (SIGTERM) for `fault_s` seconds, then starts again on its data."""
+    events = {"fault": now()}
+    stack.redis.stop()
+    time.sleep(phases.fault_s)
+    events["restarting"] = now()
+    stack.redis.start(timeout=120)  # it loads its append-only file first
+    events["back"] = now()  # answers PING
+    return events
+
+
+def redis_freeze(stack: LocalStack, phases: Phases) -> Events:
+    """Redis hangs (SIGSTOP: connections stay open, nothing answers) for `fault_s` seconds,
+    then continues (SIGCONT): calls must end by their deadline, not hang."""
+    events = {"fault": now()}
+    os.kill(stack.redis.process.pid, signal.SIGSTOP)
+    try:
+        time.sleep(phases.fault_s)
+    finally:
+        os.kill(stack.redis.process.pid, signal.SIGCONT)
+    events["back"] = now()
+    return events
+
+
+def model_restart(stack: LocalStack, phases: Phases) -> Events:
+    """The only model service process restarts: SIGTERM (graceful), then a new process on
+    the same port, which loads and warms the model before it says SERVING."""
+    events = {"fault": now()}
+    stack.stop_process("model")
+    events["stopped"] = now()
+    stack.start_process("model", wait_s=120)
+    events["back"] = now()  # SERVING
+    return events
+
+
+def replica_fault(kill: bool) -> Callable[[LocalStack, Phases], Events]:
+    """One of two model replicas dies (SIGKILL, a crash) or is restarted (SIGTERM); it
+    stays down for `fault_s` seconds, then starts again."""
+
+    def inject(stack: LocalStack, phases: Phases) -> Events:
+        events = {"fault": now()}
+        stack.stop_process("model-2", kill=kill)
+        events["stopped"] = now()
+        time.sleep(phases.fault_s)
+        stack.start_process("model-2", wait_s=120)
+        events["back"] = now()
+        return events
+
+    return inject
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario(
+            "redis-stop",
+            "Redis stops, comes back on its data",
+            redis_stop,
+            lambda phases, start_s: phases.fault_s + 2,
+        ),
+        Scenario(
+            "redis-freeze",
+            "Redis hangs (SIGSTOP), then continues",
+            redis_freeze,
+            lambda phases, start_s: phases.fault_s + 2,
+        ),
+        Scenario(
+            "model-restart",
+            "the model service restarts (SIGTERM, new process)",
+            model_restart,
+            lambda phases, start_s: 2 * start_s + 2,
+            restarts=("model",),
+        ),
+        Scenario(
+            "model-replica-crash",
+            "one of two model replicas is SIGKILLed, restarted later",
+            replica_fault(kill=True),
+            lambda phases, start_s: phases.fault_s + 2 * start_s + 2,
+            model_replicas=2,
+            restarts=("model-2",),
+        ),
+        Scenario(
+            "model-replica-restart",
+            "one of two model replicas gets SIGTERM, restarted later",
+            replica_fault(kill=False),
+            lambda phases, start_s: phases.fault_s + 2 * start_s + 2,
+            model_replicas=2,
+            restarts=("model-2",),
+        ),
+    )
+}
+
+
+def analyze(samples: list[Sample], events: Events, deadline_ms: float) -> dict[str, object]:
+    """What the callers saw, from every recorded request and the fault's events.
+
+    error_window_s: first failed request sent → last failed request answered.
+    errors_end_after_back_s: last failed request answered, relative to "back" (negative:
+        the errors had ended before the broken part was back, e.g. the gateway's retries
+        went to another replica).
+    first_error_after_fault_s: how soon after the fault the first failed request was sent.
+    """
+    fault, back = events["fault"], events.get("back")
+    failed = [s for s in samples if s.status != "OK"]
+    codes = Counter(s.status for s in samples)
+    during = [s for s in samples if back is not None and fault <= s.sent_ns <= back]
+    result: dict[str, object] = {
+        "requests": len(samples),
+        "ok": codes.get("OK", 0),
+        "failed": len(failed),
+        "status_codes": dict(codes.most_common()),
+        "deadline_exceeded": codes.get("DEADLINE_EXCEEDED", 0),
+        "deadline_ms": deadline_ms,
+        "max_failed_ms": max((s.latency_ns / 1e6 for s in failed), default=None),
+        "max_ms_during_fault": max((s.latency_ns / 1e6 for s in during), default=None),
+        "fault_to_back_s": (back - fault) / NS if back is not None else None,
+        "error_window_s": None,
+        "first_error_after_fault_s": None,
+        "errors_end_after_back_s": None,
+        "error_details": dict(
+            Counter(f"{s.status}: {(s.details or '')[:90]}" for s in failed).most_common(5)
+        ),
+    }
+    if failed:
+        first_sent = min(s.sent_ns for s in failed)
+        last_answered = max(s.sent_ns + s.latency_ns for s in failed)
+        result["error_window_s"] = (last_answered - first_sent) / NS
+        result["first_error_after_fault_s"] = (first_sent - fault) / NS
+        if back is not None:
+            result["errors_end_after_back_s"] = (last_answered - back) / NS
+    result["timeline"] = timeline(samples, fault)
+    return result
+
+
+def timeline(samples: list[Sample], origin_ns: int) -> list[dict[str, object]]:
+    """Requests per BIN_S-second bin of send time, relative to the fault: OK and failed."""
+    bins: dict[int, Counter] = {}
+    for s in samples:
+        index = int((s.sent_ns - origin_ns) // (BIN_S * NS))
+        bins.setdefault(index, Counter())["ok" if s.status == "OK" else "failed"] += 1
+    return [
+        {"from_s": i * BIN_S, "ok": c.get("ok", 0), "failed": c.get("failed", 0)}
+        for i, c in sorted(bins.items())
+    ]
+
+
+async def run_scenario(
+    scenario: Scenario,
+    stack: LocalStack,
+    data: RatingData,
+    phases: Phases,
+    start_s: float,
+    concurrency: int,
+    deadline_ms: float,
+    warmup_s: float,
+) -> dict[str, object]:
+    """The load (stored-user Recommend through the gateway, closed loop) with the fault
+    injected `before_s` seconds into the measured window."""
+    targets = Targets(gateway=stack.address("gateway"), feature=stack.address("feature"))
+    workload = await build_workload("recommend-stored", targets, data=data, seed=1)
+    duration_s = phases.before_s + scenario.budget_s(phases, start_s) + phases.after_s
+    settings = LoadSettings(
+        concurrency=concurrency,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        deadline_ms=deadline_ms,
+    )
+    pids = {name: p.pid for name, p in stack.processes.items()}
+    load = asyncio.create_task(run_load(settings, targets, workload))
+    await asyncio.sleep(warmup_s + phases.before_s)
+    events = await asyncio.to_thread(scenario.inject, stack, phases)
+    report = await load
+    result = analyze(report.samples, events, deadline_ms)
+    result["processes"] = {
+        name: process_state(p, pids.get(name), name in scenario.restarts)
+        for name, p in stack.processes.items()
+    }
+    result["all_up_at_end"] = all(p.poll() is None for p in stack.processes.values())
+    result["events_s"] = {name: (t - events["fault"]) / NS for name, t in events.items()}
+    result.update(
+        scenario=scenario.name,
+        what=scenario.what,
+        concurrency=concurrency,
+        duration_s=duration_s,
+        phases=vars(phases),
+        rps=report.rps,
+        p99_ms=report.latency.p99 if report.latency else None,
+    )
+    return result
+
+
+def process_state(process: subprocess.Popen, pid: int | None, restarted: bool) -> str:
+    """How a service process came through: alive (still the one started before the load),
+    restarted by the scenario, or how it ended."""
+    if process.poll() is not None:
+        return f"exited {process.returncode}"
+    if restarted:
+        return "restarted by the scenario"
+    return "alive" if process.pid == pid else "replaced"
+
+
+def train(data_dir: Path, model_dir: Path) -> None:
+    """A quick model: fault figures depend on the services, not on the model's quality."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "train",
+            "--data",
+            str(data_dir),
+            "--model-dir",
+            str(model_dir),
+            "--set",
+            "max_epochs=2",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def start_stack(model_dir: Path, data: RatingData, redis_dir: Path, replicas: int):
+    """Redis (append-only, in `redis_dir`) with the features loaded and the services;
+    returns (stack, seconds from starting the services to all of them SERVING, which the
+    model service's loading dominates)."""
+    from recsys.artifacts import resolve_version
+    from services.feature.loader import load_features
+
+    stack = LocalStack(
+        model_dir=model_dir, redis_dir=redis_dir, log_level="ERROR", model_replicas=replicas
+    )
+    try:
+        with sync_client(stack.start_redis()) as client:
+            load_features(client, resolve_version(model_dir), data.ratings, data.items)
+        started = time.monotonic()
+        stack.start_services()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack, time.monotonic() - started
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ml-1m")
+    parser.add_argument("--model-dir", type=Path, help="default: train a quick model")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--deadline-ms", type=float, default=1000.0)
+    parser.add_argument("--before", type=float, default=3.0, help="seconds of load before")
+    parser.add_argument("--fault", type=float, default=5.0, help="seconds a fault lasts")
+    parser.add_argument("--after", type=float, default=8.0, help="seconds of load after")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults.json")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(SCENARIOS)}")
+    phases = Phases(args.before, args.fault, args.after)
+    warmup_s = 1.0
+    if args.smoke:
+        phases, warmup_s = Phases(1.0, 1.5, 2.0), 0.5
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data_dir = args.data
+        if args.smoke:
+            from recsys.data.synthetic import write_synthetic_movielens
+
+            data_dir = write_synthetic_movielens(work / "data")
+        data = load_movielens(data_dir)
+        model_dir = args.model_dir
+        if model_dir is None:
+            model_dir = work / "models"
+            print("training a quick model ...", flush=True)
+            train(data_dir, model_dir)
+        # one stack per number of model replicas; each scenario leaves it whole again
+        for replicas in sorted({SCENARIOS[name].model_replicas for name in names}):
+            stack, start_s = start_stack(model_dir, data, work / f"redis-{replicas}", replicas)
+            try:
+                for name in (n for n in names if SCENARIOS[n].model_replicas == replicas):
+                    scenario = SCENARIOS[name]
+                    wait_serving(stack.address("gateway"), 60)
+                    print(f"{name}: {scenario.what} ...", flush=True)
+                    result = asyncio.run(
+                        run_scenario(
+                            scenario,
+                            stack,
+                            data,
+                            phases,
+                            start_s,
+                            args.concurrency,
+                            args.deadline_ms,
+                            warmup_s,
+                        )
+                    )
+                    result["services_start_s"] = start_s
+                    results.append(result)
+            finally:
+                stack.stop()
+        results.sort(key=lambda r: names.index(r["scenario"]))
+
+    rows = [
+        [
+            r["scenario"],
+            r["requests"],
+            r["failed"],
+            ", ".join(f"{k} {v}" for k, v in r["status_codes"].items() if k != "OK") or "-",
+            r["fault_to_back_s"],
+            r["error_window_s"],
+            r["errors_end_after_back_s"],
+            r["max_failed_ms"],
+            r["max_ms_during_fault"],
+            "yes" if r["all_up_at_end"] else "NO",
+        ]
+        for r in results
+    ]
+    headers = [
+        "scenario",
+        "requests",
+        "failed",
+        "failed by code",
+        "fault→back s",
+        "error window s",
+        "errors end after back s",
+        "max failed ms",
+        "max ms in fault",
+        "all up",
+    ]
+    print(format_table(headers, rows))
+    print(
+        f"deadline {args.deadline_ms:g} ms, closed loop c={args.concurrency}, stored-user Recommend"
+    )
+    write_json(
+        args.out,
+        {
+            "benchmark": "faults",
+            "smoke": args.smoke,
+            "data": str(data_dir),
+            "deadline_ms": args.deadline_ms,
+            "concurrency": args.concurrency,
+            "phases": vars(phases),
+            "environment": environment(),
+            "scenarios": results,
+        },
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
