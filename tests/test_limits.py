@@ -45,9 +45,14 @@ def model_with(servicer, settings: Settings):
         service = Service(settings, [MODEL_SERVICE])
         model_pb2_grpc.add_ModelServiceServicer_to_server(servicer, service.server)
         service.bind(0)
+        service.watch_readiness(always_ready)  # the gateway calls only a SERVING model service
         return service
 
     return factory
+
+
+async def always_ready() -> bool:
+    return True
 
 
 def test_calls_beyond_max_concurrent_rpcs_are_resource_exhausted():
@@ -137,8 +142,10 @@ def test_every_downstream_call_carries_the_callers_deadline(trained_run, redis_u
     of every gateway RPC has a deadline of at most the caller's remaining 5 s."""
     recorder = DeadlineRecorder()
 
-    def recording_channel(address, settings, options=(), server_name=""):
-        return grpc.aio.insecure_channel(address, options=list(options), interceptors=[recorder])
+    def recording_channel(address, settings, options=(), server_name="", interceptors=None):
+        return grpc.aio.insecure_channel(
+            address, options=list(options), interceptors=[recorder, *(interceptors or [])]
+        )
 
     monkeypatch.setattr(upstream_module.tls, "aio_channel", recording_channel)
     with running_stack(

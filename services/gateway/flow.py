@@ -134,6 +134,9 @@ class PredictFlow:
             return self._model_version
         if self._asking is None or self._asking.done():
             self._asking = asyncio.ensure_future(self._ask_model_version(context))
+            # its failure is each waiting caller's; retrieved here too, so that a call whose
+            # callers all gave up does not log "exception was never retrieved"
+            self._asking.add_done_callback(lambda task: task.cancelled() or task.exception())
         return await asyncio.shield(self._asking)
 
     async def _ask_model_version(self, context) -> str:
