@@ -13,14 +13,18 @@ crash, no restart).
     python bench/faults.py --smoke      # seconds per scenario, synthetic data (what CI runs)
 
 Scenarios (`SCENARIOS`; a new one is a function that breaks and repairs, added there):
-redis-stop, redis-freeze, model-restart, model-replica-crash, model-replica-restart.
+redis-stop, redis-freeze, model-restart, model-replica-crash, model-replica-restart,
+model-swap (hot reload: a new version appears in MODEL_DIR; the services run with
+MODEL_POLL_S=0.5).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,13 +65,13 @@ Events = dict[str, int]  # event name → time.monotonic_ns(); "fault" and "back
 
 @dataclass(frozen=True)
 class Scenario:
-    """`inject(stack, phases)` breaks something and repairs it, blocking (it runs in a
-    thread beside the load), and returns when what happened; `budget_s(phases, start_s)`
+    """`inject(stack, phases, data)` breaks something and repairs it, blocking (it runs in
+    a thread beside the load), and returns when what happened; `budget_s(phases, start_s)`
     is how long the fault may take, given the seconds a model service took to start."""
 
     name: str
     what: str
-    inject: Callable[[LocalStack, Phases], Events]
+    inject: Callable[[LocalStack, Phases, RatingData], Events]
     budget_s: Callable[[Phases, float], float]
     model_replicas: int = 1
     restarts: tuple[str, ...] = ()  # processes the scenario itself stops and starts
@@ -77,7 +81,7 @@ def now() -> int:
     return time.monotonic_ns()
 
 
-def redis_stop(stack: LocalStack, phases: Phases) -> Events:
+def redis_stop(stack: LocalStack, phases: Phases, data: RatingData) -> Events:
     """Redis stops (SIGTERM) for `fault_s` seconds, then starts again on its data."""
     events = {"fault": now()}
     stack.redis.stop()
@@ -88,7 +92,7 @@ def redis_stop(stack: LocalStack, phases: Phases) -> Events:
     return events
 
 
-def redis_freeze(stack: LocalStack, phases: Phases) -> Events:
+def redis_freeze(stack: LocalStack, phases: Phases, data: RatingData) -> Events:
     """Redis hangs (SIGSTOP: connections stay open, nothing answers) for `fault_s` seconds,
     then continues (SIGCONT): calls must end by their deadline, not hang."""
     events = {"fault": now()}
@@ -101,7 +105,7 @@ def redis_freeze(stack: LocalStack, phases: Phases) -> Events:
     return events
 
 
-def model_restart(stack: LocalStack, phases: Phases) -> Events:
+def model_restart(stack: LocalStack, phases: Phases, data: RatingData) -> Events:
     """The only model service process restarts: SIGTERM (graceful), then a new process on
     the same port, which loads and warms the model before it says SERVING."""
     events = {"fault": now()}
@@ -112,11 +116,11 @@ def model_restart(stack: LocalStack, phases: Phases) -> Events:
     return events
 
 
-def replica_fault(kill: bool) -> Callable[[LocalStack, Phases], Events]:
+def replica_fault(kill: bool) -> Callable[[LocalStack, Phases, RatingData], Events]:
     """One of two model replicas dies (SIGKILL, a crash) or is restarted (SIGTERM); it
     stays down for `fault_s` seconds, then starts again."""
 
-    def inject(stack: LocalStack, phases: Phases) -> Events:
+    def inject(stack: LocalStack, phases: Phases, data: RatingData) -> Events:
         events = {"fault": now()}
         stack.stop_process("model-2", kill=kill)
         events["stopped"] = now()
@@ -126,6 +130,46 @@ def replica_fault(kill: bool) -> Callable[[LocalStack, Phases], Events]:
         return events
 
     return inject
+
+
+def model_swap(stack: LocalStack, phases: Phases, data: RatingData) -> Events:
+    """Hot reload: a new version (the serving one's files under a newer version name) is
+    published in MODEL_DIR before its features are loaded, as a careless rollout would; the
+    model service loads it beside the old one and swaps; `fault_s` seconds later its
+    features are loaded, and the gateway moves to it. Back: the gateway answers with it."""
+    from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+    from recsys.artifacts import new_version_name, resolve_version
+    from recsys.serving import tls
+    from recsys.serving.config import Settings
+    from services.feature.loader import load_features
+
+    current = resolve_version(stack.model_dir)
+    version = new_version_name()
+    staging = stack.model_dir / f".{version}"
+    shutil.copytree(current, staging)
+    metadata = json.loads((staging / "metadata.json").read_text())
+    (staging / "metadata.json").write_text(json.dumps({**metadata, "version": version}))
+    events = {"fault": now()}
+    staging.rename(stack.model_dir / version)  # published in one step
+    with tls.sync_channel(stack.address("gateway"), Settings()) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        request = gateway_pb2.SimilarItemsRequest(
+            movie_id=int(data.ratings["item_id"].iloc[0]), k=1
+        )
+
+        def gateway_version() -> str:
+            return stub.SimilarItems(request, timeout=5).model_version
+
+        time.sleep(phases.fault_s)
+        events["loading_features"] = now()
+        with sync_client(stack.redis_url) as client:
+            load_features(client, stack.model_dir / version, data.ratings, data.items)
+        events["features_loaded"] = now()
+        deadline = time.monotonic() + 60
+        while gateway_version() != version and time.monotonic() < deadline:
+            time.sleep(0.05)
+    events["back"] = now()  # the gateway answers with the new version
+    return events
 
 
 SCENARIOS = {
@@ -166,6 +210,12 @@ SCENARIOS = {
             model_replicas=2,
             restarts=("model-2",),
         ),
+        Scenario(
+            "model-swap",
+            "a new model version appears in MODEL_DIR (hot reload), features loaded later",
+            model_swap,
+            lambda phases, start_s: phases.fault_s + 2 * start_s + 15,
+        ),
     )
 }
 
@@ -183,6 +233,7 @@ def analyze(samples: list[Sample], events: Events, deadline_ms: float) -> dict[s
     failed = [s for s in samples if s.status != "OK"]
     codes = Counter(s.status for s in samples)
     during = [s for s in samples if back is not None and fault <= s.sent_ns <= back]
+    during_ms = sorted(s.latency_ns / 1e6 for s in during)
     result: dict[str, object] = {
         "requests": len(samples),
         "ok": codes.get("OK", 0),
@@ -191,7 +242,8 @@ def analyze(samples: list[Sample], events: Events, deadline_ms: float) -> dict[s
         "deadline_exceeded": codes.get("DEADLINE_EXCEEDED", 0),
         "deadline_ms": deadline_ms,
         "max_failed_ms": max((s.latency_ns / 1e6 for s in failed), default=None),
-        "max_ms_during_fault": max((s.latency_ns / 1e6 for s in during), default=None),
+        "max_ms_during_fault": during_ms[-1] if during_ms else None,
+        "p99_ms_during_fault": during_ms[int(0.99 * (len(during_ms) - 1))] if during_ms else None,
         "fault_to_back_s": (back - fault) / NS if back is not None else None,
         "error_window_s": None,
         "first_error_after_fault_s": None,
@@ -247,7 +299,7 @@ async def run_scenario(
     pids = {name: p.pid for name, p in stack.processes.items()}
     load = asyncio.create_task(run_load(settings, targets, workload))
     await asyncio.sleep(warmup_s + phases.before_s)
-    events = await asyncio.to_thread(scenario.inject, stack, phases)
+    events = await asyncio.to_thread(scenario.inject, stack, phases, data)
     report = await load
     result = analyze(report.samples, events, deadline_ms)
     result["processes"] = {
@@ -306,7 +358,11 @@ def start_stack(model_dir: Path, data: RatingData, redis_dir: Path, replicas: in
     from services.feature.loader import load_features
 
     stack = LocalStack(
-        model_dir=model_dir, redis_dir=redis_dir, log_level="ERROR", model_replicas=replicas
+        model_dir=model_dir,
+        redis_dir=redis_dir,
+        log_level="ERROR",
+        model_replicas=replicas,
+        environment={"MODEL_POLL_S": "0.5"},  # for model-swap
     )
     try:
         with sync_client(stack.start_redis()) as client:
@@ -350,11 +406,15 @@ def main(argv=None) -> int:
 
             data_dir = write_synthetic_movielens(work / "data")
         data = load_movielens(data_dir)
-        model_dir = args.model_dir
-        if model_dir is None:
-            model_dir = work / "models"
+        model_dir = work / "models"  # model-swap publishes versions here, never in --model-dir
+        if args.model_dir is None:
             print("training a quick model ...", flush=True)
             train(data_dir, model_dir)
+        else:
+            from recsys.artifacts import resolve_version
+
+            newest = resolve_version(args.model_dir)
+            shutil.copytree(newest, model_dir / newest.name)
         # one stack per number of model replicas; each scenario leaves it whole again
         for replicas in sorted({SCENARIOS[name].model_replicas for name in names}):
             stack, start_s = start_stack(model_dir, data, work / f"redis-{replicas}", replicas)
@@ -391,6 +451,8 @@ def main(argv=None) -> int:
             r["error_window_s"],
             r["errors_end_after_back_s"],
             r["max_failed_ms"],
+            r["p99_ms"],
+            r["p99_ms_during_fault"],
             r["max_ms_during_fault"],
             "yes" if r["all_up_at_end"] else "NO",
         ]
@@ -405,6 +467,8 @@ def main(argv=None) -> int:
         "error window s",
         "errors end after back s",
         "max failed ms",
+        "p99 ms",
+        "p99 ms in fault",
         "max ms in fault",
         "all up",
     ]
