@@ -109,6 +109,21 @@ def trained_run(synthetic_dir, tmp_path_factory):
     return source, train_and_evaluate(source, config, model_dir)
 
 
+# The deeper option, shrunk: one hidden layer each side, SELU, dropout on the input.
+TINY_DEEP = {**TINY_TRAINING, "hidden_layers": [16], "activation": "selu", "input_dropout": 0.1}
+
+
+@pytest.fixture(scope="session")
+def trained_deep_run(synthetic_dir, tmp_path_factory):
+    """(DataSource, TrainingRun) of a small deep autoencoder on the synthetic data."""
+    from recsys.model.config import PRESETS
+    from recsys.pipeline import find_data, train_and_evaluate
+
+    source = find_data(synthetic_dir, download=None)
+    config = PRESETS["default"].replace(**TINY_DEEP)
+    return source, train_and_evaluate(source, config, tmp_path_factory.mktemp("deep_models"))
+
+
 def team_data(name: str) -> Path:
     """A dataset of ../shared/data; CI always has it, so its absence is a failure."""
     path = TEAM_DATA / name

@@ -144,11 +144,11 @@ def resolve_version(model_dir: Path | str, version: str | None = None) -> Path:
 
 
 def load_artifact(path: Path | str) -> Artifact:
-    """Load a version directory: the Keras file with safe_mode=True, then its kernels as
-    NumPy matrices for inference."""
+    """Load a version directory: the Keras file with safe_mode=True, then its layers as
+    NumPy matrices for inference (the article's network or the deeper one)."""
     import keras  # deferred: reading metadata should not pay for TensorFlow start-up
 
-    from recsys.model.training import linear_network
+    from recsys.model.training import network_of
 
     path = Path(path)
     missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
@@ -156,7 +156,7 @@ def load_artifact(path: Path | str) -> Artifact:
         raise ArtifactError(f"{path} is not a complete model version (missing {missing})")
     try:
         model = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
-        network = linear_network(model)
+        network = network_of(model)
     except Exception as exc:  # a corrupt or foreign file: say which, keep the cause
         raise ArtifactError(f"cannot load {path / MODEL_FILE}: {exc}") from exc
     try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.errors import InvalidArgument, NotFound
+from recsys.errors import FailedPrecondition, InvalidArgument, NotFound
 from recsys.features import ItemIndex, Normalization, user_preferences
 
 METRICS = ("euclidean", "cosine")
@@ -30,6 +30,10 @@ class LinearAutoencoder:
     @property
     def encoding_size(self) -> int:
         return self.encoder_kernel.shape[1]
+
+    @property
+    def depth(self) -> int:
+        return 1
 
     def encode(self, preferences) -> np.ndarray:
         """(batch, n_items) dense or CSR preferences → (batch, k) codes."""
@@ -51,6 +55,119 @@ class LinearAutoencoder:
         """(n_items, k): item j's embedding is column j of the decoder kernel (the article)."""
         return self.decoder_kernel.T
 
+    def contributions(self, columns: np.ndarray, values: np.ndarray, target: int) -> np.ndarray:
+        """What each input entry adds to the predicted preference at column `target`:
+        values[j] · (W_enc W_dec)[columns[j], target], (n,) float64. The network is linear
+        without biases, so these add up to predict(x)[target] exactly (to rounding)."""
+        weights = self.encoder_kernel[columns].astype(np.float64) @ self.decoder_kernel[
+            :, target
+        ].astype(np.float64)
+        return np.asarray(values, dtype=np.float64) * weights
+
+
+ACTIVATIONS = ("linear", "selu", "elu", "relu", "tanh")
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def activate(values: np.ndarray, activation: str) -> np.ndarray:
+    """The Keras activations the deep autoencoder may use, in NumPy (float32 in, float32 out)."""
+    if activation == "linear":
+        return values
+    if activation == "relu":
+        return np.maximum(values, 0)
+    if activation == "tanh":
+        return np.tanh(values)
+    negative = np.expm1(np.minimum(values, 0))  # exp(x) - 1 where x < 0; no overflow above
+    if activation == "elu":
+        return np.where(values > 0, values, negative).astype(np.float32)
+    if activation == "selu":
+        return (SELU_SCALE * np.where(values > 0, values, SELU_ALPHA * negative)).astype(np.float32)
+    raise ValueError(f"unknown activation {activation!r}; known: {ACTIVATIONS}")
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """One Keras Dense layer as NumPy: kernel (n_in, n_out) float32, bias (n_out,) float32 or
+    None, activation name."""
+
+    kernel: np.ndarray
+    bias: np.ndarray | None
+    activation: str
+
+    def __call__(self, inputs) -> np.ndarray:
+        out = np.asarray(inputs @ self.kernel, dtype=np.float32)
+        if self.bias is not None:
+            out = out + self.bias
+        return activate(out, self.activation)
+
+
+@dataclass(frozen=True)
+class DeepAutoencoder:
+    """A stack of dense layers: `encoder` layers end in the code layer (width k), `decoder`
+    layers end in the output layer (width n_items, linear). The deeper option of Kuchaiev &
+    Ginsburg ("Training Deep AutoEncoders for Collaborative Filtering"); input dropout is a
+    training-time layer only, so inference is these matrix products.
+
+    Same interface as LinearAutoencoder: encode, predict, predict_pairs, item_embeddings."""
+
+    encoder: tuple[DenseLayer, ...]
+    decoder: tuple[DenseLayer, ...]
+
+    def __post_init__(self):
+        if not self.encoder or not self.decoder:
+            raise ValueError("a deep autoencoder needs at least one encoder and decoder layer")
+        if self.decoder[-1].activation != "linear":
+            raise ValueError("the output layer must be linear (preferences can be negative)")
+
+    @property
+    def n_items(self) -> int:
+        return self.encoder[0].kernel.shape[0]
+
+    @property
+    def encoding_size(self) -> int:
+        return self.encoder[-1].kernel.shape[1]
+
+    @property
+    def depth(self) -> int:
+        """Dense layers on each side of the code (1: the article's shape)."""
+        return len(self.encoder)
+
+    def encode(self, preferences) -> np.ndarray:
+        """(batch, n_items) dense or CSR preferences → (batch, k) codes."""
+        values = preferences
+        for layer in self.encoder:
+            values = layer(values)
+        return np.asarray(values, dtype=np.float32)
+
+    def last_hidden(self, preferences) -> np.ndarray:
+        """The input of the output layer: (batch, width of the last decoder hidden layer)."""
+        values = self.encode(preferences)
+        for layer in self.decoder[:-1]:
+            values = layer(values)
+        return values
+
+    def predict(self, preferences) -> np.ndarray:
+        """(batch, n_items) dense or CSR preferences → (batch, n_items) predicted preferences."""
+        return self.decoder[-1](self.last_hidden(preferences))
+
+    def predict_pairs(self, preferences, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Predicted preference of row `rows[j]` at column `columns[j]`. (n_pairs,) float32."""
+        hidden = self.last_hidden(preferences)
+        output = self.decoder[-1]
+        values = np.einsum("pk,kp->p", hidden[rows], output.kernel[:, columns])
+        if output.bias is not None:
+            values = values + output.bias[columns]
+        return values.astype(np.float32)
+
+    @property
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, width): item j's embedding is column j of the last decoder kernel."""
+        return self.decoder[-1].kernel.T
+
+
+Network = LinearAutoencoder | DeepAutoencoder
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -68,12 +185,64 @@ class UserVector:
     unknown_item_ids: list[int]  # rated items the model does not cover (not used)
 
 
+@dataclass(frozen=True)
+class Contribution:
+    item_id: int
+    preference: float  # the user's preference for the rated item (the input), stars
+    contribution: float  # what it adds to the explained item's predicted preference, stars
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """predicted rating = μ + b_i + b_u + Σ contributions (listed + other)."""
+
+    item_id: int
+    predicted_rating: float
+    global_mean: float
+    item_mean: float
+    user_mean: float
+    predicted_preference: float
+    contributions: list[Contribution]  # largest |contribution| first, at most the limit
+    other_contribution: float  # sum of the ones not listed
+    other_count: int
+
+
+def explain_preferences(
+    network: Network,
+    index: ItemIndex,
+    columns: np.ndarray,
+    values: np.ndarray,
+    item_id: int,
+    limit: int,
+) -> tuple[float, list[Contribution], float, int]:
+    """(predicted preference, top `limit` contributions by |value|, sum of the others, how
+    many others) of `item_id` for the input preferences `values` at `columns`.
+    FailedPrecondition for a deep network: its predictions are no sum over rated items."""
+    if not isinstance(network, LinearAutoencoder):
+        raise FailedPrecondition(
+            "explanations need the linear network; this model is a deep autoencoder "
+            f"(depth {network.depth}), whose predictions are not sums over rated items"
+        )
+    if item_id not in index:
+        raise NotFound(f"movie {item_id} is not in the model")
+    if limit <= 0:
+        raise InvalidArgument("the number of contributions must be positive", field="limit")
+    parts = network.contributions(columns, values, index.column(item_id))
+    order = np.lexsort((columns, -np.abs(parts)))  # largest |contribution|, then by column
+    shown, rest = order[:limit], order[limit:]
+    listed = [
+        Contribution(int(index.item_ids[columns[j]]), float(values[j]), float(parts[j]))
+        for j in shown
+    ]
+    return float(parts.sum()), listed, float(parts[rest].sum()), len(rest)
+
+
 class Recommender:
     """A trained model with the index and normalization it was trained with."""
 
     def __init__(
         self,
-        network: LinearAutoencoder,
+        network: Network,
         index: ItemIndex,
         normalization: Normalization,
         rating_scale: tuple[float, float] = (1.0, 5.0),
@@ -116,6 +285,30 @@ class Recommender:
         predicted[user.rated_columns] = -np.inf
         top = top_k(predicted, min(k, len(self.index) - len(user.rated_columns)))
         return [Scored(int(self.index.item_ids[j]), float(predicted[j])) for j in top]
+
+    def explain(self, ratings: dict[int, float], item_id: int, limit: int = 10) -> Explanation:
+        """Why `item_id` gets its predicted rating from these ratings (linear network only)."""
+        user = self.user_vector(ratings)
+        columns = user.rated_columns
+        preference, listed, other, other_count = explain_preferences(
+            self.network, self.index, columns, user.preferences[columns], item_id, limit
+        )
+        column = self.index.column(item_id)
+        item_mean = float(self.normalization.item_means[column])
+        return Explanation(
+            item_id=int(item_id),
+            predicted_rating=self.normalization.global_mean
+            + item_mean
+            + user.user_mean
+            + preference,
+            global_mean=self.normalization.global_mean,
+            item_mean=item_mean,
+            user_mean=user.user_mean,
+            predicted_preference=preference,
+            contributions=listed,
+            other_contribution=other,
+            other_count=other_count,
+        )
 
     def similar(
         self, item_id: int, k: int = 10, *, metric: str = "euclidean", farthest: bool = False

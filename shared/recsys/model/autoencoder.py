@@ -3,6 +3,8 @@
 recommender = decoder ∘ encoder; encoder = Dense(k, linear, no bias) and
 decoder = Dense(n_items, linear, no bias) are models of their own, so the code of a
 preference vector and the item embeddings (the decoder kernel's columns) can be reached.
+The deeper option puts hidden layers (with biases and a non-linear activation) on both sides
+of the code and dropout on the input.
 """
 
 from __future__ import annotations
@@ -14,19 +16,45 @@ ENCODER = "encoder"
 DECODER = "decoder"
 
 
-def build_autoencoder(n_items: int, encoding_size: int, *, l2: float = 0.0) -> keras.Model:
-    """The recommender model: (batch, n_items) preferences → (batch, n_items) predictions."""
-    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+def build_autoencoder(
+    n_items: int,
+    encoding_size: int,
+    *,
+    l2: float = 0.0,
+    hidden_layers: tuple[int, ...] = (),
+    activation: str = "linear",
+    input_dropout: float = 0.0,
+) -> keras.Model:
+    """The recommender model: (batch, n_items) preferences → (batch, n_items) predictions.
 
-    def dense(units: int, name: str) -> keras.layers.Dense:
+    With the defaults it is the article's network. With `hidden_layers` (widths between the
+    input and the code, mirrored in the decoder) or a non-linear `activation` it is the deeper
+    option: every layer has a bias and that activation, except the output layer, which stays
+    linear and is still named "item_embeddings" (its kernel's columns are the item
+    embeddings). `input_dropout` adds a Dropout layer on the input, active in training only."""
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    deep = bool(hidden_layers) or activation != "linear"
+
+    def dense(units: int, name: str, act: str = activation) -> keras.layers.Dense:
         return keras.layers.Dense(
-            units, activation="linear", use_bias=False, kernel_regularizer=regularizer, name=name
+            units, activation=act, use_bias=deep, kernel_regularizer=regularizer, name=name
         )
 
-    code_input = keras.Input(shape=(encoding_size,), name="code")
-    decoder = keras.Model(code_input, dense(n_items, "item_embeddings")(code_input), name=DECODER)
     preferences = keras.Input(shape=(n_items,), name="preferences")
-    encoder = keras.Model(preferences, dense(encoding_size, "code")(preferences), name=ENCODER)
+    values = preferences
+    if input_dropout > 0:
+        values = keras.layers.Dropout(input_dropout, name="input_dropout")(values)
+    for n, width in enumerate(hidden_layers, 1):
+        values = dense(width, f"encoder_{n}")(values)
+    encoder = keras.Model(preferences, dense(encoding_size, "code")(values), name=ENCODER)
+
+    code_input = keras.Input(shape=(encoding_size,), name="code")
+    values = code_input
+    for n, width in enumerate(reversed(hidden_layers), 1):
+        values = dense(width, f"decoder_{n}")(values)
+    decoder = keras.Model(
+        code_input, dense(n_items, "item_embeddings", "linear")(values), name=DECODER
+    )
     return keras.Model(preferences, decoder(encoder(preferences)), name="recommender")
 
 

@@ -11,6 +11,7 @@ from recsys.errors import InvalidArgument
 from recsys.features import ItemSelection
 
 OPTIMIZERS = ("adadelta", "adam", "sgd")
+ACTIVATIONS = ("linear", "selu", "elu", "relu", "tanh")  # as recsys.scoring computes them
 STOPPING = ("loss", "validation")
 
 
@@ -19,6 +20,13 @@ class TrainConfig:
     top_n: int | None = None  # keep the N most-rated items (article: 500) ...
     min_ratings: int | None = None  # ... or every item with at least M ratings; neither: all
     encoding_size: int = 25  # k, the width of the code layer (article: 25)
+    # The deeper option (Kuchaiev & Ginsburg): widths of the hidden layers between the input
+    # and the code, mirrored in the decoder; e.g. (256,) is n → 256 → k → 256 → n. With
+    # hidden layers or a non-linear activation every layer has a bias; the output layer is
+    # always linear. () and "linear" are the article's network.
+    hidden_layers: tuple[int, ...] = ()
+    activation: str = "linear"  # of every layer but the output: linear, selu, elu, relu, tanh
+    input_dropout: float = 0.0  # Keras Dropout on the input, training only (after the hiding)
     hide_fraction: float = 0.2  # share of a user's known preferences hidden per epoch
     hidden_weight: float = 0.8  # loss weight on hidden entries ("frac"); 1 - it on visible
     l2: float = 0.0  # L2 penalty on both kernels, per weight
@@ -33,8 +41,20 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if isinstance(self.hidden_layers, int):  # --set hidden_layers=256
+            object.__setattr__(self, "hidden_layers", (self.hidden_layers,))
+        if self.hidden_layers is None:
+            object.__setattr__(self, "hidden_layers", ())
+        if not isinstance(self.hidden_layers, list | tuple) or not all(
+            isinstance(w, int) and not isinstance(w, bool) for w in self.hidden_layers
+        ):
+            raise InvalidArgument("hidden_layers must be a list of widths", field="hidden_layers")
+        object.__setattr__(self, "hidden_layers", tuple(self.hidden_layers))
         checks = [
             (self.encoding_size > 0, "encoding_size", "must be positive"),
+            (all(w > 0 for w in self.hidden_layers), "hidden_layers", "widths must be positive"),
+            (self.activation in ACTIVATIONS, "activation", f"must be one of {ACTIVATIONS}"),
+            (0 <= self.input_dropout < 1, "input_dropout", "must be in [0, 1)"),
             (0 < self.hide_fraction < 1, "hide_fraction", "must be in (0, 1)"),
             (0 <= self.hidden_weight <= 1, "hidden_weight", "must be in [0, 1]"),
             (self.l2 >= 0, "l2", "must be ≥ 0"),
@@ -51,6 +71,12 @@ class TrainConfig:
         ItemSelection(top_n=self.top_n, min_ratings=self.min_ratings)  # validates both
 
     @property
+    def is_linear(self) -> bool:
+        """The article's network: one linear layer each side, no biases. Only its
+        predictions are exact sums over the rated items (explanations)."""
+        return not self.hidden_layers and self.activation == "linear"
+
+    @property
     def item_selection(self) -> ItemSelection:
         return ItemSelection(top_n=self.top_n, min_ratings=self.min_ratings)
 
@@ -58,7 +84,9 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["hidden_layers"] = list(self.hidden_layers)  # JSON has lists, not tuples
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
 from recsys.model.autoencoder import build_autoencoder, decoder_of, encoder_of, packed_loss
 from recsys.model.config import TrainConfig
-from recsys.scoring import LinearAutoencoder
+from recsys.scoring import DeepAutoencoder, DenseLayer, LinearAutoencoder, Network
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class ValidationSet:
             held_out["rating"].to_numpy(np.float64),
         )
 
-    def rmse(self, network: LinearAutoencoder, normalization: Normalization, scale) -> float:
+    def rmse(self, network: Network, normalization: Normalization, scale) -> float:
         prefs = network.predict_pairs(self.inputs.matrix, self.rows, self.columns)
         predicted = normalization.denormalize(
             prefs.astype(np.float64), self.inputs.user_means[self.rows], self.columns
@@ -95,14 +95,33 @@ class ValidationSet:
         return float(np.sqrt(np.mean((predicted - self.ratings) ** 2)))
 
 
-def linear_network(recommender: keras.Model) -> LinearAutoencoder:
-    """The kernels of a trained recommender as NumPy matrices."""
-    encoder_kernel = encoder_of(recommender).get_layer("code").kernel
-    decoder_kernel = decoder_of(recommender).get_layer("item_embeddings").kernel
-    return LinearAutoencoder(
-        np.asarray(keras.ops.convert_to_numpy(encoder_kernel), dtype=np.float32),
-        np.asarray(keras.ops.convert_to_numpy(decoder_kernel), dtype=np.float32),
-    )
+def network_of(recommender: keras.Model) -> Network:
+    """The trained layers as NumPy: a LinearAutoencoder for the article's network (one
+    linear layer without bias on each side), else a DeepAutoencoder of every Dense layer."""
+
+    def dense_layers(model: keras.Model) -> tuple[DenseLayer, ...]:
+        return tuple(
+            DenseLayer(
+                _numpy(layer.kernel),
+                _numpy(layer.bias) if layer.use_bias else None,
+                layer.activation.__name__,
+            )
+            for layer in model.layers
+            if isinstance(layer, keras.layers.Dense)
+        )
+
+    encoder = dense_layers(encoder_of(recommender))
+    decoder = dense_layers(decoder_of(recommender))
+    article_shaped = len(encoder) == 1 and len(decoder) == 1
+    if article_shaped and all(
+        layer.bias is None and layer.activation == "linear" for layer in encoder + decoder
+    ):
+        return LinearAutoencoder(encoder[0].kernel, decoder[0].kernel)
+    return DeepAutoencoder(encoder, decoder)
+
+
+def _numpy(variable) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
 
 
 class ValidationRMSE(keras.callbacks.Callback):
@@ -116,7 +135,7 @@ class ValidationRMSE(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            network = linear_network(self.model)
+            network = network_of(self.model)
             logs["val_rmse"] = self.validation.rmse(network, self.normalization, self.scale)
 
 
@@ -155,15 +174,27 @@ class TrainedModel:
     seconds: float = 0.0
 
     @property
-    def network(self) -> LinearAutoencoder:
-        return linear_network(self.recommender)
+    def network(self) -> Network:
+        return network_of(self.recommender)
 
     def serving_model(self) -> keras.Model:
         """An uncompiled copy with the trained weights: what an artifact stores (no loss,
         no optimizer state, so loading needs no custom objects)."""
-        copy = build_autoencoder(len(self.index), self.config.encoding_size)
+        copy = build_for(self.config, len(self.index))
         copy.set_weights(self.recommender.get_weights())
         return copy
+
+
+def build_for(config: TrainConfig, n_items: int) -> keras.Model:
+    """The network a configuration describes, untrained."""
+    return build_autoencoder(
+        n_items,
+        config.encoding_size,
+        l2=config.l2,
+        hidden_layers=config.hidden_layers,
+        activation=config.activation,
+        input_dropout=config.input_dropout,
+    )
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
@@ -200,7 +231,7 @@ def train_autoencoder(
         train_matrix.nnz,
     )
 
-    recommender = build_autoencoder(len(index), config.encoding_size, l2=config.l2)
+    recommender = build_for(config, len(index))
     recommender.compile(
         optimizer=make_optimizer(config), loss=packed_loss(config.hidden_weight), jit_compile=True
     )
