@@ -38,7 +38,7 @@ def test_help_reads_well():
     out = subprocess.run(
         [sys.executable, "-m", "recsys.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for command in ("train", "evaluate", "recommend", "similar", "versions", "download"):
+    for command in ("train", "evaluate", "sweep", "recommend", "explain", "similar", "versions"):
         assert command in out
 
 
@@ -59,6 +59,8 @@ def test_train_then_query(synthetic_dir, tmp_path, capsys):
                 "max_epochs=5",
                 "--json",
                 str(tmp_path / "train.json"),
+                "--report-dir",
+                str(tmp_path / "train-report"),
             ]
         )
         == 0
@@ -66,18 +68,56 @@ def test_train_then_query(synthetic_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "bias baseline" in out and "autoencoder" in out
     result = json.loads((tmp_path / "train.json").read_text())
-    assert [s["name"] for s in result["scores"]] == ["global mean", "bias baseline", "autoencoder"]
+    assert [s["name"] for s in result["scores"]] == [
+        "global mean",
+        "bias baseline",
+        "EASE",
+        "autoencoder",
+        "autoencoder by rating",
+        "autoencoder by preference",
+    ]
+    report = (tmp_path / "train-report" / "report.md").read_text()
+    for figure in ("training_curves.png", "item_map.png"):
+        assert f"]({figure})" in report
+        assert (tmp_path / "train-report" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Leakage check: 0 of" in report
 
     assert main(["recommend", "1:5,5:5,2:1", "-k", "3", "--model-dir", str(models)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 + 2 + 3 and "Synthetic Movie" in lines[-1]
+    assert "by relevance" in lines[0]
+    assert main(["recommend", "1:5", "--rank-by", "rating", "--model-dir", str(models)]) == 0
+    assert "by rating" in capsys.readouterr().out
+
+    explained = tmp_path / "explain.json"
+    args = ["explain", "1:5,5:5,2:1", "9", "--limit", "2", "--json", str(explained)]
+    assert main([*args, "--model-dir", str(models)]) == 0
+    assert "(1 others)" in capsys.readouterr().out
+    e = json.loads(explained.read_text())
+    parts = [c["contribution"] for c in e["contributions"]] + [e["other_contribution"]]
+    assert sum(parts) == pytest.approx(e["predicted_preference"], abs=1e-5)
+    assert e["global_mean"] + e["item_mean"] + e["user_mean"] + sum(parts) == pytest.approx(
+        e["predicted_rating"]
+    )
 
     assert main(["similar", "1", "-k", "2", "--metric", "cosine", "--model-dir", str(models)]) == 0
     assert "cosine distance, nearest to 1" in capsys.readouterr().out
 
     assert (
-        main(["evaluate", "--model-dir", str(models), "--json", str(tmp_path / "eval.json")]) == 0
+        main(
+            [
+                "evaluate",
+                "--model-dir",
+                str(models),
+                "--json",
+                str(tmp_path / "eval.json"),
+                "--report-dir",
+                str(tmp_path / "eval-report"),
+            ]
+        )
+        == 0
     )
+    assert (tmp_path / "eval-report" / "item_map.png").is_file()
     evaluated = json.loads((tmp_path / "eval.json").read_text())["scores"]
     assert evaluated == result["scores"]  # the same split and model give the same figures
 

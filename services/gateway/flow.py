@@ -63,6 +63,26 @@ class Scored:
     value: float  # a predicted rating, or a distance
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """predicted_rating = global_mean + item_mean + user_mean + predicted_preference, and
+    predicted_preference = Σ contributions (listed, `value` of each) + other_contribution."""
+
+    movie_id: int
+    title: str
+    predicted_rating: float
+    global_mean: float
+    item_mean: float
+    user_mean: float
+    predicted_preference: float
+    contributions: list[Scored]  # the rated movies; value = contribution in stars
+    preferences: list[float]  # the user's preference for each of them, same order
+    other_contribution: float
+    other_count: int
+    model_version: str
+    ignored_movie_ids: list[int]
+
+
 class Stages:
     """Wall time of each stage of one request (features, model, rank), in milliseconds,
     so a slow request can be explained; the servicer returns them as trailing metadata.
@@ -414,6 +434,57 @@ class PredictFlow:
             feature_pb2.DeleteUserRequest(user_id=user_id),
             context,
         )
+
+    async def explain(self, request, limit: int, context) -> Explanation:
+        """The model's Explain for the request's user and movie, with μ, b_i, b_u and titles.
+        Follows a model that moved to another version once, as `predict` does."""
+        if request.movie_id <= 0:
+            raise InvalidArgument("movie_id must be positive", field="movie_id")
+        for attempt in range(2):
+            version = await self.model_version(context, refresh=attempt > 0)
+            data = await self.version_data(version, context)
+            user = await self.user_input(request, version, data, context)
+            explain = model_pb2.ExplainRequest(
+                preferences=model_pb2.SparseVector(
+                    movie_ids=user.movie_ids.tolist(), values=user.preferences.tolist()
+                ),
+                movie_id=request.movie_id,
+                max_contributions=limit,
+                model_version=version,
+            )
+            try:
+                reply = await self.upstreams.call(
+                    "model", self.upstreams.model.Explain, explain, context
+                )
+            except FailedPrecondition:
+                if attempt == 0 and await self.model_version(context, refresh=True) != version:
+                    continue
+                raise
+            column = int(data.index.columns(np.array([request.movie_id]))[0])
+            item_mean = float(data.normalization.item_means[column])
+            contributions = [
+                Scored(c.movie_id, *data.title(c.movie_id), c.contribution)
+                for c in reply.contributions
+            ]
+            return Explanation(
+                movie_id=request.movie_id,
+                title=data.title(request.movie_id)[0],
+                predicted_rating=data.normalization.global_mean
+                + item_mean
+                + user.user_mean
+                + reply.predicted_preference,
+                global_mean=data.normalization.global_mean,
+                item_mean=item_mean,
+                user_mean=user.user_mean,
+                predicted_preference=reply.predicted_preference,
+                contributions=contributions,
+                preferences=[c.preference for c in reply.contributions],
+                other_contribution=reply.other_contributions,
+                other_count=reply.other_count,
+                model_version=version,
+                ignored_movie_ids=user.ignored_movie_ids,
+            )
+        raise AssertionError("unreachable")
 
     async def similar(self, movie_id: int, k: int, metric, farthest: bool, context):
         """Nearest (or farthest) items in the embeddings of the version whose catalog names

@@ -11,6 +11,7 @@ from services.gateway.flow import PredictFlow, Stages
 log = logging.getLogger(__name__)
 
 DEFAULT_K = 10
+DEFAULT_CONTRIBUTIONS = 10
 MAX_K = 1000
 MAX_MOVIE_IDS = 10_000
 
@@ -104,6 +105,34 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.DeleteRatingsResponse(
             user=user_state(reply.features, reply.unused_movie_ids),
             missing_movie_ids=reply.missing_movie_ids,
+        )
+
+    async def ExplainPrediction(self, request, context):
+        limit = request.max_contributions or DEFAULT_CONTRIBUTIONS
+        if not 1 <= limit <= MAX_K:
+            raise InvalidArgument(
+                f"max_contributions must be between 1 and {MAX_K}, got {request.max_contributions}",
+                field="max_contributions",
+            )
+        explanation = await self.flow.explain(request, limit, context)
+        return gateway_pb2.ExplainPredictionResponse(
+            movie_id=explanation.movie_id,
+            title=explanation.title,
+            predicted_rating=explanation.predicted_rating,
+            global_mean=explanation.global_mean,
+            item_mean=explanation.item_mean,
+            user_mean=explanation.user_mean,
+            predicted_preference=explanation.predicted_preference,
+            contributions=[
+                gateway_pb2.RatedContribution(
+                    movie_id=s.movie_id, title=s.title, preference=pref, contribution=s.value
+                )
+                for s, pref in zip(explanation.contributions, explanation.preferences, strict=True)
+            ],
+            other_contributions=explanation.other_contribution,
+            other_count=explanation.other_count,
+            model_version=explanation.model_version,
+            ignored_movie_ids=explanation.ignored_movie_ids,
         )
 
     async def DeleteUser(self, request, context):

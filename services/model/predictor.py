@@ -11,7 +11,7 @@ import numpy as np
 
 from recsys.artifacts import Artifact, load_artifact, resolve_version
 from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from recsys.scoring import top_k
+from recsys.scoring import Contribution, explain_preferences, top_k
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,15 @@ class Prediction:
     movie_ids: np.ndarray  # (n,) int64
     preferences: np.ndarray  # (n,) float32 predicted preferences
     ignored_movie_ids: list[int]  # input items the model does not cover
+
+
+@dataclass(frozen=True)
+class Explained:
+    predicted_preference: float
+    contributions: list[Contribution]  # largest |contribution| first
+    other_contribution: float
+    other_count: int
+    ignored_movie_ids: list[int]
 
 
 class Predictor:
@@ -110,6 +119,20 @@ class Predictor:
 
     def similar(self, movie_id: int, k: int, metric: str = "euclidean", farthest=False):
         return self.artifact.recommender.similar(movie_id, k, metric=metric, farthest=farthest)
+
+    def explain(
+        self, movie_ids: np.ndarray, values: np.ndarray, movie_id: int, limit: int
+    ) -> Explained:
+        """The predicted preference of `movie_id` as a sum over the input's items (linear
+        model only: FailedPrecondition for a deep one; NotFound for a movie not in it)."""
+        columns = self.index.columns(movie_ids)
+        known = columns >= 0
+        preference, listed, other, other_count = explain_preferences(
+            self.network, self.index, columns[known], values[known], movie_id, limit
+        )
+        return Explained(
+            preference, listed, other, other_count, sorted(int(i) for i in movie_ids[~known])
+        )
 
 
 class PredictorHolder:

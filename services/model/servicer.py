@@ -22,6 +22,7 @@ from services.model.predictor import (
 MAX_BATCH = 256
 MAX_PREFERENCES = 20_000
 MAX_ABS_PREFERENCE = 100.0  # stars; real preferences lie within a few stars of 0
+DEFAULT_CONTRIBUTIONS = 10  # Explain's max_contributions when 0
 METRICS = {
     model_pb2.METRIC_UNSPECIFIED: "euclidean",
     model_pb2.METRIC_EUCLIDEAN: "euclidean",
@@ -151,4 +152,25 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             metrics=metrics,
             config_json=json.dumps(artifact.config, sort_keys=True),
             created=artifact.metadata.get("created", ""),
+        )
+
+    async def Explain(self, request, context):
+        predictor = self.holder.get(request.model_version)
+        if request.movie_id <= 0:
+            raise InvalidArgument("movie_id must be positive", field="movie_id")
+        limit = check_k(request.max_contributions or DEFAULT_CONTRIBUTIONS, "max_contributions")
+        movie_ids, values = sparse_vector(request, "preferences")
+        explained = predictor.explain(movie_ids, values, request.movie_id, limit)
+        return model_pb2.ExplainResponse(
+            model_version=predictor.version,
+            predicted_preference=explained.predicted_preference,
+            contributions=[
+                model_pb2.Contribution(
+                    movie_id=c.item_id, preference=c.preference, contribution=c.contribution
+                )
+                for c in explained.contributions
+            ],
+            other_contributions=explained.other_contribution,
+            other_count=explained.other_count,
+            ignored_movie_ids=explained.ignored_movie_ids,
         )

@@ -8,6 +8,8 @@
         metadata.json        version, creation time, dataset, data fingerprint, training
                              history, evaluation metrics
         catalog.json         title and genres of each item (column order), for display
+        item_item.npy        optional: EASE item-item weights (n_items, n_items) float32 for
+                             the "relevance" ranking, and ranking.json: its λ and blend weight
 
 A version directory is written under a temporary name and renamed into place, so a reader
 never sees half of one. Version names sort by creation time; the newest is the largest.
@@ -30,6 +32,7 @@ import pandas as pd
 
 from recsys.errors import ArtifactError
 from recsys.features import ItemIndex, Normalization
+from recsys.ranking import ItemItemRanking
 from recsys.scoring import Recommender
 
 MODEL_FILE = "model.keras"
@@ -38,6 +41,8 @@ NORMALIZATION_FILE = "normalization.json"
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
 CATALOG_FILE = "catalog.json"
+ITEM_ITEM_FILE = "item_item.npy"
+RANKING_FILE = "ranking.json"
 REQUIRED_FILES = (MODEL_FILE, ITEMS_FILE, NORMALIZATION_FILE, CONFIG_FILE, METADATA_FILE)
 
 
@@ -86,6 +91,7 @@ def save_artifact(
     rating_scale: tuple[float, float],
     catalog: pd.DataFrame | None = None,
     version: str | None = None,
+    ranking: ItemItemRanking | None = None,
 ) -> Path:
     """Write a version directory atomically and return its path. `catalog`: title and genres
     columns indexed by item id (missing items get an empty title)."""
@@ -111,6 +117,12 @@ def save_artifact(
         _write_json(staging / CONFIG_FILE, config)
         _write_json(staging / METADATA_FILE, {"version": version, **metadata})
         _write_json(staging / CATALOG_FILE, _catalog_rows(index, catalog))
+        if ranking is not None:
+            np.save(staging / ITEM_ITEM_FILE, ranking.weights.astype(np.float32))
+            _write_json(
+                staging / RANKING_FILE,
+                {"l2": ranking.l2, "preference_weight": ranking.preference_weight},
+            )
         os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -168,7 +180,7 @@ def load_artifact(path: Path | str) -> Artifact:
             np.array(normalization_values["item_means"], dtype=np.float64),
         )
         scale = tuple(normalization_values.get("rating_scale", (1.0, 5.0)))
-        recommender = Recommender(network, index, normalization, scale)
+        recommender = Recommender(network, index, normalization, scale, _read_ranking(path))
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path}: malformed model version ({exc!r})") from exc
     metadata = _read_json(path / METADATA_FILE)
@@ -237,6 +249,18 @@ def load_features_spec(path: Path | str) -> FeatureSpec:
         rating_scale=(float(low), float(high)),
         catalog=catalog,
     )
+
+
+def _read_ranking(path: Path) -> ItemItemRanking | None:
+    """The version's item-item ranking, or None for a version saved without one."""
+    if not (path / ITEM_ITEM_FILE).is_file():
+        return None
+    values = _read_json(path / RANKING_FILE)
+    try:
+        weights = np.load(path / ITEM_ITEM_FILE, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot read {path / ITEM_ITEM_FILE}: {exc}") from exc
+    return ItemItemRanking(weights, float(values["l2"]), float(values["preference_weight"]))
 
 
 def _catalog_rows(index: ItemIndex, catalog: pd.DataFrame | None) -> list[dict[str, Any]]:

@@ -1,12 +1,14 @@
-"""The `recsys` command line: train, evaluate, recommend, similar, serve, versions, load-features,
-download, synthesize. Tables go to stdout, progress and logs to stderr."""
+"""The `recsys` command line: train, evaluate, sweep, recommend, explain, similar, serve,
+versions, load-features, download, synthesize. Tables go to stdout, progress and logs to stderr."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from recsys.errors import InvalidArgument, RecsysError, Unavailable
@@ -104,13 +106,22 @@ def cmd_train(args) -> int:
     config = PRESETS[args.preset].replace(**parse_settings(args.set or []))
     source = find_data(args.data, download=None if args.no_download else "ml-1m")
     log.info("data: %s (%s, %d ratings)", source.path, source.how, len(source.data.ratings))
-    run = train_and_evaluate(source, config, args.model_dir, progress=args.progress)
+    run = train_and_evaluate(
+        source,
+        config,
+        args.model_dir,
+        progress=args.progress,
+        report_dir=None if args.no_report else (args.report_dir or Path("reports") / "{version}"),
+        command=command_line(),
+    )
     print(f"model version {run.artifact_path.name} saved in {run.artifact_path.parent}")
     print(
         f"preset {args.preset}: {run.epochs} epochs (best {run.best_epoch}), "
         f"loss {run.final_loss:.4f}, {run.seconds:.1f}s"
     )
     print(scores_table(run.scores))
+    if run.report_path:
+        print(f"report and figures: {run.report_path}")
     if args.json:
         write_json(
             args.json,
@@ -132,9 +143,12 @@ def cmd_evaluate(args) -> int:
     artifact = _load(args)
     data_path = args.data or artifact.metadata.get("dataset", {}).get("path")
     source = find_data(data_path, download=None)
-    scores = evaluate_artifact(artifact, source)
+    report_dir = None if args.no_report else (args.report_dir or Path("reports") / artifact.version)
+    scores = evaluate_artifact(artifact, source, report_dir=report_dir, command=command_line())
     print(f"model version {artifact.version}, data {source.path}")
     print(scores_table(scores))
+    if report_dir is not None:
+        print(f"report and figures: {report_dir / 'report.md'}")
     if args.json:
         write_json(
             args.json,
@@ -154,8 +168,9 @@ def cmd_recommend(args) -> int:
     user = artifact.recommender.user_vector(ratings)
     if user.unknown_item_ids:
         log.warning("not in the model, ignored: %s", user.unknown_item_ids)
-    picks = artifact.recommender.recommend(ratings, args.k)
-    print(f"model version {artifact.version}; top {args.k} for {args.ratings}")
+    rank_by = args.rank_by or artifact.recommender.default_rank_by
+    picks = artifact.recommender.recommend(ratings, args.k, rank_by=rank_by)
+    print(f"model version {artifact.version}; top {args.k} by {rank_by} for {args.ratings}")
     print(
         format_table(
             ["rank", "movie_id", "predicted", "title"],
@@ -184,6 +199,30 @@ def cmd_similar(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    """The predicted rating of one movie as μ + b_i + b_u + a sum over the rated movies."""
+    artifact = _load(args)
+    ratings = parse_ratings(args.ratings)
+    explanation = artifact.recommender.explain(ratings, args.item_id, args.limit)
+    e = explanation
+    print(
+        f"model version {artifact.version}; {args.item_id} {artifact.title(args.item_id)}: "
+        f"predicted rating {e.predicted_rating:.4f} = μ {e.global_mean:.4f} "
+        f"+ b_i {e.item_mean:.4f} + b_u {e.user_mean:.4f} "
+        f"+ preference {e.predicted_preference:.4f}"
+    )
+    rows = [
+        [n, c.item_id, ratings[c.item_id], c.preference, c.contribution, artifact.title(c.item_id)]
+        for n, c in enumerate(e.contributions, 1)
+    ]
+    if e.other_count:
+        rows.append(["", "", None, None, e.other_contribution, f"({e.other_count} others)"])
+    print(format_table(["rank", "movie_id", "rating", "preference", "contribution", "title"], rows))
+    if args.json:
+        write_json(args.json, {"version": artifact.version, **dataclasses.asdict(e)})
+    return 0
+
+
 def cmd_versions(args) -> int:
     from recsys.artifacts import list_versions
 
@@ -194,15 +233,38 @@ def cmd_versions(args) -> int:
     rows = []
     for version in versions:
         meta = json.loads((Path(args.model_dir) / version / "metadata.json").read_text())
-        model_scores = [
-            m
-            for n, m in meta.get("metrics", {}).items()
-            if n not in ("global mean", "bias baseline")
-        ]
-        rmse = model_scores[0]["rmse"] if model_scores else None
+        rmse = meta.get("metrics", {}).get("autoencoder", {}).get("rmse")
         rows.append([version, meta.get("dataset", {}).get("name", "?"), rmse])
     print(format_table(["version", "data", "test RMSE"], rows))
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from recsys.model.config import PRESETS
+    from recsys.pipeline import find_data
+    from recsys.sweep import configurations, parse_config, parse_vary, run_sweep, write_sweep
+
+    base = PRESETS[args.preset].replace(**parse_settings(args.set or []))
+    configs = configurations(
+        base,
+        parse_vary(args.vary or []),
+        [parse_config(c) for c in args.config or []],
+        one_at_a_time=args.one_at_a_time,
+    )
+    source = find_data(args.data, download=None if args.no_download else "ml-1m")
+    log.info("sweep of %d configurations on %s (%s)", len(configs), source.path, source.how)
+    result = run_sweep(source, configs, base)
+    out = args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    markdown, data = write_sweep(result, out)
+    print(result.markdown())
+    print(f"best by validation RMSE: {result.best.label}")
+    print(f"wrote {markdown} and {data}")
+    return 0
+
+
+def command_line() -> str:
+    """The command as typed, for reports: `recsys train --data ...`."""
+    return " ".join(["recsys", *sys.argv[1:]])
 
 
 def cmd_download(args) -> int:
@@ -359,6 +421,16 @@ def cmd_loadtest(args) -> int:
     return 0
 
 
+def add_report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        help="where report.md, training_curves.png and item_map.png go "
+        "(default: reports/<version>)",
+    )
+    p.add_argument("--no-report", action="store_true", help="write no report or figures")
+
+
 def write_json(path: Path, value: object) -> None:
     """A report as indented JSON, creating the directory; logged."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -407,18 +479,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     p.add_argument("--progress", action="store_true", help="show a Keras progress bar")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    add_report_options(p)
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a saved model on the held-out split")
     with_model(p)
     p.add_argument("--data", type=Path, help="the data it was trained on (default: recorded)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    add_report_options(p)
     p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser(
+        "sweep",
+        help="train several configurations on one split; a table of their scores",
+        description="Configurations: the base (--preset with --set), then every combination "
+        "of the --vary values (or each value alone with --one-at-a-time), then each "
+        "--config. Every run trains, fits its relevance ranking and is scored on the DESIGN "
+        "§6 split beside EASE; the best is the lowest validation RMSE. Writes sweep.md and "
+        "sweep.json to --out.",
+    )
+    p.add_argument("--data", type=Path, help="MovieLens directory (default: download ML-1M)")
+    p.add_argument("--no-download", action="store_true", help="never try the network")
+    p.add_argument("--preset", choices=["default", "article"], default="default")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="change the base")
+    p.add_argument(
+        "--vary",
+        action="append",
+        metavar="NAME=V1,V2",
+        help="values of one setting, e.g. encoding_size=64,128 or hidden_layers=[],[256]",
+    )
+    p.add_argument("--one-at-a-time", action="store_true", help="vary one setting at a time")
+    p.add_argument(
+        "--config",
+        action="append",
+        metavar="'NAME=V NAME=V'",
+        help="one more configuration, e.g. 'hidden_layers=[256] activation=selu'",
+    )
+    p.add_argument("--out", type=Path, help="output directory (default: runs/sweep-<time>)")
+    p.set_defaults(run=cmd_sweep)
 
     p = sub.add_parser("recommend", help="top-k movies for ratings given inline")
     with_model(p)
     p.add_argument("ratings", help="MOVIE_ID:RATING pairs, e.g. 260:5,1196:4")
     p.add_argument("-k", type=int, default=10, help="how many (default: %(default)s)")
+    p.add_argument(
+        "--rank-by",
+        choices=["relevance", "rating", "preference"],
+        help="ranking mode (default: the version's, relevance when it has item-item weights)",
+    )
     p.set_defaults(run=cmd_recommend)
 
     p = sub.add_parser("similar", help="movies nearest to (or farthest from) a movie")
@@ -428,6 +536,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean")
     p.add_argument("--farthest", action="store_true", help="least similar first")
     p.set_defaults(run=cmd_similar)
+
+    p = sub.add_parser(
+        "explain",
+        help="why a movie gets its predicted rating: the contribution of each rated movie",
+        description="For the linear model the predicted preference is an exact sum over the "
+        "rated movies, x_j · (W_enc W_dec)[j, i]; listed by |contribution|. A deep model "
+        "cannot be explained this way (exit 2).",
+    )
+    with_model(p)
+    p.add_argument("ratings", help="MOVIE_ID:RATING pairs, e.g. 260:5,1196:4")
+    p.add_argument("item_id", type=int, help="the movie to explain, e.g. 1210")
+    p.add_argument("--limit", type=int, default=10, help="contributions listed (default: 10)")
+    p.add_argument("--json", type=Path, help="also write the explanation as JSON here")
+    p.set_defaults(run=cmd_explain)
 
     p = sub.add_parser("serve", help="run Redis and the three services until Ctrl-C / SIGTERM")
     with_model(p)

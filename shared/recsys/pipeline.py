@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from recsys.artifacts import Artifact, data_fingerprint, save_artifact
@@ -18,8 +19,11 @@ from recsys.data.download import download_dataset
 from recsys.data.movielens import RatingData, load_movielens
 from recsys.data.split import Split, split_ratings
 from recsys.data.synthetic import SyntheticSpec, write_synthetic_movielens
+from recsys.ease import DEFAULT_L2, Ease
 from recsys.errors import DownloadError, FailedPrecondition
-from recsys.evaluation.report import Scores, evaluate_all
+from recsys.evaluation.report import Scores, evaluate_all, leaked_pairs
+from recsys.evaluation.tuning import RankingFit, fit_relevance_ranking
+from recsys.features import preference_matrix
 from recsys.model.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -71,26 +75,75 @@ class TrainingRun:
     epochs: int
     final_loss: float
     seconds: float
+    report_path: Path | None = None
 
 
-def train_and_evaluate(
-    source: DataSource, config: TrainConfig, model_dir: Path, *, progress: bool = False
-) -> TrainingRun:
+@dataclass
+class ScoredModel:
+    """A configuration trained on the split and scored on its test part."""
+
+    trained: object  # recsys.model.training.TrainedModel (TensorFlow stays a deferred import)
+    ranking: RankingFit
+    scores: list[Scores]
+    leaked_pairs: int
+    split: Split
+
+    @property
+    def final_loss(self) -> float:
+        history, config = self.trained.history, self.trained.config
+        if config.early_stopping == "loss":
+            return history["loss"][self.trained.best_epoch - 1]
+        return history["loss"][-1]
+
+
+def train_and_score(
+    source: DataSource,
+    config: TrainConfig,
+    *,
+    split: Split | None = None,
+    progress: bool = False,
+    ease_cache: dict | None = None,
+) -> ScoredModel:
+    """Train `config` on the DESIGN §6 split, fit its relevance ranking (EASE + the rating
+    weight chosen on validation) and score it and the baselines on the test ratings."""
     from recsys.model.training import train_autoencoder  # deferred: TensorFlow start-up
 
-    split = split_ratings(source.data.ratings, seed=SPLIT_SEED)
+    split = split or split_ratings(source.data.ratings, seed=SPLIT_SEED)
     fit, validation = split_for(config, split)
     trained = train_autoencoder(
         fit, validation, config, rating_scale=source.data.rating_scale, progress=progress
     )
+    network = trained.network
+    ranking = fit_relevance_ranking(
+        network, trained.index, trained.normalization, split, easier=ease_cache
+    )
     scores = evaluate_all(
-        trained.network,
+        network,
         trained.index,
         trained.normalization,
         split.train,
         split.test,
         rating_scale=source.data.rating_scale,
+        ranking=ranking.ranking,
+        ease=Ease(ranking.ranking.weights, ranking.ranking.l2),
     )
+    return ScoredModel(trained, ranking, scores, leaked_pairs(split.train, split.test), split)
+
+
+def train_and_evaluate(
+    source: DataSource,
+    config: TrainConfig,
+    model_dir: Path,
+    *,
+    progress: bool = False,
+    report_dir: Path | None = None,
+    command: str = "",
+) -> TrainingRun:
+    """Train, score, save as a new version; with `report_dir` (where "{version}" becomes the
+    new version's name), also write the evaluation report and its figures there."""
+    scored = train_and_score(source, config, progress=progress)
+    trained, scores, split = scored.trained, scored.scores, scored.split
+    fit, _ = split_for(config, split)
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dataset": {
@@ -108,6 +161,8 @@ def train_and_evaluate(
             "seconds": round(trained.seconds, 2),
             "history": trained.history,
         },
+        "ranking": scored.ranking.to_dict(),
+        "leaked_pairs": scored.leaked_pairs,
         "metrics": {s.name: s.to_dict() for s in scores},
         "environment": environment(),
     }
@@ -120,22 +175,40 @@ def train_and_evaluate(
         metadata=metadata,
         rating_scale=source.data.rating_scale,
         catalog=source.data.items.set_index("item_id"),
+        ranking=scored.ranking.ranking,
     )
+    report_path = None
+    if report_dir is not None:
+        report_path = write_model_report(
+            Path(str(report_dir).replace("{version}", path.name)),
+            version=path.name,
+            source=source,
+            split=split,
+            index=trained.index,
+            embeddings=trained.network.item_embeddings,
+            config=config.to_dict(),
+            scores=scores,
+            metadata=metadata,
+            command=command,
+        )
     return TrainingRun(
         artifact_path=path,
         scores=scores,
         best_epoch=trained.best_epoch,
         epochs=len(trained.history.get("loss", [])),
-        final_loss=trained.history["loss"][trained.best_epoch - 1]
-        if config.early_stopping == "loss"
-        else trained.history["loss"][-1],
+        final_loss=scored.final_loss,
         seconds=trained.seconds,
+        report_path=report_path,
     )
 
 
-def evaluate_artifact(artifact: Artifact, source: DataSource) -> list[Scores]:
+def evaluate_artifact(
+    artifact: Artifact, source: DataSource, *, report_dir: Path | None = None, command: str = ""
+) -> list[Scores]:
     """Score a saved version on the split of the data it was trained on; refuses data whose
-    fingerprint differs from the one recorded at training time."""
+    fingerprint differs from the one recorded at training time. EASE is fitted again here on
+    the same training ratings; the model ranks with its saved item-item weights. With
+    `report_dir`, also writes the report and figures there."""
     recorded = artifact.metadata.get("dataset", {}).get("all_ratings_fingerprint")
     if recorded and recorded != data_fingerprint(source.data.ratings):
         raise FailedPrecondition(
@@ -143,14 +216,75 @@ def evaluate_artifact(artifact: Artifact, source: DataSource) -> list[Scores]:
         )
     split = split_ratings(source.data.ratings, seed=SPLIT_SEED)
     model = artifact.recommender
-    return evaluate_all(
+    l2 = model.ranking.l2 if model.ranking is not None else DEFAULT_L2
+    scores = evaluate_all(
         model.network,
         model.index,
         model.normalization,
         split.train,
         split.test,
         rating_scale=model.rating_scale,
+        ranking=model.ranking,
+        ease=Ease.fit(preference_matrix(split.train, model.index, model.normalization).matrix, l2),
     )
+    if report_dir is not None:
+        write_model_report(
+            Path(report_dir),
+            version=artifact.version,
+            source=source,
+            split=split,
+            index=model.index,
+            embeddings=model.network.item_embeddings,
+            config=artifact.config,
+            scores=scores,
+            metadata=artifact.metadata,
+            command=command,
+        )
+    return scores
+
+
+def write_model_report(
+    out_dir: Path,
+    *,
+    version: str,
+    source: DataSource,
+    split: Split,
+    index,
+    embeddings,
+    config: dict,
+    scores: list[Scores],
+    metadata: dict,
+    command: str,
+) -> Path:
+    """report.md + training_curves.png + item_map.png for a version (the training history
+    and ranking fit come from its metadata)."""
+    from recsys.evaluation.document import ReportInput, write_report
+
+    columns = index.columns(split.train["item_id"].to_numpy())
+    counts = np.bincount(columns[columns >= 0], minlength=len(index))  # training ratings
+    titles = source.data.items.set_index("item_id")["title"]
+    names = [str(titles.get(int(i), f"Item {i}")) for i in index.item_ids]
+    training = metadata.get("training", {})
+    path = write_report(
+        out_dir,
+        ReportInput(
+            version=version,
+            data=str(source.path),
+            config=config,
+            scores=scores,
+            leaked_pairs=leaked_pairs(split.train, split.test),
+            test_ratings=len(split.test),
+            history=training.get("history", {}),
+            best_epoch=training.get("best_epoch"),
+            ranking=metadata.get("ranking", {}),
+            command=command,
+        ),
+        embeddings=embeddings,
+        titles=names,
+        counts=counts,
+    )
+    log.info("wrote %s", path)
+    return path
 
 
 def environment() -> dict[str, str]:

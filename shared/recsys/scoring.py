@@ -12,6 +12,7 @@ import numpy as np
 
 from recsys.errors import FailedPrecondition, InvalidArgument, NotFound
 from recsys.features import ItemIndex, Normalization, user_preferences
+from recsys.ranking import ItemItemRanking, check_mode, default_mode, rank_scores
 
 METRICS = ("euclidean", "cosine")
 
@@ -246,9 +247,14 @@ class Recommender:
         index: ItemIndex,
         normalization: Normalization,
         rating_scale: tuple[float, float] = (1.0, 5.0),
+        ranking: ItemItemRanking | None = None,
     ):
         if network.n_items != len(index) or len(normalization.item_means) != len(index):
             raise ValueError("network, item index and normalization disagree on the item count")
+        if ranking is not None and ranking.weights.shape != (len(index), len(index)):
+            raise ValueError("the item-item ranking weights do not match the item count")
+        self.ranking = ranking
+        self.default_rank_by = default_mode(ranking)
         self.network = network
         self.index = index
         self.normalization = normalization
@@ -276,14 +282,25 @@ class Recommender:
         predicted = self.network.predict(user.preferences[None, :])[0]
         return self.normalization.denormalize(predicted.astype(np.float64), user.user_mean)
 
-    def recommend(self, ratings: dict[int, float], k: int = 10) -> list[Scored]:
-        """The k items with the highest predicted rating that the user has not rated."""
+    def recommend(
+        self, ratings: dict[int, float], k: int = 10, *, rank_by: str | None = None
+    ) -> list[Scored]:
+        """The k unrated items ranked by `rank_by` (recsys.ranking; default: the version's
+        default, "relevance" when it has item-item weights), with their predicted ratings."""
         if k <= 0:
             raise InvalidArgument("k must be positive", field="k")
+        mode = check_mode(rank_by or self.default_rank_by, self.ranking)
         user = self.user_vector(ratings)
         predicted = self.predict_ratings(user)
-        predicted[user.rated_columns] = -np.inf
-        top = top_k(predicted, min(k, len(self.index) - len(user.rated_columns)))
+        scores = rank_scores(
+            mode,
+            self.network.predict(user.preferences[None, :]),
+            self.normalization.item_means,
+            [user.rated_columns],
+            self.ranking,
+        )[0].astype(np.float64)
+        scores[user.rated_columns] = -np.inf
+        top = top_k(scores, min(k, len(self.index) - len(user.rated_columns)))
         return [Scored(int(self.index.item_ids[j]), float(predicted[j])) for j in top]
 
     def explain(self, ratings: dict[int, float], item_id: int, limit: int = 10) -> Explanation:

@@ -1,5 +1,6 @@
 """Score a trained model and the baselines on the same held-out pairs: RMSE and MAE of
-de-normalized ratings clipped to the rating scale, Recall@k and NDCG@k of top-k lists."""
+de-normalized ratings clipped to the rating scale, Recall@k and NDCG@k of top-k lists (the
+model's in each ranking mode, EASE's as the ranking baseline)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from recsys.ease import Ease
 from recsys.evaluation.metrics import mae, ndcg_at_k, recall_at_k, rmse
-from recsys.features import ItemIndex, Normalization, preference_matrix
-from recsys.scoring import LinearAutoencoder, top_k
+from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
+from recsys.ranking import RANK_MODES, ItemItemRanking, default_mode, rank_scores
+from recsys.scoring import Network, top_k
 
 RELEVANT_RATING = 4.0
 USERS_PER_CHUNK = 512
@@ -19,8 +22,8 @@ USERS_PER_CHUNK = 512
 @dataclass(frozen=True)
 class Scores:
     name: str
-    rmse: float
-    mae: float
+    rmse: float | None  # None for a ranking-only row (EASE, the model's other rankings)
+    mae: float | None
     recall_at_10: float | None
     ndcg_at_10: float | None
     test_pairs: int  # test ratings scored (those of items the model covers)
@@ -31,7 +34,7 @@ class Scores:
 
 
 def evaluate_all(
-    network: LinearAutoencoder,
+    network: Network,
     index: ItemIndex,
     normalization: Normalization,
     train: pd.DataFrame,
@@ -40,16 +43,20 @@ def evaluate_all(
     rating_scale: tuple[float, float] = (1.0, 5.0),
     model_name: str = "autoencoder",
     k: int = 10,
+    ranking: ItemItemRanking | None = None,
+    ease: Ease | None = None,
 ) -> list[Scores]:
-    """The model and the global-mean and bias (μ + b_i + b_u) baselines, on the test ratings
-    of covered items. A user's input is their `train` ratings only: a test rating is never
-    part of any input (`leakage_free` checks this)."""
+    """The model and the baselines on the test ratings of covered items: global mean, bias
+    (μ + b_i + b_u), EASE (ranking only; fitted here on `train` unless given). The model's
+    row ranks as Recommend does by default; one more row per other ranking mode
+    ("<model> by rating", ...). A user's input is their `train` ratings only: a test rating
+    is never part of any input (`leaked_pairs` counts those, and must find none)."""
     columns = index.columns(test["item_id"].to_numpy())
     covered = test[columns >= 0]
     coverage = len(covered) / max(len(test), 1)
     users = np.unique(covered["user_id"].to_numpy())
     inputs = preference_matrix(train, index, normalization, user_ids=users)
-    assert leakage_free(train, test), "a test rating is also a training rating"
+    assert leaked_pairs(train, test) == 0, "a test rating is also a training rating"
     rows = pd.Index(inputs.user_ids).get_indexer(covered["user_id"].to_numpy())
     cols = index.columns(covered["item_id"].to_numpy())
     actual = covered["rating"].to_numpy(np.float64)
@@ -63,12 +70,18 @@ def evaluate_all(
     model = normalization.denormalize(
         network.predict_pairs(inputs.matrix, rows, cols).astype(np.float64), user_means, cols
     )
-    relevant = _relevant_items(covered, index)
-    model_rank = _ranking_scores(inputs, relevant, normalization, network.predict, k)
-    bias_rank = _ranking_scores(inputs, relevant, normalization, lambda m: np.zeros(m.shape), k)
+    relevant = relevant_items(covered, index)
+    if ease is None:
+        ease = Ease.fit(preference_matrix(train, index, normalization).matrix)
+    item_means = normalization.item_means.astype(np.float32)
+
+    def by_mode(mode):
+        return lambda m: rank_scores(mode, network.predict(m), item_means, m, ranking)
+
     n, total = len(covered), coverage
     mean = np.full(n, normalization.global_mean)
-    return [
+    default = default_mode(ranking)
+    scores = [
         Scores(
             "global mean",
             rmse(clipped(mean), actual),
@@ -82,7 +95,15 @@ def evaluate_all(
             "bias baseline",
             rmse(clipped(bias), actual),
             mae(clipped(bias), actual),
-            *bias_rank,
+            *ranking_quality(inputs, relevant, lambda m: np.tile(item_means, (m.shape[0], 1)), k),
+            n,
+            total,
+        ),
+        Scores(
+            "EASE",
+            None,
+            None,
+            *ranking_quality(inputs, relevant, ease.scores, k),
             n,
             total,
         ),
@@ -90,20 +111,31 @@ def evaluate_all(
             model_name,
             rmse(clipped(model), actual),
             mae(clipped(model), actual),
-            *model_rank,
+            *ranking_quality(inputs, relevant, by_mode(default), k),
             n,
             total,
         ),
     ]
+    for mode in RANK_MODES:
+        if mode != default and (mode != "relevance" or ranking is not None):
+            quality = ranking_quality(inputs, relevant, by_mode(mode), k)
+            scores.append(Scores(f"{model_name} by {mode}", None, None, *quality, n, total))
+    return scores
+
+
+def leaked_pairs(train: pd.DataFrame, test: pd.DataFrame) -> int:
+    """How many (user, item) pairs of `test` are also in `train` (the inputs): must be 0."""
+    pairs = pd.MultiIndex.from_frame(train[["user_id", "item_id"]])
+    return int(pairs.isin(pd.MultiIndex.from_frame(test[["user_id", "item_id"]])).sum())
 
 
 def leakage_free(train: pd.DataFrame, test: pd.DataFrame) -> bool:
     """True when no (user, item) pair of `test` is also in `train`."""
-    pairs = pd.MultiIndex.from_frame(train[["user_id", "item_id"]])
-    return not pairs.isin(pd.MultiIndex.from_frame(test[["user_id", "item_id"]])).any()
+    return leaked_pairs(train, test) == 0
 
 
-def _relevant_items(covered: pd.DataFrame, index: ItemIndex) -> dict[int, set[int]]:
+def relevant_items(covered: pd.DataFrame, index: ItemIndex) -> dict[int, set[int]]:
+    """user → columns of their held-out ratings ≥ 4 (DESIGN §6)."""
     liked = covered[covered["rating"] >= RELEVANT_RATING]
     cols = index.columns(liked["item_id"].to_numpy())
     relevant: dict[int, set[int]] = {}
@@ -112,10 +144,10 @@ def _relevant_items(covered: pd.DataFrame, index: ItemIndex) -> dict[int, set[in
     return relevant
 
 
-def _ranking_scores(inputs, relevant, normalization, predict, k):
-    """Mean Recall@k and NDCG@k over users with relevant test items. Ranks every covered item
-    the user did not rate in train by predicted rating; b_u is constant per user, so ranking
-    by predicted preference + b_i gives the same order."""
+def ranking_quality(inputs: PreferenceMatrix, relevant, scores_of, k: int = 10):
+    """Mean Recall@k and NDCG@k over users with relevant test items. `scores_of` maps CSR
+    rows of `inputs.matrix` (a user's train ratings) to (batch, n_items) scores; every
+    covered item the user did not rate in train is ranked, larger score first."""
     row_of = {int(u): r for r, u in enumerate(inputs.user_ids)}
     users = [u for u in sorted(relevant) if u in row_of]
     if not users:
@@ -124,7 +156,7 @@ def _ranking_scores(inputs, relevant, normalization, predict, k):
     for start in range(0, len(users), USERS_PER_CHUNK):
         chunk = users[start : start + USERS_PER_CHUNK]
         rated = inputs.matrix[[row_of[u] for u in chunk]]
-        scores = predict(rated) + normalization.item_means[None, :]
+        scores = np.array(scores_of(rated), dtype=np.float64)
         for r, user in enumerate(chunk):
             row = scores[r]
             row[rated.indices[rated.indptr[r] : rated.indptr[r + 1]]] = -np.inf

@@ -543,3 +543,134 @@ class DeleteUserResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015
+
+@_typing.final
+class ExplainPredictionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    INLINE_RATINGS_FIELD_NUMBER: _builtins.int
+    MOVIE_ID_FIELD_NUMBER: _builtins.int
+    MAX_CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """A stored MovieLens user id, > 0. NOT_FOUND if the user has no stored ratings."""
+    movie_id: _builtins.int
+    """The movie to explain, > 0, a movie of the model (NOT_FOUND otherwise). Typically one
+    that Recommend returned. Example: 1196.
+    """
+    max_contributions: _builtins.int
+    """How many contributions to list, largest |contribution| first: 1 to 1000; 0 means 10."""
+    @_builtins.property
+    def inline_ratings(self) -> Global___InlineRatings: ...
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        inline_ratings: Global___InlineRatings | None = ...,
+        movie_id: _builtins.int = ...,
+        max_contributions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inline_ratings", b"inline_ratings", "user", b"user", "user_id", b"user_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inline_ratings", b"inline_ratings", "max_contributions", b"max_contributions", "movie_id", b"movie_id", "user", b"user", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_user: _TypeAlias = _typing.Literal["user_id", "inline_ratings"]  # noqa: Y015
+    _WhichOneofArgType_user: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_user) -> _WhichOneofReturnType_user | None: ...
+
+Global___ExplainPredictionRequest: _TypeAlias = ExplainPredictionRequest  # noqa: Y015
+
+@_typing.final
+class RatedContribution(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVIE_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    PREFERENCE_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_FIELD_NUMBER: _builtins.int
+    movie_id: _builtins.int
+    """A movie the user rated."""
+    title: _builtins.str
+    preference: _builtins.float
+    """The user's preference for it, r − μ − b_i − b_u, in stars."""
+    contribution: _builtins.float
+    """What it adds to the explained movie's predicted rating, in stars; may be negative."""
+    def __init__(
+        self,
+        *,
+        movie_id: _builtins.int = ...,
+        title: _builtins.str = ...,
+        preference: _builtins.float = ...,
+        contribution: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution", "movie_id", b"movie_id", "preference", b"preference", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RatedContribution: _TypeAlias = RatedContribution  # noqa: Y015
+
+@_typing.final
+class ExplainPredictionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVIE_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    PREDICTED_RATING_FIELD_NUMBER: _builtins.int
+    GLOBAL_MEAN_FIELD_NUMBER: _builtins.int
+    ITEM_MEAN_FIELD_NUMBER: _builtins.int
+    USER_MEAN_FIELD_NUMBER: _builtins.int
+    PREDICTED_PREFERENCE_FIELD_NUMBER: _builtins.int
+    CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    OTHER_CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    OTHER_COUNT_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    IGNORED_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    movie_id: _builtins.int
+    title: _builtins.str
+    predicted_rating: _builtins.float
+    """μ + b_i + b_u + predicted_preference, in stars, not clipped (as Recommend reports it)."""
+    global_mean: _builtins.float
+    """μ, the global mean rating of the model version, in stars. Example: 3.58."""
+    item_mean: _builtins.float
+    """b_i of the explained movie, in stars."""
+    user_mean: _builtins.float
+    """b_u of the user, in stars."""
+    predicted_preference: _builtins.float
+    """Sum of every contribution, in stars."""
+    other_contributions: _builtins.float
+    """Sum of the contributions not listed, in stars, and how many rated movies they are."""
+    other_count: _builtins.int
+    model_version: _builtins.str
+    @_builtins.property
+    def contributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RatedContribution]:
+        """Largest |contribution| first, at most max_contributions."""
+
+    @_builtins.property
+    def ignored_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Rated movies the model does not cover (they contribute nothing)."""
+
+    def __init__(
+        self,
+        *,
+        movie_id: _builtins.int = ...,
+        title: _builtins.str = ...,
+        predicted_rating: _builtins.float = ...,
+        global_mean: _builtins.float = ...,
+        item_mean: _builtins.float = ...,
+        user_mean: _builtins.float = ...,
+        predicted_preference: _builtins.float = ...,
+        contributions: _abc.Iterable[Global___RatedContribution] | None = ...,
+        other_contributions: _builtins.float = ...,
+        other_count: _builtins.int = ...,
+        model_version: _builtins.str = ...,
+        ignored_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributions", b"contributions", "global_mean", b"global_mean", "ignored_movie_ids", b"ignored_movie_ids", "item_mean", b"item_mean", "model_version", b"model_version", "movie_id", b"movie_id", "other_contributions", b"other_contributions", "other_count", b"other_count", "predicted_preference", b"predicted_preference", "predicted_rating", b"predicted_rating", "title", b"title", "user_mean", b"user_mean"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainPredictionResponse: _TypeAlias = ExplainPredictionResponse  # noqa: Y015

@@ -65,6 +65,11 @@ class GatewayServiceStub:
                 request_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserResponse.FromString,
                 _registered_method=True)
+        self.ExplainPrediction = channel.unary_unary(
+                '/recsys.gateway.v1.GatewayService/ExplainPrediction',
+                request_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.ExplainPredictionRequest.SerializeToString,
+                response_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.ExplainPredictionResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -113,6 +118,15 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainPrediction(self, request, context):
+        """Why a movie is predicted as it is for a user: the prediction split into μ, b_i, b_u and
+        the contribution of each rated movie (exact for the linear model; FAILED_PRECONDITION
+        for a deep one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +159,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DeleteUser,
                     request_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserRequest.FromString,
                     response_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'ExplainPrediction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainPrediction,
+                    request_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.ExplainPredictionRequest.FromString,
+                    response_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.ExplainPredictionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +328,33 @@ class GatewayService:
             '/recsys.gateway.v1.GatewayService/DeleteUser',
             recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserRequest.SerializeToString,
             recsys_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainPrediction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.gateway.v1.GatewayService/ExplainPrediction',
+            recsys_dot_gateway_dot_v1_dot_gateway__pb2.ExplainPredictionRequest.SerializeToString,
+            recsys_dot_gateway_dot_v1_dot_gateway__pb2.ExplainPredictionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,11 @@ class GatewayServiceStub:
     """Remove some of a user's ratings."""
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DeleteUserRequest, _gateway_pb2.DeleteUserResponse]
     """Remove a user and every rating of theirs."""
+    ExplainPrediction: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ExplainPredictionRequest, _gateway_pb2.ExplainPredictionResponse]
+    """Why a movie is predicted as it is for a user: the prediction split into μ, b_i, b_u and
+    the contribution of each rated movie (exact for the linear model; FAILED_PRECONDITION
+    for a deep one).
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -67,6 +72,11 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Remove some of a user's ratings."""
     DeleteUser: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DeleteUserRequest, _gateway_pb2.DeleteUserResponse]  # type: ignore[assignment]
     """Remove a user and every rating of theirs."""
+    ExplainPrediction: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ExplainPredictionRequest, _gateway_pb2.ExplainPredictionResponse]  # type: ignore[assignment]
+    """Why a movie is predicted as it is for a user: the prediction split into μ, b_i, b_u and
+    the contribution of each rated movie (exact for the linear model; FAILED_PRECONDITION
+    for a deep one).
+    """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -118,5 +128,16 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.DeleteUserResponse, _abc.Awaitable[_gateway_pb2.DeleteUserResponse]]:
         """Remove a user and every rating of theirs."""
+
+    @_abc_1.abstractmethod
+    def ExplainPrediction(
+        self,
+        request: _gateway_pb2.ExplainPredictionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ExplainPredictionResponse, _abc.Awaitable[_gateway_pb2.ExplainPredictionResponse]]:
+        """Why a movie is predicted as it is for a user: the prediction split into μ, b_i, b_u and
+        the contribution of each rated movie (exact for the linear model; FAILED_PRECONDITION
+        for a deep one).
+        """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

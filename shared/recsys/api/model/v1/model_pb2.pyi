@@ -472,3 +472,114 @@ class GetModelInfoResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetModelInfoResponse: _TypeAlias = GetModelInfoResponse  # noqa: Y015
+
+@_typing.final
+class ExplainRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    MOVIE_ID_FIELD_NUMBER: _builtins.int
+    MAX_CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    movie_id: _builtins.int
+    """The item whose prediction is explained, a movie of the model (NOT_FOUND otherwise).
+    Example: 1196 (The Empire Strikes Back).
+    """
+    max_contributions: _builtins.int
+    """How many contributions to list, largest |contribution| first: 1 to 1000; 0 means 10."""
+    model_version: _builtins.str
+    """As in PredictRequest: empty accepts whatever is loaded."""
+    @_builtins.property
+    def preferences(self) -> Global___SparseVector:
+        """The user's preference vector, as in PredictRequest."""
+
+    def __init__(
+        self,
+        *,
+        preferences: Global___SparseVector | None = ...,
+        movie_id: _builtins.int = ...,
+        max_contributions: _builtins.int = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_contributions", b"max_contributions", "model_version", b"model_version", "movie_id", b"movie_id", "preferences", b"preferences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainRequest: _TypeAlias = ExplainRequest  # noqa: Y015
+
+@_typing.final
+class Contribution(_message.Message):
+    """What one rated item adds to the predicted preference."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVIE_ID_FIELD_NUMBER: _builtins.int
+    PREFERENCE_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_FIELD_NUMBER: _builtins.int
+    movie_id: _builtins.int
+    """The rated movie."""
+    preference: _builtins.float
+    """Its value in the input: the user's preference r − μ − b_i − b_u, in stars."""
+    contribution: _builtins.float
+    """preference × (W_enc W_dec)[rated movie, explained movie], in stars; may be negative."""
+    def __init__(
+        self,
+        *,
+        movie_id: _builtins.int = ...,
+        preference: _builtins.float = ...,
+        contribution: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution", "movie_id", b"movie_id", "preference", b"preference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Contribution: _TypeAlias = Contribution  # noqa: Y015
+
+@_typing.final
+class ExplainResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PREDICTED_PREFERENCE_FIELD_NUMBER: _builtins.int
+    CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    OTHER_CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    OTHER_COUNT_FIELD_NUMBER: _builtins.int
+    IGNORED_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    predicted_preference: _builtins.float
+    """The predicted preference of the explained movie, in stars: the sum of every
+    contribution (the listed ones plus other_contributions). Example: 0.41.
+    """
+    other_contributions: _builtins.float
+    """Sum of the contributions not listed (0 when all are), in stars."""
+    other_count: _builtins.int
+    """How many rated items those are."""
+    @_builtins.property
+    def contributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contribution]:
+        """Largest |contribution| first, at most max_contributions."""
+
+    @_builtins.property
+    def ignored_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Input items the model does not cover (they contribute nothing)."""
+
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        predicted_preference: _builtins.float = ...,
+        contributions: _abc.Iterable[Global___Contribution] | None = ...,
+        other_contributions: _builtins.float = ...,
+        other_count: _builtins.int = ...,
+        ignored_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributions", b"contributions", "ignored_movie_ids", b"ignored_movie_ids", "model_version", b"model_version", "other_contributions", b"other_contributions", "other_count", b"other_count", "predicted_preference", b"predicted_preference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainResponse: _TypeAlias = ExplainResponse  # noqa: Y015

@@ -55,6 +55,11 @@ class ModelServiceStub:
                 request_serializer=recsys_dot_model_dot_v1_dot_model__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=recsys_dot_model_dot_v1_dot_model__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/recsys.model.v1.ModelService/Explain',
+                request_serializer=recsys_dot_model_dot_v1_dot_model__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=recsys_dot_model_dot_v1_dot_model__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -88,6 +93,15 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Why the model predicts what it does for one item: for the linear (article) network the
+        predicted preference is an exact sum over the user's rated items, x_j · (W_enc W_dec)[j, i].
+        FAILED_PRECONDITION for a deep (non-linear) model, whose predictions are no such sum.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +124,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=recsys_dot_model_dot_v1_dot_model__pb2.GetModelInfoRequest.FromString,
                     response_serializer=recsys_dot_model_dot_v1_dot_model__pb2.GetModelInfoResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=recsys_dot_model_dot_v1_dot_model__pb2.ExplainRequest.FromString,
+                    response_serializer=recsys_dot_model_dot_v1_dot_model__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +239,33 @@ class ModelService:
             '/recsys.model.v1.ModelService/GetModelInfo',
             recsys_dot_model_dot_v1_dot_model__pb2.GetModelInfoRequest.SerializeToString,
             recsys_dot_model_dot_v1_dot_model__pb2.GetModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.model.v1.ModelService/Explain',
+            recsys_dot_model_dot_v1_dot_model__pb2.ExplainRequest.SerializeToString,
+            recsys_dot_model_dot_v1_dot_model__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,

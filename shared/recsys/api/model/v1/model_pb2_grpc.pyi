@@ -42,6 +42,11 @@ class ModelServiceStub:
     """Items nearest to (or farthest from) an item in decoder-embedding space."""
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_model_pb2.GetModelInfoRequest, _model_pb2.GetModelInfoResponse]
     """Which model is loaded: version, sizes, training metrics."""
+    Explain: _grpc.UnaryUnaryMultiCallable[_model_pb2.ExplainRequest, _model_pb2.ExplainResponse]
+    """Why the model predicts what it does for one item: for the linear (article) network the
+    predicted preference is an exact sum over the user's rated items, x_j · (W_enc W_dec)[j, i].
+    FAILED_PRECONDITION for a deep (non-linear) model, whose predictions are no such sum.
+    """
 
 @_typing.type_check_only
 class ModelServiceAsyncStub(ModelServiceStub):
@@ -54,6 +59,11 @@ class ModelServiceAsyncStub(ModelServiceStub):
     """Items nearest to (or farthest from) an item in decoder-embedding space."""
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_model_pb2.GetModelInfoRequest, _model_pb2.GetModelInfoResponse]  # type: ignore[assignment]
     """Which model is loaded: version, sizes, training metrics."""
+    Explain: _aio.UnaryUnaryMultiCallable[_model_pb2.ExplainRequest, _model_pb2.ExplainResponse]  # type: ignore[assignment]
+    """Why the model predicts what it does for one item: for the linear (article) network the
+    predicted preference is an exact sum over the user's rated items, x_j · (W_enc W_dec)[j, i].
+    FAILED_PRECONDITION for a deep (non-linear) model, whose predictions are no such sum.
+    """
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -87,5 +97,16 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_model_pb2.GetModelInfoResponse, _abc.Awaitable[_model_pb2.GetModelInfoResponse]]:
         """Which model is loaded: version, sizes, training metrics."""
+
+    @_abc_1.abstractmethod
+    def Explain(
+        self,
+        request: _model_pb2.ExplainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.ExplainResponse, _abc.Awaitable[_model_pb2.ExplainResponse]]:
+        """Why the model predicts what it does for one item: for the linear (article) network the
+        predicted preference is an exact sum over the user's rated items, x_j · (W_enc W_dec)[j, i].
+        FAILED_PRECONDITION for a deep (non-linear) model, whose predictions are no such sum.
+        """
 
 def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

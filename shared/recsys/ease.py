@@ -1,0 +1,56 @@
+"""EASE (Steck 2019, "Embarrassingly Shallow Autoencoders for Sparse Data"): a closed-form
+item-item linear autoencoder on who rated what, the ranking baseline the autoencoder's
+Recommend lists are measured against.
+
+    B = argmin ‖X − XB‖² + λ‖B‖²  subject to diag(B) = 0
+      = I − P · diag(1 / diag(P)),  P = (XᵀX + λI)⁻¹
+
+X is the binary (n_users, n_items) matrix of training ratings; a user's scores are x_u B.
+Pure NumPy: one (n_items, n_items) inversion, a few seconds for ML-1M's 3,706 items."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+DEFAULT_L2 = 1000.0  # best of 100, 300, 1000, 3000 on the validation part of ML-1M (README)
+
+
+def interactions(preferences: sp.csr_matrix) -> sp.csr_matrix:
+    """The binary who-rated-what matrix of a CSR preference matrix (a stored entry is a
+    rating, whatever its preference value, even 0)."""
+    binary = preferences.copy().astype(np.float32)
+    binary.data[:] = 1.0
+    return binary
+
+
+def fit_ease(matrix: sp.spmatrix, l2: float = DEFAULT_L2) -> np.ndarray:
+    """The item-item weights B of the binary (n_users, n_items) `matrix`: (n_items, n_items)
+    float32 with a zero diagonal."""
+    if l2 <= 0:
+        raise ValueError("EASE needs a positive λ")
+    gram = np.asarray((matrix.T @ matrix).todense(), dtype=np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    precision = np.linalg.inv(gram)
+    weights = precision / -np.diag(precision)[None, :]
+    weights[np.diag_indices_from(weights)] = 0.0
+    return weights.astype(np.float32)
+
+
+class Ease:
+    """Fitted EASE weights; `scores` ranks items for users given as rows of who-rated-what."""
+
+    def __init__(self, weights: np.ndarray, l2: float):
+        self.weights = weights
+        self.l2 = l2
+
+    @classmethod
+    def fit(cls, rated: sp.spmatrix, l2: float = DEFAULT_L2) -> Ease:
+        """EASE of the users' rows of `rated`; only which entries are stored counts (a
+        preference matrix is made binary first)."""
+        return cls(fit_ease(interactions(sp.csr_matrix(rated)), l2), l2)
+
+    def scores(self, rated: sp.spmatrix) -> np.ndarray:
+        """(batch, n_items) binary or preference rows (only which entries are stored counts)
+        → (batch, n_items) float32 scores."""
+        return np.asarray(interactions(sp.csr_matrix(rated)) @ self.weights, dtype=np.float32)

@@ -1,0 +1,75 @@
+"""Fitting the "relevance" ranking that ships with a model version: EASE on the training
+ratings plus the weight of the model's predicted preference, chosen on the validation part."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.split import Split
+from recsys.ease import DEFAULT_L2, Ease
+from recsys.evaluation.report import ranking_quality, relevant_items
+from recsys.features import ItemIndex, Normalization, preference_matrix
+from recsys.ranking import PREFERENCE_WEIGHTS, ItemItemRanking, rank_scores
+from recsys.scoring import Network
+
+
+@dataclass(frozen=True)
+class RankingFit:
+    ranking: ItemItemRanking  # EASE on train (fit + validation) and the chosen weight
+    validation: dict[float, tuple[float, float]]  # weight → (Recall@10, NDCG@10) on validation
+
+    def to_dict(self) -> dict:
+        return {
+            "l2": self.ranking.l2,
+            "preference_weight": self.ranking.preference_weight,
+            "validation": [
+                {"preference_weight": w, "recall_at_10": r, "ndcg_at_10": n}
+                for w, (r, n) in self.validation.items()
+            ],
+        }
+
+
+def fit_relevance_ranking(
+    network: Network,
+    index: ItemIndex,
+    normalization: Normalization,
+    split: Split,
+    *,
+    l2: float = DEFAULT_L2,
+    weights: tuple[float, ...] = PREFERENCE_WEIGHTS,
+    easier: dict | None = None,
+) -> RankingFit:
+    """Choose the preference weight by NDCG@10 on the validation part (EASE fitted on the fit
+    part, users' fit ratings as input), then refit EASE on train for serving. Test ratings
+    are never read. `easier` caches EASE fits by (part, items, λ) across calls (the sweep)."""
+    cache = easier if easier is not None else {}
+
+    def ease_on(part: str, ratings: pd.DataFrame) -> Ease:
+        key = (part, index.item_ids.tobytes(), l2)
+        if key not in cache:
+            cache[key] = Ease.fit(preference_matrix(ratings, index, normalization).matrix, l2)
+        return cache[key]
+
+    held_out = split.validation[index.columns(split.validation["item_id"].to_numpy()) >= 0]
+    relevant = relevant_items(held_out, index)
+    inputs = preference_matrix(
+        split.fit, index, normalization, user_ids=np.array(sorted(relevant), dtype=np.int64)
+    )
+    on_fit = ease_on("fit", split.fit)
+    item_means = normalization.item_means.astype(np.float32)
+    results: dict[float, tuple[float, float]] = {}
+    for weight in weights:
+        trial = ItemItemRanking(on_fit.weights, l2, weight)
+        results[weight] = ranking_quality(
+            inputs,
+            relevant,
+            lambda m, trial=trial: rank_scores(
+                "relevance", network.predict(m), item_means, m, trial
+            ),
+        )
+    best = max(results, key=lambda w: (results[w][1] or 0.0, -w))
+    on_train = ease_on("train", split.train)
+    return RankingFit(ItemItemRanking(on_train.weights, l2, best), results)
