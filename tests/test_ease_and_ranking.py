@@ -37,9 +37,13 @@ def test_rank_modes_by_hand():
     weights = np.array([[0, 2, 1], [0, 0, 0], [1, 1, 0]], np.float32)
     ranking = ItemItemRanking(weights, l2=1.0, preference_weight=0.5)
     rated = [np.array([0])]  # the user rated item 0
-    np.testing.assert_allclose(rank_scores("preference", predicted, item_means, rated, None), predicted)
+    np.testing.assert_allclose(
+        rank_scores("preference", predicted, item_means, rated, None), predicted
+    )
     # rating: pref + b_i = [1, 2, 0.5]
-    np.testing.assert_allclose(rank_scores("rating", predicted, item_means, rated, None), [[1, 2, 0.5]])
+    np.testing.assert_allclose(
+        rank_scores("rating", predicted, item_means, rated, None), [[1, 2, 0.5]]
+    )
     # relevance: row 0 of B + 0.5 × pref = [0 + 0.5, 2 - 0.5, 1 + 0.25]
     np.testing.assert_allclose(
         rank_scores("relevance", predicted, item_means, rated, ranking), [[0.5, 1.5, 1.25]]
@@ -64,7 +68,9 @@ def test_ranking_quality_by_hand():
     scores = np.array([[9.0, 3, 2, 1], [4.0, 3, 2, 1]])
     # k = 2. user 1: ranked [1, 2], relevant {2} → recall 1, NDCG 1/log2(3) / 1
     # user 2: ranked [0, 1], relevant {3} → 0, 0
-    recall, ndcg = ranking_quality(inputs, {1: {2}, 2: {3}}, lambda rows: scores[: rows.shape[0]], 2)
+    recall, ndcg = ranking_quality(
+        inputs, {1: {2}, 2: {3}}, lambda rows: scores[: rows.shape[0]], 2
+    )
     assert recall == pytest.approx(0.5)
     assert ndcg == pytest.approx(0.5 / np.log2(3))
 

@@ -15,12 +15,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.api.feature.v1 import feature_pb2
+from recsys.api.gateway.v1 import gateway_pb2
 from recsys.api.model.v1 import model_pb2
 from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from recsys.features import ItemIndex, Normalization, user_preferences
 from recsys.serving import tracing
 from services.gateway.upstream import Upstreams
 
+# the gateway's ranking modes → the model service's (same names, separate packages)
+RANK_BY = {
+    gateway_pb2.RANK_BY_UNSPECIFIED: model_pb2.RANK_BY_UNSPECIFIED,
+    gateway_pb2.RANK_BY_RATING: model_pb2.RANK_BY_RATING,
+    gateway_pb2.RANK_BY_PREFERENCE: model_pb2.RANK_BY_PREFERENCE,
+    gateway_pb2.RANK_BY_RELEVANCE: model_pb2.RANK_BY_RELEVANCE,
+}
 MAX_INLINE_RATINGS = 10_000
 CACHED_VERSIONS = 3
 MODEL_VERSION_TTL_S = 1.0  # how long the gateway trusts its idea of the model's version
@@ -344,12 +352,15 @@ class PredictFlow:
     async def recommend(
         self, request, k: int, context, stages: Stages
     ) -> tuple[str, list[Scored], list[int]]:
-        """The top k unrated items by predicted rating."""
+        """The top k unrated items in the request's ranking mode (default: the model
+        version's, relevance), each with its predicted rating."""
+        if request.rank_by not in RANK_BY:
+            raise InvalidArgument(f"unknown rank_by {request.rank_by}", field="rank_by")
         data, user, predictions = await self.predict(
             request,
             lambda user: {
                 "top_k": model_pb2.TopK(
-                    k=k, exclude_movie_ids=user.rated_movie_ids, rank_by=model_pb2.RANK_BY_RATING
+                    k=k, exclude_movie_ids=user.rated_movie_ids, rank_by=RANK_BY[request.rank_by]
                 )
             },
             context,
@@ -436,55 +447,48 @@ class PredictFlow:
         )
 
     async def explain(self, request, limit: int, context) -> Explanation:
-        """The model's Explain for the request's user and movie, with μ, b_i, b_u and titles.
-        Follows a model that moved to another version once, as `predict` does."""
+        """The model's Explain for the request's user and movie, with μ, b_i, b_u and titles;
+        on the usable model version, as `predict`."""
         if request.movie_id <= 0:
             raise InvalidArgument("movie_id must be positive", field="movie_id")
-        for attempt in range(2):
-            version = await self.model_version(context, refresh=attempt > 0)
-            data = await self.version_data(version, context)
-            user = await self.user_input(request, version, data, context)
+
+        async def call(data: VersionData):
+            user = await self.user_input(request, data.version, data, context)
             explain = model_pb2.ExplainRequest(
                 preferences=model_pb2.SparseVector(
                     movie_ids=user.movie_ids.tolist(), values=user.preferences.tolist()
                 ),
                 movie_id=request.movie_id,
                 max_contributions=limit,
-                model_version=version,
+                model_version=data.version,
             )
-            try:
-                reply = await self.upstreams.call(
-                    "model", self.upstreams.model.Explain, explain, context
-                )
-            except FailedPrecondition:
-                if attempt == 0 and await self.model_version(context, refresh=True) != version:
-                    continue
-                raise
-            column = int(data.index.columns(np.array([request.movie_id]))[0])
-            item_mean = float(data.normalization.item_means[column])
-            contributions = [
+            reply = await self.upstreams.call(
+                "model", self.upstreams.model.Explain, explain, context
+            )
+            return user, reply
+
+        data, (user, reply) = await self.on_model(context, call)
+        column = int(data.index.columns(np.array([request.movie_id]))[0])
+        item_mean = float(data.normalization.item_means[column])
+        global_mean = data.normalization.global_mean
+        return Explanation(
+            movie_id=request.movie_id,
+            title=data.title(request.movie_id)[0],
+            predicted_rating=global_mean + item_mean + user.user_mean + reply.predicted_preference,
+            global_mean=global_mean,
+            item_mean=item_mean,
+            user_mean=user.user_mean,
+            predicted_preference=reply.predicted_preference,
+            contributions=[
                 Scored(c.movie_id, *data.title(c.movie_id), c.contribution)
                 for c in reply.contributions
-            ]
-            return Explanation(
-                movie_id=request.movie_id,
-                title=data.title(request.movie_id)[0],
-                predicted_rating=data.normalization.global_mean
-                + item_mean
-                + user.user_mean
-                + reply.predicted_preference,
-                global_mean=data.normalization.global_mean,
-                item_mean=item_mean,
-                user_mean=user.user_mean,
-                predicted_preference=reply.predicted_preference,
-                contributions=contributions,
-                preferences=[c.preference for c in reply.contributions],
-                other_contribution=reply.other_contributions,
-                other_count=reply.other_count,
-                model_version=version,
-                ignored_movie_ids=user.ignored_movie_ids,
-            )
-        raise AssertionError("unreachable")
+            ],
+            preferences=[c.preference for c in reply.contributions],
+            other_contribution=reply.other_contributions,
+            other_count=reply.other_count,
+            model_version=data.version,
+            ignored_movie_ids=user.ignored_movie_ids,
+        )
 
     async def similar(self, movie_id: int, k: int, metric, farthest: bool, context):
         """Nearest (or farthest) items in the embeddings of the version whose catalog names

@@ -11,6 +11,7 @@ import numpy as np
 
 from recsys.artifacts import Artifact, load_artifact, resolve_version
 from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from recsys.ranking import check_mode, rank_scores
 from recsys.scoring import Contribution, explain_preferences, top_k
 
 log = logging.getLogger(__name__)
@@ -22,13 +23,18 @@ MAX_GIVEN_ITEMS = 10_000
 @dataclass(frozen=True)
 class Output:
     """What to return: every item (kind "all"), the `movie_ids` given ("given"), or the top
-    `k` not in `exclude` ranked by rating (preference + b_i) or by preference ("top_k")."""
+    `k` not in `exclude` ("top_k") ranked by `rank_by`, a mode of recsys.ranking: "rating"
+    (preference + b_i), "preference", "relevance" (EASE + weight × preference), or "" for
+    the version's default (relevance when it has item-item weights, else rating).
+    `rated_movie_ids`: the movies of the input vector (relevance ranks from them; a dense
+    vector cannot say which of its zeros are ratings)."""
 
     kind: str
     movie_ids: tuple[int, ...] = ()
     k: int = 0
     exclude: frozenset[int] = frozenset()
-    rank_by_rating: bool = True
+    rank_by: str = ""
+    rated_movie_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,15 @@ class Predictor:
                 unknown = sorted({int(i) for i in wanted[columns < 0]})[:10]
                 raise NotFound(f"movie ids not in model {self.version}: {unknown}")
             return Prediction(wanted, predicted[columns], ignored)
-        scores = predicted + self.item_means if output.rank_by_rating else predicted.copy()
+        model = self.artifact.recommender
+        rated = self.index.columns(np.array(output.rated_movie_ids, dtype=np.int64))
+        scores = rank_scores(
+            check_mode(output.rank_by or model.default_rank_by, model.ranking),
+            predicted[None, :],
+            self.item_means,
+            [rated[rated >= 0]],
+            model.ranking,
+        )[0]
         if output.exclude:
             excluded = self.index.columns(np.fromiter(output.exclude, np.int64))
             scores[excluded[excluded >= 0]] = -np.inf

@@ -67,8 +67,23 @@ def output_of(request: model_pb2.PredictRequest, field: str) -> Output:
         "top_k",
         k=check_k(top.k, f"{field}top_k.k"),
         exclude=frozenset(top.exclude_movie_ids),
-        rank_by_rating=top.rank_by != model_pb2.RANK_BY_PREFERENCE,
+        rank_by=rank_mode(top.rank_by, f"{field}top_k.rank_by"),
+        rated_movie_ids=tuple(request.preferences.movie_ids),
     )
+
+
+RANK_MODES = {
+    model_pb2.RANK_BY_UNSPECIFIED: "",  # the version's default
+    model_pb2.RANK_BY_RATING: "rating",
+    model_pb2.RANK_BY_PREFERENCE: "preference",
+    model_pb2.RANK_BY_RELEVANCE: "relevance",
+}
+
+
+def rank_mode(rank_by: int, field: str) -> str:
+    if rank_by not in RANK_MODES:
+        raise InvalidArgument(f"unknown rank_by {rank_by}", field=field)
+    return RANK_MODES[rank_by]
 
 
 def predict_response(predictor: Predictor, prediction: Prediction) -> model_pb2.PredictResponse:

@@ -29,20 +29,38 @@ class _RankBy:
 class _RankByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RankBy.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     RANK_BY_UNSPECIFIED: _RankBy.ValueType  # 0
-    """same as RANK_BY_RATING"""
+    """The model version's default: RANK_BY_RELEVANCE when the version has item-item weights
+    (every version trained since they were added), else RANK_BY_RATING.
+    """
     RANK_BY_RATING: _RankBy.ValueType  # 1
-    """By predicted rating: preference + b_i (b_u and μ are the same for every item of a user)."""
+    """By predicted rating: preference + b_i (b_u and μ are the same for every item of a user).
+    Favours rarely rated movies with a high b_i.
+    """
     RANK_BY_PREFERENCE: _RankBy.ValueType  # 2
     """By predicted preference alone."""
+    RANK_BY_RELEVANCE: _RankBy.ValueType  # 3
+    """EASE item-item scores of the rated movies (fitted on the model's training ratings) +
+    w × predicted preference, w chosen on validation data. FAILED_PRECONDITION for a
+    version without item-item weights.
+    """
 
 class RankBy(_RankBy, metaclass=_RankByEnumTypeWrapper): ...
 
 RANK_BY_UNSPECIFIED: RankBy.ValueType  # 0
-"""same as RANK_BY_RATING"""
+"""The model version's default: RANK_BY_RELEVANCE when the version has item-item weights
+(every version trained since they were added), else RANK_BY_RATING.
+"""
 RANK_BY_RATING: RankBy.ValueType  # 1
-"""By predicted rating: preference + b_i (b_u and μ are the same for every item of a user)."""
+"""By predicted rating: preference + b_i (b_u and μ are the same for every item of a user).
+Favours rarely rated movies with a high b_i.
+"""
 RANK_BY_PREFERENCE: RankBy.ValueType  # 2
 """By predicted preference alone."""
+RANK_BY_RELEVANCE: RankBy.ValueType  # 3
+"""EASE item-item scores of the rated movies (fitted on the model's training ratings) +
+w × predicted preference, w chosen on validation data. FAILED_PRECONDITION for a
+version without item-item weights.
+"""
 Global___RankBy: _TypeAlias = RankBy  # noqa: Y015
 
 class _Metric:
