@@ -44,6 +44,7 @@ def train_once(data: Path, preset: str, settings: list[str], workdir: Path) -> d
         str(workdir / "models"),
         "--json",
         str(out),
+        "--no-report",  # timing the training, not the figures
     ]
     for setting in settings:
         command += ["--set", setting]

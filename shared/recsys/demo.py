@@ -55,8 +55,13 @@ def ask_gateway(stub, synthetic: bool) -> dict:
         inline = pb.InlineRatings(
             ratings=[pb.Rating(movie_id=m, rating=r) for m, r in ratings.items()]
         )
-        reply = stub.Recommend(pb.RecommendRequest(inline_ratings=inline, k=10), timeout=TIMEOUT_S)
-        print(f"Recommend, inline ratings of the {name} user (model {reply.model_version}):")
+        # ranked by predicted rating, as the article ranks (Recommend's default is relevance)
+        request = pb.RecommendRequest(inline_ratings=inline, k=10, rank_by=pb.RANK_BY_RATING)
+        reply = stub.Recommend(request, timeout=TIMEOUT_S)
+        print(
+            f"Recommend by rating (the article's ranking), inline ratings of the {name} user "
+            f"(model {reply.model_version}):"
+        )
         print(recommendations_table(reply.items), "\n")
         answers[name] = [i.movie_id for i in reply.items]
     reply = stub.Recommend(pb.RecommendRequest(user_id=STORED_USER, k=5), timeout=TIMEOUT_S)

@@ -1,0 +1,66 @@
+"""The sweep: its grid, and a tiny run of `recsys sweep` that writes the results table."""
+
+import json
+
+import pytest
+
+from recsys.cli import main
+from recsys.errors import InvalidArgument
+from recsys.model.config import TrainConfig
+from recsys.sweep import configurations, label, parse_config, parse_vary, split_values
+
+
+def test_value_lists_keep_brackets_together():
+    assert split_values("64,128") == ["64", "128"]
+    assert split_values("[],[256,128]") == ["[]", "[256,128]"]
+    for bad in ("[256", "64,,128", "]"):
+        with pytest.raises(InvalidArgument):
+            split_values(bad)
+
+
+def test_grids():
+    base = TrainConfig(encoding_size=64)
+    grid = parse_vary(["encoding_size=32,64", "hidden_layers=[],[16]"])
+    assert grid == {"encoding_size": [32, 64], "hidden_layers": [[], [16]]}
+    # cartesian: base first, then 4 combinations of which one is the base (dropped)
+    full = configurations(base, grid, [])
+    assert full[0] == base and len(full) == 4
+    # one at a time: base, 32 (64 is the base), [16] ([] is the base)
+    alone = configurations(
+        base, grid, [parse_config("activation=selu input_dropout=0.2")], one_at_a_time=True
+    )
+    assert [label(c, base) for c in alone] == [
+        "(base)",
+        "encoding_size=32",
+        "hidden_layers=[16]",
+        'activation="selu" input_dropout=0.2',
+    ]
+    with pytest.raises(InvalidArgument):
+        parse_vary(["encoding_size"])
+    with pytest.raises(InvalidArgument):
+        configurations(base, {"hide_fraction": [1.5]}, [])
+
+
+@pytest.mark.slow
+def test_sweep_command_writes_the_table(synthetic_dir, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--data", str(synthetic_dir), "--no-download", "--out", str(out)]
+    args += ["--set", "encoding_size=8", "--set", "max_epochs=4", "--vary", "hidden_layers=[],[12]"]
+    args += ["--config", "activation=selu input_dropout=0.1"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "sweep.json").read_text())
+    assert [r["label"] for r in result["rows"]] == [
+        "(base)",
+        "hidden_layers=[12]",
+        'activation="selu" input_dropout=0.1',
+    ]
+    best = min(result["rows"], key=lambda r: r["validation_rmse"])
+    assert (
+        result["best"] == best["label"] and f"best by validation RMSE: {best['label']}" in printed
+    )
+    assert all(r["leaked_pairs"] == 0 and r["test_rmse"] > 0 for r in result["rows"])
+    assert [b["name"] for b in result["baselines"]] == ["global mean", "bias baseline", "EASE"]
+    table = (out / "sweep.md").read_text()
+    assert "| **" + best["label"] + "** |" in table
+    assert "Leakage check: 0 test ratings" in table
