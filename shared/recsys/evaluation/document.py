@@ -93,7 +93,7 @@ def write_report(
             markdown_table(
                 ["weight", "validation Recall@10", "validation NDCG@10"],
                 [
-                    [r["preference_weight"], r["recall_at_10"], r["ndcg_at_10"]]
+                    [f"{r['preference_weight']:g}", r["recall_at_10"], r["ndcg_at_10"]]
                     for r in report.ranking.get("validation", [])
                 ],
             ),
