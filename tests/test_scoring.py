@@ -97,3 +97,39 @@ def test_top_k_order_and_ties():
     assert top_k(scores, 3).tolist() == [1, 3, 4]
     assert top_k(scores, 0).tolist() == []
     assert top_k(scores, 10).tolist() == [1, 3, 4, 0, 2]
+
+
+def test_explain_by_hand():
+    model = tiny_recommender()
+    # W_enc W_dec = [[0, 2, -1], [0, 0, 0], [0, 0, 0]]; prefs 10 → 1.0, 30 → -1.0 (as above)
+    # item 20: 1.0 × 2 (from 10) + (-1.0) × 0 (from 30) = 2; rating 3 + 0 + 0.5 + 2 = 5.5
+    e = model.explain({10: 5, 30: 2}, 20, limit=1)
+    assert e.predicted_preference == pytest.approx(2.0)
+    assert e.predicted_rating == pytest.approx(5.5)
+    assert [(c.item_id, c.contribution) for c in e.contributions] == [(10, pytest.approx(2.0))]
+    assert (e.other_contribution, e.other_count) == (pytest.approx(0.0), 1)
+    with pytest.raises(NotFound):
+        model.explain({10: 5}, 99)
+    with pytest.raises(InvalidArgument):
+        model.explain({10: 5}, 20, limit=0)
+
+
+def test_relevance_ranking_by_hand():
+    from recsys.ranking import ItemItemRanking
+
+    base = tiny_recommender()
+    weights = np.array([[0, 0, 1], [0, 0, 0], [1, 0, 0]], np.float32)  # 10 ↔ 30
+    model = Recommender(
+        base.network, base.index, base.normalization, ranking=ItemItemRanking(weights, 1.0, 0.5)
+    )
+    # one rating: 10 → 5, b_u = 5 - 3 - 0.5 = 1.5, pref 0, so every predicted pref is 0.
+    # relevance = row of 10 in B + 0.5 × 0 = [0, 0, 1]: 30 before 20.
+    # rating = pref + b_i = [0.5, 0, -0.5]: 20 before 30. Ratings: 20 → 4.5, 30 → 4.0.
+    assert model.default_rank_by == "relevance"
+    picks = model.recommend({10: 5}, k=2)
+    assert [(p.item_id, p.value) for p in picks] == [
+        (30, pytest.approx(4.0)),
+        (20, pytest.approx(4.5)),
+    ]
+    assert [p.item_id for p in model.recommend({10: 5}, k=2, rank_by="rating")] == [20, 30]
+    assert base.default_rank_by == "rating"

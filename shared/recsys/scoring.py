@@ -291,13 +291,12 @@ class Recommender:
             raise InvalidArgument("k must be positive", field="k")
         mode = check_mode(rank_by or self.default_rank_by, self.ranking)
         user = self.user_vector(ratings)
-        predicted = self.predict_ratings(user)
+        preferences = self.network.predict(user.preferences[None, :])
+        predicted = self.normalization.denormalize(
+            preferences[0].astype(np.float64), user.user_mean
+        )
         scores = rank_scores(
-            mode,
-            self.network.predict(user.preferences[None, :]),
-            self.normalization.item_means,
-            [user.rated_columns],
-            self.ranking,
+            mode, preferences, self.normalization.item_means, [user.rated_columns], self.ranking
         )[0].astype(np.float64)
         scores[user.rated_columns] = -np.inf
         top = top_k(scores, min(k, len(self.index) - len(user.rated_columns)))
