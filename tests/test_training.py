@@ -65,6 +65,10 @@ def test_presets():
     assert default.top_n is None and default.min_ratings is None
     assert default.early_stopping == "validation"
     assert TrainConfig.from_dict(default.to_dict()) == default
+    deep = PRESETS["deep"]
+    assert (deep.hidden_layers, deep.activation, deep.input_dropout) == ((256,), "selu", 0.2)
+    assert deep.replace(hidden_layers=(), activation="linear", input_dropout=0.0) == default
+    assert TrainConfig.from_dict(deep.to_dict()) == deep
 
 
 @pytest.mark.parametrize(

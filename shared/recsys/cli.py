@@ -439,6 +439,8 @@ def write_json(path: Path, value: object) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from recsys.model.config import PRESETS
+
     parser = argparse.ArgumentParser(
         prog="recsys",
         description="Train, evaluate and query the linear-autoencoder recommender "
@@ -466,9 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true", help="never try the network")
     p.add_argument(
         "--preset",
-        choices=["default", "article"],
+        choices=sorted(PRESETS),
         default="default",
-        help="'article' reproduces the post; 'default' is the best measured",
+        help="'article' reproduces the post; 'default' is the best measured; 'deep' the "
+        "deeper autoencoder",
     )
     p.add_argument(
         "--set",
@@ -500,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", type=Path, help="MovieLens directory (default: download ML-1M)")
     p.add_argument("--no-download", action="store_true", help="never try the network")
-    p.add_argument("--preset", choices=["default", "article"], default="default")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="change the base")
     p.add_argument(
         "--vary",

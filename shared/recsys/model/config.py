@@ -117,3 +117,10 @@ PRESETS: dict[str, TrainConfig] = {
         min_delta=0.0,
     ),
 }
+
+# The deeper option (Kuchaiev & Ginsburg) as measured best by validation RMSE in the ML-1M
+# sweep (README, "The sweep"): one SELU hidden layer of 256 each side and 20% input dropout
+# on top of the default's training: 0.003 lower validation RMSE, several times slower to train.
+PRESETS["deep"] = PRESETS["default"].replace(
+    hidden_layers=(256,), activation="selu", input_dropout=0.2
+)
