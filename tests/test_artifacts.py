@@ -40,7 +40,22 @@ def test_metadata_records_provenance(trained_run):
     meta = json.loads((run.artifact_path / "metadata.json").read_text())
     assert meta["version"] == run.artifact_path.name
     assert len(meta["dataset"]["fingerprint"]) == 64
-    assert set(meta["metrics"]) == {"global mean", "bias baseline", "autoencoder"}
+    assert set(meta["metrics"]) == {
+        "global mean",
+        "bias baseline",
+        "EASE",
+        "autoencoder",
+        "autoencoder by rating",
+        "autoencoder by preference",
+    }
+    assert meta["leaked_pairs"] == 0
+    assert meta["ranking"]["preference_weight"] in [
+        r["preference_weight"] for r in meta["ranking"]["validation"]
+    ]
+    ranking = load_artifact(run.artifact_path).recommender.ranking
+    n_items = len(json.loads((run.artifact_path / "items.json").read_text()))
+    assert ranking.weights.shape == (n_items, n_items)
+    assert not ranking.weights.diagonal().any()  # EASE's constraint: no item explains itself
     assert meta["training"]["best_epoch"] >= 1
     config = json.loads((run.artifact_path / "config.json").read_text())
     assert config["early_stopping"] == "validation"
