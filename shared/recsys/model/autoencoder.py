@@ -40,6 +40,16 @@ def build_autoencoder(
             units, activation=act, use_bias=deep, kernel_regularizer=regularizer, name=name
         )
 
+    # The decoder is built first: layers draw their initial weights from the seeded
+    # generator in creation order, and the article's network was always built this way, so
+    # a seed gives the same model as before the deeper option existed.
+    code_input = keras.Input(shape=(encoding_size,), name="code")
+    values = code_input
+    for n, width in enumerate(reversed(hidden_layers), 1):
+        values = dense(width, f"decoder_{n}")(values)
+    outputs = dense(n_items, "item_embeddings", "linear")(values)
+    decoder = keras.Model(code_input, outputs, name=DECODER)
+
     preferences = keras.Input(shape=(n_items,), name="preferences")
     values = preferences
     if input_dropout > 0:
@@ -47,14 +57,6 @@ def build_autoencoder(
     for n, width in enumerate(hidden_layers, 1):
         values = dense(width, f"encoder_{n}")(values)
     encoder = keras.Model(preferences, dense(encoding_size, "code")(values), name=ENCODER)
-
-    code_input = keras.Input(shape=(encoding_size,), name="code")
-    values = code_input
-    for n, width in enumerate(reversed(hidden_layers), 1):
-        values = dense(width, f"decoder_{n}")(values)
-    decoder = keras.Model(
-        code_input, dense(n_items, "item_embeddings", "linear")(values), name=DECODER
-    )
     return keras.Model(preferences, decoder(encoder(preferences)), name="recommender")
 
 
