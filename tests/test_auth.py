@@ -27,6 +27,7 @@ READS = {
     "/recsys.gateway.v1.GatewayService/Recommend",
     "/recsys.gateway.v1.GatewayService/PredictRatings",
     "/recsys.gateway.v1.GatewayService/SimilarItems",
+    "/recsys.gateway.v1.GatewayService/ExplainPrediction",
     "/recsys.feature.v1.FeatureService/GetUserFeatures",
     "/recsys.feature.v1.FeatureService/BatchGetUserFeatures",
     "/recsys.feature.v1.FeatureService/GetNormalization",
@@ -36,6 +37,7 @@ READS = {
     "/recsys.model.v1.ModelService/BatchPredict",
     "/recsys.model.v1.ModelService/SimilarItems",
     "/recsys.model.v1.ModelService/GetModelInfo",
+    "/recsys.model.v1.ModelService/Explain",
 }
 
 
