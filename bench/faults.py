@@ -140,7 +140,6 @@ def model_swap(stack: LocalStack, phases: Phases, data: RatingData) -> Events:
     from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
     from recsys.artifacts import new_version_name, resolve_version
     from recsys.serving import tls
-    from recsys.serving.config import Settings
     from services.feature.loader import load_features
 
     current = resolve_version(stack.model_dir)
@@ -151,7 +150,7 @@ def model_swap(stack: LocalStack, phases: Phases, data: RatingData) -> Events:
     (staging / "metadata.json").write_text(json.dumps({**metadata, "version": version}))
     events = {"fault": now()}
     staging.rename(stack.model_dir / version)  # published in one step
-    with tls.sync_channel(stack.address("gateway"), Settings()) as channel:
+    with tls.sync_channel(stack.address("gateway"), stack.client_settings) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         request = gateway_pb2.SimilarItemsRequest(
             movie_id=int(data.ratings["item_id"].iloc[0]), k=1

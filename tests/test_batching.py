@@ -118,10 +118,11 @@ def test_a_call_waits_for_company_up_to_the_maximum_wait(predictor):
     before = batches_of()
 
     async def run():
-        batcher = Batcher(max_size=8, max_wait_us=300_000, queue_limit=100)
+        # the first call waits up to 1 s for company; the batch goes once it is full (2)
+        batcher = Batcher(max_size=2, max_wait_us=1_000_000, queue_limit=100)
         try:
             one = asyncio.ensure_future(batcher.predict(predictor, first, first_ignored, TOP5))
-            await asyncio.sleep(0.01)  # well inside the 300 ms the first call waits
+            await asyncio.sleep(0.01)
             two = batcher.predict(predictor, second, second_ignored, TOP5)
             return await asyncio.gather(one, two)
         finally:
@@ -147,13 +148,16 @@ def test_batched_service_answers_equal_unbatched_ones(predictor):
     holder = PredictorHolder(predictor)
     requests = [predict_request(predictor, seed) for seed in range(40)]
     answers = {}
+    before = batches_of()
     for size in (1, 16):
-        settings = Settings(model_port=0, model_batch_size=size, model_batch_wait_us=2000)
+        settings = Settings(model_port=0, model_batch_size=size, model_batch_wait_us=200_000)
         with serving(lambda s=settings: create_server(s, holder)) as (_, channel):
             wait_serving(channel)
             stub = model_pb2_grpc.ModelServiceStub(channel)
             futures = [stub.Predict.future(r, timeout=10) for r in requests]
             answers[size] = [f.result() for f in futures]
+    products, users = (after - earlier for after, earlier in zip(batches_of(), before, strict=True))
+    assert users == len(requests) and products < users  # batched: fewer products than calls
     for unbatched, batched in zip(answers[1], answers[16], strict=True):
         assert list(batched.predictions.movie_ids) == list(unbatched.predictions.movie_ids)
         np.testing.assert_allclose(
@@ -164,7 +168,7 @@ def test_batched_service_answers_equal_unbatched_ones(predictor):
 def test_a_full_queue_is_resource_exhausted_through_the_channel(predictor):
     holder = PredictorHolder(predictor)
     settings = Settings(
-        model_port=0, model_batch_size=64, model_batch_wait_us=300_000, model_queue_limit=1
+        model_port=0, model_batch_size=64, model_batch_wait_us=1_000_000, model_queue_limit=1
     )
     with serving(lambda: create_server(settings, holder)) as (_, channel):
         wait_serving(channel)

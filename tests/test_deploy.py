@@ -85,3 +85,5 @@ def test_the_gateway_sends_the_token_the_services_accept():
     service_token = env["gateway"]["UPSTREAM_TOKEN"]
     assert env["feature"]["AUTH_TOKENS"] == env["model"]["AUTH_TOKENS"] == service_token
     assert env["gateway"]["AUTH_TOKENS"] != service_token  # clients have their own tokens
+    for internal in ("feature", "model"):  # only the gateway calls them: reads need it too
+        assert Settings.from_env({"AUTH_READS": env[internal]["AUTH_READS"]}).auth_reads

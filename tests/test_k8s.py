@@ -156,6 +156,10 @@ def test_tokens_come_from_the_auth_secret():
         assert {env: ref["key"] for env, ref in refs.items()} == keys
         assert all(ref["name"] == "recsys-auth" and ref["optional"] for ref in refs.values())
     assert overlay_secret_keys("dev", "recsys-auth") == {"client-tokens", "service-token"}
+    for name in ("recsys-feature", "recsys-model"):  # internal: reads need the token too
+        container = by_kind("Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
+        plain = {e["name"]: e.get("value") for e in container["env"] if "value" in e}
+        assert Settings.from_env({"AUTH_READS": plain["AUTH_READS"]}).auth_reads is True
 
 
 def test_the_tls_component_mounts_the_files_the_settings_name():

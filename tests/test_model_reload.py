@@ -18,6 +18,7 @@ import redis
 
 from recsys.api.gateway.v1 import gateway_pb2 as pb
 from recsys.api.gateway.v1 import gateway_pb2_grpc
+from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.errors import FailedPrecondition
 from recsys.launcher import LocalStack
 from services.feature.loader import load_features
@@ -87,12 +88,40 @@ def test_a_broken_version_is_refused_once_and_the_old_one_keeps_serving(
     damage(publish(run.artifact_path, model_dir, NEW))
     with caplog.at_level(logging.INFO, logger="services.model.reload"):
         assert asyncio.run(watcher.check()) is False
-        assert asyncio.run(watcher.check()) is False  # refused versions are not retried
+        assert asyncio.run(watcher.check()) is False  # not tried again at once
     refusals = [r for r in caplog.records if r.message.startswith("model version refused")]
     assert len(refusals) == 1 and refusals[0].levelno == logging.ERROR
     assert refusals[0].model_version == NEW and reason in refusals[0].message
     assert watcher.holder.predictor.version == OLD and watcher.holder.previous is None
     assert NEW in watcher.refused
+
+
+def test_a_refused_version_is_tried_again_later(trained_run, model_dir, monkeypatch):
+    """A failure may have been transient: after REFUSED_RETRY_S the version is loaded."""
+    from services.model import reload
+
+    _, run = trained_run
+    watcher = watcher_for(model_dir)
+    published = publish(run.artifact_path, model_dir, NEW)
+    good = (published / "model.keras").read_bytes()
+    corrupt_model_file(published)
+    assert asyncio.run(watcher.check()) is False
+    (published / "model.keras").write_bytes(good)  # repaired (or the memory came back)
+    assert asyncio.run(watcher.check()) is False  # within REFUSED_RETRY_S: not tried
+    monkeypatch.setattr(reload, "REFUSED_RETRY_S", 0.0)
+    assert asyncio.run(watcher.check()) is True
+    assert watcher.holder.predictor.version == NEW
+
+
+def wait_for_model_version(address: str, version: str, timeout: float = 60.0) -> None:
+    with grpc.insecure_channel(address) as channel:
+        stub = model_pb2_grpc.ModelServiceStub(channel)
+        deadline = time.monotonic() + timeout
+        while stub.GetModelInfo(model_pb2.GetModelInfoRequest(), timeout=5).model_version != (
+            version
+        ):
+            assert time.monotonic() < deadline, f"the model service never served {version}"
+            time.sleep(0.05)
 
 
 def test_hot_reload_under_load_fails_no_request(trained_run, model_dir, tmp_path):
@@ -122,8 +151,9 @@ def test_hot_reload_under_load_fails_no_request(trained_run, model_dir, tmp_path
         while not stop.is_set():
             for name, call in calls.items():
                 try:
-                    reply = call()  # RateItems names no version: writes reach every live one
-                    answers.append((name, getattr(reply, "model_version", "")))
+                    reply = call()
+                    version = reply.user.model_version if name == "rate" else reply.model_version
+                    answers.append((name, version))
                 except grpc.RpcError as error:
                     errors.append(f"{name}: {error.code().name} {error.details()}")
 
@@ -140,7 +170,8 @@ def test_hot_reload_under_load_fails_no_request(trained_run, model_dir, tmp_path
                     thread.start()
                 time.sleep(0.5)
                 publish(run.artifact_path, model_dir, NEW)
-                time.sleep(3.0)  # the model service swaps; the features are not loaded yet
+                wait_for_model_version(stack.address("model"), NEW)  # features not loaded yet
+                time.sleep(0.5)  # requests meanwhile go to the old version
                 load_features(client, model_dir / NEW, source.data.ratings, source.data.items)
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline and latest("recommend") != NEW:
@@ -153,6 +184,6 @@ def test_hot_reload_under_load_fails_no_request(trained_run, model_dir, tmp_path
         stop.set()
         stack.stop()
     assert errors == [], errors[:5]
-    assert {version for name, version in answers if name != "rate"} == {OLD, NEW}
-    assert {name for name, version in answers if version == NEW} == {"recommend", "similar"}
+    assert {version for _, version in answers} == {OLD, NEW}
+    assert {name for name, version in answers if version == NEW} == {"recommend", "similar", "rate"}
     assert latest("recommend") == latest("similar") == NEW

@@ -17,7 +17,14 @@ import numpy as np
 from recsys.api.feature.v1 import feature_pb2
 from recsys.api.gateway.v1 import gateway_pb2
 from recsys.api.model.v1 import model_pb2
-from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from recsys.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    VersionMismatch,
+)
 from recsys.features import ItemIndex, Normalization, user_preferences
 from recsys.serving import tracing
 from services.gateway.upstream import Upstreams
@@ -91,6 +98,11 @@ class Explanation:
     ignored_movie_ids: list[int]
 
 
+class FeaturesNotLoaded(Unavailable):
+    """The feature service has no (complete) features of a model version: a rollout in
+    progress. Unlike Redis being down, answering with another version can help."""
+
+
 class Stages:
     """Wall time of each stage of one request (features, model, rank), in milliseconds,
     so a slow request can be explained; the servicer returns them as trailing metadata.
@@ -155,17 +167,27 @@ class PredictFlow:
 
     async def model_version(self, context, *, refresh: bool = False) -> str:
         """The version the model service serves: cached for MODEL_VERSION_TTL_S (so a hot
-        swap is noticed within it), refreshed at once on a mismatch. Concurrent callers
-        share one GetModelInfo call."""
+        swap is noticed within it); `refresh` (after a mismatch) asks at once. Concurrent
+        callers share one GetModelInfo call, made with the deadline of the caller that
+        started it; a caller whose shared call ran out of that caller's time asks again with
+        its own."""
         fresh = time.monotonic() - self._model_version_at < MODEL_VERSION_TTL_S
         if self._model_version is not None and fresh and not refresh:
             return self._model_version
-        if self._asking is None or self._asking.done():
-            self._asking = asyncio.ensure_future(self._ask_model_version(context))
-            # its failure is each waiting caller's; retrieved here too, so that a call whose
-            # callers all gave up does not log "exception was never retrieved"
-            self._asking.add_done_callback(lambda task: task.cancelled() or task.exception())
-        return await asyncio.shield(self._asking)
+        for _ in range(2):
+            mine = refresh or self._asking is None or self._asking.done()
+            if mine:  # a call already in flight may have been answered before a swap
+                self._asking = asyncio.ensure_future(self._ask_model_version(context))
+                # its failure is each waiting caller's; retrieved here too, so that a call
+                # whose callers all gave up does not log "exception was never retrieved"
+                self._asking.add_done_callback(lambda task: task.cancelled() or task.exception())
+            try:
+                return await asyncio.shield(self._asking)
+            except DeadlineExceeded:
+                if mine:
+                    raise
+                refresh = True  # another caller's deadline, not ours: ask with ours
+        raise AssertionError("unreachable")
 
     async def _ask_model_version(self, context) -> str:
         info = await self.upstreams.call(
@@ -200,7 +222,7 @@ class PredictFlow:
             return await self.version_data(fallback, context)
         try:
             data = await self.version_data(version, context)
-        except Unavailable:
+        except FeaturesNotLoaded:
             self._missing[version] = time.monotonic()
             if not can_fall_back:
                 self._model_version_at = 0.0  # ask the model service again next time
@@ -215,7 +237,7 @@ class PredictFlow:
         try:
             return await self._fetch_version_data(version, context)
         except (NotFound, FailedPrecondition) as missing:
-            raise Unavailable(
+            raise FeaturesNotLoaded(
                 f"features of model version {version} are not loaded: {missing}"
             ) from None
 
@@ -262,9 +284,7 @@ class PredictFlow:
         )
         features = reply.features
         if features.model_version != version:
-            raise FailedPrecondition(
-                f"features of version {features.model_version}, model {version}"
-            )
+            raise VersionMismatch(f"features of version {features.model_version}, model {version}")
         ids = np.array(features.preferences.movie_ids, dtype=np.int64)
         rated = list(features.ratings.movie_ids)
         covered = set(ids.tolist())
@@ -298,13 +318,14 @@ class PredictFlow:
 
     async def on_model(self, context, call):
         """`await call(data)` with the data of the usable version; if the model service has
-        moved to another version meanwhile (FAILED_PRECONDITION), once more with the version
-        it serves now. Returns (data, what `call` returned)."""
+        moved to another version meanwhile (VersionMismatch: FAILED_PRECONDITION with the
+        reason MODEL_VERSION_MISMATCH), once more with the version it serves now. Returns
+        (data, what `call` returned)."""
         for attempt in range(2):
             data = await self.usable_version(context, refresh=attempt > 0)
             try:
                 result = await call(data)
-            except FailedPrecondition:
+            except VersionMismatch:
                 if data.version == self._last_served:  # the model service no longer holds it
                     self._last_served = None
                 if attempt == 0:
@@ -427,7 +448,7 @@ class PredictFlow:
         version = await self.model_version(context)
         try:
             return await write(version)
-        except (NotFound, FailedPrecondition, Unavailable):
+        except (NotFound, FailedPrecondition, FeaturesNotLoaded):
             newer = await self.model_version(context, refresh=True)
             if newer != version:
                 return await write(newer)

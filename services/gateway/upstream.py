@@ -17,7 +17,7 @@ from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.serving import request_id, tls, tracing
 from recsys.serving.auth import bearer_metadata
 from recsys.serving.config import Settings
-from recsys.serving.errors import field_violations
+from recsys.serving.errors import error_reasons, field_violations
 from recsys.serving.limits import keepalive_options
 from recsys.serving.server import message_options
 
@@ -86,6 +86,10 @@ def translate(error: grpc.aio.AioRpcError, upstream: str) -> errors.RecsysError:
         return errors.Unavailable(f"{upstream} service: cancelled: {error.details()}")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return _TRANSLATION[code](f"{upstream} service: {error.details()}")
+    if code == grpc.StatusCode.FAILED_PRECONDITION and (
+        errors.VersionMismatch.reason in error_reasons(error)
+    ):
+        return errors.VersionMismatch(error.details())
     if code in _TRANSLATION:
         return _TRANSLATION[code](error.details())
     return errors.RecsysError(f"{upstream} service failed: {code.name}")

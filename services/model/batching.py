@@ -2,7 +2,8 @@
 matrix product per model version.
 
 A call joins a bounded queue. One worker task takes up to `max_size` waiting calls at a
-time; with `max_wait_us` > 0 it first waits that long for company when fewer are waiting.
+time; with `max_wait_us` > 0 it first waits up to that long for company while fewer are
+waiting (a full batch goes at once).
 A full queue refuses the call with RESOURCE_EXHAUSTED at once, so an overloaded service
 sheds load instead of letting latency grow without bound. An error of one call (an unknown
 movie id among its given items) fails only that call."""
@@ -41,6 +42,7 @@ class Batcher:
         self.queue_limit = queue_limit
         self._waiting: list[_Call] = []
         self._arrived = asyncio.Event()
+        self._full = asyncio.Event()  # max_size calls are waiting
         self._worker: asyncio.Task | None = None
 
     async def predict(
@@ -59,26 +61,32 @@ class Batcher:
         call = _Call(predictor, dense, ignored, output, asyncio.get_running_loop().create_future())
         self._waiting.append(call)
         self._arrived.set()
+        if len(self._waiting) >= self.max_size:
+            self._full.set()
         return await call.future
 
     async def _run(self) -> None:
         while True:
             await self._arrived.wait()
             if self.max_wait_s and len(self._waiting) < self.max_size:
-                await asyncio.sleep(self.max_wait_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.max_wait_s)
             batch, self._waiting = (
                 self._waiting[: self.max_size],
                 self._waiting[self.max_size :],
             )
             if not self._waiting:
                 self._arrived.clear()
+            if len(self._waiting) < self.max_size:
+                self._full.clear()
             self._answer(batch)
             await asyncio.sleep(0)  # let the answered calls and new arrivals run
 
     def _answer(self, batch: list[_Call]) -> None:
         started = time.perf_counter()
-        metrics.BATCH_SIZE.labels("Predict").observe(len(batch))
         live = [c for c in batch if not c.future.done()]  # a cancelled call needs no answer
+        if live:
+            metrics.BATCH_SIZE.labels("Predict").observe(len(live))
         for call in live:
             metrics.QUEUE_SECONDS.observe(started - call.enqueued)
         by_version: dict[str, list[_Call]] = {}

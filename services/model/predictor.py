@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.artifacts import Artifact, load_artifact, resolve_version
-from recsys.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from recsys.errors import InvalidArgument, NotFound, Unavailable, VersionMismatch
 from recsys.ranking import check_mode, rank_scores
 from recsys.scoring import Contribution, explain_preferences, top_k
 
@@ -168,7 +168,7 @@ class PredictorHolder:
             return current
         if self.previous is not None and version == self.previous.version:
             return self.previous
-        raise FailedPrecondition(
+        raise VersionMismatch(
             f"model version {current.version} is loaded, the request is for {version}"
         )
 

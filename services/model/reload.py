@@ -3,19 +3,24 @@
 A newer version is loaded and warmed in a worker thread beside the one serving, then swapped
 in with one assignment on the event loop, so no request sees a half-loaded model and none
 fails. A version that cannot be loaded (corrupt file, foreign layers refused by safe_mode,
-items and weights that disagree) is refused once with a log line naming it and the reason;
-the old version keeps serving."""
+items and weights that disagree) is refused with a log line naming it and the reason, and
+tried again only after REFUSED_RETRY_S; the old version keeps serving."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from recsys.artifacts import list_versions
 from services.model.predictor import Predictor, PredictorHolder
 
 log = logging.getLogger(__name__)
+
+
+REFUSED_RETRY_S = 300.0  # a refused version is tried again after this long (a transient
+# failure, e.g. memory, should not refuse a good version until the next restart)
 
 
 class ModelWatcher:
@@ -32,7 +37,7 @@ class ModelWatcher:
         self.model_dir = model_dir
         self.poll_s = poll_s
         self.on_swap = on_swap
-        self.refused: dict[str, str] = {}  # version → why it was refused
+        self.refused: dict[str, tuple[str, float]] = {}  # version → (why, when refused)
 
     async def run(self) -> None:
         while True:
@@ -46,7 +51,12 @@ class ModelWatcher:
         """The newest version in the directory that is newer than the one served and has
         not been refused; None when there is none."""
         current = self.holder.predictor
-        versions = [v for v in list_versions(self.model_dir) if v not in self.refused]
+        now = time.monotonic()
+        versions = [
+            v
+            for v in list_versions(self.model_dir)
+            if v not in self.refused or now - self.refused[v][1] > REFUSED_RETRY_S
+        ]
         if not versions or current is None or versions[-1] <= current.version:
             return None
         return versions[-1]
@@ -60,7 +70,7 @@ class ModelWatcher:
         try:
             predictor = await asyncio.to_thread(Predictor.load, self.model_dir, version)
         except Exception as exc:  # whatever makes a version unloadable refuses it
-            self.refused[version] = str(exc)
+            self.refused[version] = (str(exc), time.monotonic())
             log.error(
                 "model version refused, the old one keeps serving: %s",
                 exc,

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 
 class RecsysError(Exception):
-    """Base class. `status` is the name of a `grpc.StatusCode` member."""
+    """Base class. `status` is the name of a `grpc.StatusCode` member; `reason`, when set, is
+    sent as a `google.rpc.ErrorInfo` detail so that a caller can tell cases of one status
+    apart without reading the message."""
 
     status = "INTERNAL"
+    reason = ""
 
 
 class InvalidArgument(RecsysError):
@@ -26,6 +29,12 @@ class NotFound(RecsysError):
 
 class FailedPrecondition(RecsysError):
     status = "FAILED_PRECONDITION"
+
+
+class VersionMismatch(FailedPrecondition):
+    """A request names a model version the service does not hold (the model moved on)."""
+
+    reason = "MODEL_VERSION_MISMATCH"
 
 
 class Unavailable(RecsysError):

@@ -113,8 +113,6 @@ class Settings:
             raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
         if self.tls_client_auth and not (self.tls_cert_file and self.tls_ca_file):
             raise ConfigError("TLS_CLIENT_AUTH needs TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE")
-        if self.auth_reads and not self.tokens:
-            raise ConfigError("AUTH_READS needs AUTH_TOKENS")
 
     @property
     def tokens(self) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # gRPC retry pushback: a negative value tells the client's retry policy not to retry
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
+ERROR_DOMAIN = "recsys"  # of the ErrorInfo details our errors carry
 
 
 def status_for(error: RecsysError) -> grpc.Status:
@@ -40,6 +41,10 @@ def status_for(error: RecsysError) -> grpc.Status:
                 ]
             )
         )
+        status.details.append(detail)
+    if error.reason:
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
         status.details.append(detail)
     converted = rpc_status.to_status(status)
     if isinstance(error, Unavailable) and not error.retry:
@@ -66,6 +71,18 @@ def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
         if detail.Unpack(bad_request):
             violations += [(v.field, v.description) for v in bad_request.field_violations]
     return violations
+
+
+def error_reasons(error: grpc.RpcError) -> list[str]:
+    """The reasons of our ErrorInfo details on a client-side error (e.g.
+    "MODEL_VERSION_MISMATCH")."""
+    status = rpc_status.from_call(error)
+    reasons = []
+    for detail in status.details if status else []:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+            reasons.append(info.reason)
+    return reasons
 
 
 class Undecodable:

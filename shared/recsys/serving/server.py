@@ -46,6 +46,8 @@ class Service:
         interceptors = [*tracing.server_interceptors(settings), ErrorInterceptor()]
         if settings.tokens:  # inside the error interceptor, which answers its refusals
             interceptors.append(AuthInterceptor(settings.tokens, reads=settings.auth_reads))
+        elif settings.auth_reads:  # deploy/ sets it; the tokens come from an optional Secret
+            log.warning("AUTH_READS is set but AUTH_TOKENS is empty: authentication is off")
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[*message_options(settings), *keepalive_options(settings, server=True)],
