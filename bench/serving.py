@@ -44,7 +44,7 @@ RUNS = [
     ("gateway Recommend, inline ratings", "recommend-inline", "gateway", 32),
     ("gateway SimilarItems", "similar", "gateway", 32),
     ("model Predict (direct)", "predict", "model", 32),
-    ("model Predict (direct), batching off", "predict", "model-unbatched", 32),
+    ("model Predict (direct), batching on (64)", "predict", "model-batched", 32),
     ("gateway RateItems (1-5 ratings)", "rate", "gateway", 16),
 ]
 ARTICLE_USERS = 20
@@ -157,21 +157,21 @@ def main(argv=None) -> int:
             [sys.executable, "-m", "recsys.loadtest.echo", "--port", str(echo_port)],
             stdout=subprocess.DEVNULL,
         )
-        unbatched_port = free_port()
-        unbatched = subprocess.Popen(  # the baseline of dynamic batching, in the same run
+        batched_port = free_port()
+        batched = subprocess.Popen(  # dynamic batching against the default (off), same run
             [sys.executable, "-m", "services.model.server"],
             env={
                 **os.environ,
                 "MODEL_DIR": str(model_dir),
-                "MODEL_PORT": str(unbatched_port),
-                "MODEL_BATCH_SIZE": "1",
+                "MODEL_PORT": str(batched_port),
+                "MODEL_BATCH_SIZE": "64",
                 "LOG_LEVEL": "WARNING",
             },
         )
         stack = LocalStack(model_dir=model_dir, redis_dir=work / "redis", log_level="WARNING")
         try:
             wait_serving(f"127.0.0.1:{echo_port}", 30, echo)
-            wait_serving(f"127.0.0.1:{unbatched_port}", 120, unbatched)
+            wait_serving(f"127.0.0.1:{batched_port}", 120, batched)
             from recsys.artifacts import resolve_version
             from services.feature.loader import load_features
 
@@ -182,14 +182,14 @@ def main(argv=None) -> int:
                 "echo": f"127.0.0.1:{echo_port}",
                 "gateway": stack.address("gateway"),
                 "model": stack.address("model"),
-                "model-unbatched": f"127.0.0.1:{unbatched_port}",
+                "model-batched": f"127.0.0.1:{batched_port}",
                 "feature": stack.address("feature"),
             }
             print("load runs ...", flush=True)
             results = asyncio.run(measure(targets, data, args.duration, args.warmup))
         finally:
             stack.stop()
-            for process in (echo, unbatched):
+            for process in (echo, batched):
                 process.terminate()
                 process.wait(10)
         users = sorted(data.ratings["user_id"].unique())[: 2 if args.smoke else ARTICLE_USERS]

@@ -42,10 +42,11 @@ class Settings:
     # Seconds between looks for a newer version in MODEL_DIR (0: never; ignored when
     # MODEL_VERSION pins one). A newer version is loaded beside the old one, then swapped in.
     model_poll_s: float = 5.0
-    # Dynamic batching of Predict: most calls per matrix product (1: no batching), how long
-    # a call waits for company (µs, 0: only calls already waiting), most calls waiting
-    # (beyond it: RESOURCE_EXHAUSTED).
-    model_batch_size: int = 64
+    # Dynamic batching of Predict: most calls per matrix product (1: no batching, the default:
+    # measured no faster on 2 cores, see README "Benchmarks"), how long a call waits for
+    # company (µs, 0: only calls already waiting), most calls waiting (beyond it:
+    # RESOURCE_EXHAUSTED).
+    model_batch_size: int = 1
     model_batch_wait_us: int = 0
     model_queue_limit: int = 512
     # Deadline of a gateway → upstream call when the caller set none, seconds.
