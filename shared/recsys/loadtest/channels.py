@@ -24,14 +24,7 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 def open_channel(address: str) -> grpc.aio.Channel:
     """A new channel to HOST:PORT; the caller closes it (`await channel.close()`)."""
     settings = Settings.from_env()
-    credentials = tls.channel_credentials(settings)
     interceptors = (
         [BearerTokenInterceptor(settings.upstream_token)] if settings.upstream_token else None
     )
-    if credentials is None:
-        return grpc.aio.insecure_channel(
-            address, options=CHANNEL_OPTIONS, interceptors=interceptors
-        )
-    return grpc.aio.secure_channel(
-        address, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
-    )
+    return tls.aio_channel(address, settings, CHANNEL_OPTIONS, interceptors=interceptors)
