@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -138,18 +137,13 @@ def model_swap(stack: LocalStack, phases: Phases, data: RatingData) -> Events:
     model service loads it beside the old one and swaps; `fault_s` seconds later its
     features are loaded, and the gateway moves to it. Back: the gateway answers with it."""
     from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-    from recsys.artifacts import new_version_name, resolve_version
+    from recsys.artifacts import copy_version, new_version_name, resolve_version
     from recsys.serving import tls
     from services.feature.loader import load_features
 
-    current = resolve_version(stack.model_dir)
     version = new_version_name()
-    staging = stack.model_dir / f".{version}"
-    shutil.copytree(current, staging)
-    metadata = json.loads((staging / "metadata.json").read_text())
-    (staging / "metadata.json").write_text(json.dumps({**metadata, "version": version}))
     events = {"fault": now()}
-    staging.rename(stack.model_dir / version)  # published in one step
+    copy_version(resolve_version(stack.model_dir), stack.model_dir, version)
     with tls.sync_channel(stack.address("gateway"), stack.client_settings) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         request = gateway_pb2.SimilarItemsRequest(

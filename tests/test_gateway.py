@@ -176,15 +176,10 @@ def test_health_and_reflection(stack):
 def test_a_model_version_without_features_is_unavailable(stack, tmp_path):
     """The model service moved to a version whose features are not loaded (a rollout in
     progress): UNAVAILABLE, never NOT_FOUND for a user or movie that exists."""
-    import json
-    import shutil
-
+    from recsys.artifacts import copy_version
     from services.model.predictor import Predictor
 
-    copy = tmp_path / "29990101T000000000000Z"
-    shutil.copytree(stack.artifact.path, copy)
-    meta = json.loads((copy / "metadata.json").read_text())
-    (copy / "metadata.json").write_text(json.dumps({**meta, "version": copy.name}))
+    copy = copy_version(stack.artifact.path, tmp_path, "29990101T000000000000Z")
     serving = stack.holder.predictor
     stack.holder.predictor = Predictor.load(str(tmp_path), copy.name)
     try:

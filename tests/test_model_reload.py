@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import redis
 from recsys.api.gateway.v1 import gateway_pb2 as pb
 from recsys.api.gateway.v1 import gateway_pb2_grpc
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
+from recsys.artifacts import copy_version
 from recsys.errors import FailedPrecondition
 from recsys.launcher import LocalStack
 from services.feature.loader import load_features
@@ -31,20 +31,10 @@ OLD = "20200101T000000000000Z"
 NEW = "29990101T000000000000Z"
 
 
-def publish(source: Path, model_dir: Path, version: str) -> Path:
-    """Copy a version directory under a new version name, renamed into place in one step
-    as `save_artifact` does, so the watcher never sees half of it."""
-    staging = model_dir / f".{version}"
-    shutil.copytree(source, staging)
-    metadata = json.loads((staging / "metadata.json").read_text())
-    (staging / "metadata.json").write_text(json.dumps({**metadata, "version": version}))
-    return staging.rename(model_dir / version)
-
-
 @pytest.fixture
 def model_dir(trained_run, tmp_path):
     _, run = trained_run
-    publish(run.artifact_path, tmp_path, OLD)
+    copy_version(run.artifact_path, tmp_path, OLD)
     return tmp_path
 
 
@@ -56,7 +46,7 @@ def test_a_newer_version_is_swapped_in_and_the_old_one_still_answers(trained_run
     _, run = trained_run
     watcher = watcher_for(model_dir)
     assert asyncio.run(watcher.check()) is False  # nothing newer yet
-    publish(run.artifact_path, model_dir, NEW)
+    copy_version(run.artifact_path, model_dir, NEW)
     assert asyncio.run(watcher.check()) is True
     holder = watcher.holder
     assert (holder.predictor.version, holder.previous.version) == (NEW, OLD)
@@ -85,7 +75,7 @@ def test_a_broken_version_is_refused_once_and_the_old_one_keeps_serving(
 ):
     _, run = trained_run
     watcher = watcher_for(model_dir)
-    damage(publish(run.artifact_path, model_dir, NEW))
+    damage(copy_version(run.artifact_path, model_dir, NEW))
     with caplog.at_level(logging.INFO, logger="services.model.reload"):
         assert asyncio.run(watcher.check()) is False
         assert asyncio.run(watcher.check()) is False  # not tried again at once
@@ -102,7 +92,7 @@ def test_a_refused_version_is_tried_again_later(trained_run, model_dir, monkeypa
 
     _, run = trained_run
     watcher = watcher_for(model_dir)
-    published = publish(run.artifact_path, model_dir, NEW)
+    published = copy_version(run.artifact_path, model_dir, NEW)
     good = (published / "model.keras").read_bytes()
     corrupt_model_file(published)
     assert asyncio.run(watcher.check()) is False
@@ -169,7 +159,7 @@ def test_hot_reload_under_load_fails_no_request(trained_run, model_dir, tmp_path
                 for thread in threads:
                     thread.start()
                 time.sleep(0.5)
-                publish(run.artifact_path, model_dir, NEW)
+                copy_version(run.artifact_path, model_dir, NEW)
                 wait_for_model_version(stack.address("model"), NEW)  # features not loaded yet
                 time.sleep(0.5)  # requests meanwhile go to the old version
                 load_features(client, model_dir / NEW, source.data.ratings, source.data.items)

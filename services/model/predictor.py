@@ -11,7 +11,7 @@ import numpy as np
 
 from recsys.artifacts import Artifact, load_artifact, resolve_version
 from recsys.errors import InvalidArgument, NotFound, Unavailable, VersionMismatch
-from recsys.ranking import check_mode, rank_scores
+from recsys.ranking import rank_scores
 from recsys.scoring import Contribution, explain_preferences, top_k
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class Predictor:
         model = self.artifact.recommender
         rated = self.index.columns(np.array(output.rated_movie_ids, dtype=np.int64))
         scores = rank_scores(
-            check_mode(output.rank_by or model.default_rank_by, model.ranking),
+            output.rank_by or model.default_rank_by,
             predicted[None, :],
             self.item_means,
             [rated[rated >= 0]],

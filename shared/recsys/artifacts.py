@@ -130,6 +130,17 @@ def save_artifact(
     return final
 
 
+def copy_version(source: Path | str, model_dir: Path | str, version: str) -> Path:
+    """Publish the files of version directory `source` as `version` in `model_dir`: copied
+    under a staging name, then renamed into place in one step (as `save_artifact` does), so a
+    watcher never sees half of it. Returns the new directory."""
+    staging = Path(model_dir) / f".{version}"
+    shutil.copytree(source, staging)
+    metadata = _read_json(staging / METADATA_FILE)
+    _write_json(staging / METADATA_FILE, {**metadata, "version": version})
+    return staging.rename(Path(model_dir) / version)
+
+
 def list_versions(model_dir: Path | str) -> list[str]:
     """Complete version directories, oldest first (staging directories start with '.')."""
     model_dir = Path(model_dir)
