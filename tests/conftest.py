@@ -124,6 +124,21 @@ def trained_deep_run(synthetic_dir, tmp_path_factory):
     return source, train_and_evaluate(source, config, tmp_path_factory.mktemp("deep_models"))
 
 
+# I-AutoRec, shrunk: 16 sigmoid codes, a few dozen epochs on the synthetic data.
+TINY_ITEM = {"encoding_size": 16, "batch_size": 32, "max_epochs": 30, "l2": 1e-3}
+
+
+@pytest.fixture(scope="session")
+def trained_item_run(synthetic_dir, tmp_path_factory):
+    """(DataSource, TrainingRun) of a small item autoencoder on the synthetic data."""
+    from recsys.model.config import PRESETS
+    from recsys.pipeline import find_data, train_and_evaluate
+
+    source = find_data(synthetic_dir, download=None)
+    config = PRESETS["item"].replace(**TINY_ITEM)
+    return source, train_and_evaluate(source, config, tmp_path_factory.mktemp("item_models"))
+
+
 def team_data(name: str) -> Path:
     """A dataset of ../shared/data; CI always has it, so its absence is a failure."""
     path = TEAM_DATA / name

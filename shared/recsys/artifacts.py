@@ -10,6 +10,9 @@
         catalog.json         title and genres of each item (column order), for display
         item_item.npy        optional: EASE item-item weights (n_items, n_items) float32 for
                              the "relevance" ranking, and ranking.json: its λ and blend weight
+        item_codes.npy       the item kind (I-AutoRec) only: the item codes (n_items, k)
+                             float32 and fold_in.json: the fold-in λ. Serving reads these;
+                             model.keras (input width: the training users) is provenance.
 
 A version directory is written under a temporary name and renamed into place, so a reader
 never sees half of one. Version names sort by creation time; the newest is the largest.
@@ -33,7 +36,7 @@ import pandas as pd
 from recsys.errors import ArtifactError
 from recsys.features import ItemIndex, Normalization
 from recsys.ranking import ItemItemRanking
-from recsys.scoring import Recommender
+from recsys.scoring import ItemAutoencoder, Recommender
 
 MODEL_FILE = "model.keras"
 ITEMS_FILE = "items.json"
@@ -43,6 +46,8 @@ METADATA_FILE = "metadata.json"
 CATALOG_FILE = "catalog.json"
 ITEM_ITEM_FILE = "item_item.npy"
 RANKING_FILE = "ranking.json"
+ITEM_CODES_FILE = "item_codes.npy"
+FOLD_IN_FILE = "fold_in.json"
 REQUIRED_FILES = (MODEL_FILE, ITEMS_FILE, NORMALIZATION_FILE, CONFIG_FILE, METADATA_FILE)
 
 
@@ -92,9 +97,11 @@ def save_artifact(
     catalog: pd.DataFrame | None = None,
     version: str | None = None,
     ranking: ItemItemRanking | None = None,
+    item_model: ItemAutoencoder | None = None,
 ) -> Path:
     """Write a version directory atomically and return its path. `catalog`: title and genres
-    columns indexed by item id (missing items get an empty title)."""
+    columns indexed by item id (missing items get an empty title). `item_model`: the item
+    kind's serving form (its codes and fold-in λ)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     version = version or new_version_name()
@@ -123,6 +130,9 @@ def save_artifact(
                 staging / RANKING_FILE,
                 {"l2": ranking.l2, "preference_weight": ranking.preference_weight},
             )
+        if item_model is not None:
+            np.save(staging / ITEM_CODES_FILE, item_model.item_codes.astype(np.float32))
+            _write_json(staging / FOLD_IN_FILE, {"l2": item_model.fold_in_l2})
         os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -168,20 +178,23 @@ def resolve_version(model_dir: Path | str, version: str | None = None) -> Path:
 
 def load_artifact(path: Path | str) -> Artifact:
     """Load a version directory: the Keras file with safe_mode=True, then its layers as
-    NumPy matrices for inference (the article's network or the deeper one)."""
-    import keras  # deferred: reading metadata should not pay for TensorFlow start-up
-
-    from recsys.model.training import network_of
-
+    NumPy matrices for inference (the article's network or the deeper one); for the item
+    kind, its item codes and fold-in λ instead (its Keras file is not needed to serve)."""
     path = Path(path)
     missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if missing:
         raise ArtifactError(f"{path} is not a complete model version (missing {missing})")
-    try:
-        model = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
-        network = network_of(model)
-    except Exception as exc:  # a corrupt or foreign file: say which, keep the cause
-        raise ArtifactError(f"cannot load {path / MODEL_FILE}: {exc}") from exc
+    network = _read_item_model(path) if (path / ITEM_CODES_FILE).is_file() else None
+    if network is None:
+        import keras  # deferred: reading metadata should not pay for TensorFlow start-up
+
+        from recsys.model.training import network_of
+
+        try:
+            model = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
+            network = network_of(model)
+        except Exception as exc:  # a corrupt or foreign file: say which, keep the cause
+            raise ArtifactError(f"cannot load {path / MODEL_FILE}: {exc}") from exc
     try:
         item_ids = _read_json(path / ITEMS_FILE)
         normalization_values = _read_json(path / NORMALIZATION_FILE)
@@ -260,6 +273,17 @@ def load_features_spec(path: Path | str) -> FeatureSpec:
         rating_scale=(float(low), float(high)),
         catalog=catalog,
     )
+
+
+def _read_item_model(path: Path) -> ItemAutoencoder:
+    """The item kind's serving form: item_codes.npy and the λ in fold_in.json."""
+    try:
+        codes = np.load(path / ITEM_CODES_FILE, allow_pickle=False)
+        return ItemAutoencoder(
+            np.asarray(codes, dtype=np.float32), float(_read_json(path / FOLD_IN_FILE)["l2"])
+        )
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"cannot read the item model in {path}: {exc}") from exc
 
 
 def _read_ranking(path: Path) -> ItemItemRanking | None:

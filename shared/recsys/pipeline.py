@@ -162,6 +162,7 @@ def train_and_evaluate(
             "history": trained.history,
         },
         "ranking": scored.ranking.to_dict(),
+        **({"fold_in": trained.fold_in} if trained.fold_in else {}),
         "leaked_pairs": scored.leaked_pairs,
         "metrics": {s.name: s.to_dict() for s in scores},
         "environment": environment(),
@@ -176,6 +177,7 @@ def train_and_evaluate(
         rating_scale=source.data.rating_scale,
         catalog=source.data.items.set_index("item_id"),
         ranking=scored.ranking.ranking,
+        item_model=trained.folded,
     )
     report_path = None
     if report_dir is not None:

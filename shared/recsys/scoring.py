@@ -66,7 +66,7 @@ class LinearAutoencoder:
         return np.asarray(values, dtype=np.float64) * weights
 
 
-ACTIVATIONS = ("linear", "selu", "elu", "relu", "tanh")
+ACTIVATIONS = ("linear", "selu", "elu", "relu", "tanh", "sigmoid")
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
@@ -79,6 +79,8 @@ def activate(values: np.ndarray, activation: str) -> np.ndarray:
         return np.maximum(values, 0)
     if activation == "tanh":
         return np.tanh(values)
+    if activation == "sigmoid":
+        return (0.5 * (1.0 + np.tanh(0.5 * values))).astype(np.float32)  # no exp overflow
     negative = np.expm1(np.minimum(values, 0))  # exp(x) - 1 where x < 0; no overflow above
     if activation == "elu":
         return np.where(values > 0, values, negative).astype(np.float32)
@@ -167,7 +169,126 @@ class DeepAutoencoder:
         return self.decoder[-1].kernel.T
 
 
-Network = LinearAutoencoder | DeepAutoencoder
+@dataclass(frozen=True)
+class ItemAutoencoder:
+    """The item-based autoencoder (I-AutoRec, Sedhain et al. 2015) in its serving form.
+
+    Trained on the items' columns of the preference matrix, its code layer gives each item a
+    code h_i (k numbers). A user is folded in at request time, whether they were in training
+    or not: ridge regression of their preferences on the codes of the items they rated,
+
+        w = argmin_w Σ_{j∈R} (p_j − h̃_j·w)² + λ‖w‖²,   h̃ = [h, 1],
+
+    and predictions are h̃_i·w for every item. For a fixed set of rated items that is linear
+    in the preferences, so a prediction is an exact sum over the rated items (explanations).
+    The rated set R is a row's stored entries (CSR) or its non-zero entries (dense).
+
+    item_codes: (n_items, k) float32; fold_in_l2: λ, chosen on the validation ratings."""
+
+    item_codes: np.ndarray
+    fold_in_l2: float
+
+    def __post_init__(self):
+        if self.item_codes.ndim != 2 or not np.isfinite(self.item_codes).all():
+            raise ValueError("item codes must be a finite (n_items, k) matrix")
+        if not self.fold_in_l2 > 0:
+            raise ValueError("the fold-in λ must be positive")
+        codes = np.asarray(self.item_codes, dtype=np.float64)
+        features = np.hstack([codes, np.ones((len(codes), 1))])
+        object.__setattr__(self, "_features", features)  # h̃, (n_items, k + 1) float64
+        # h̃_i · h̃_j for every pair, (n_items, n_items) float32, made once: a user with at
+        # most k + 1 ratings is then folded in and predicted without touching the codes
+        object.__setattr__(self, "_gram", (features @ features.T).astype(np.float32))
+
+    @property
+    def n_items(self) -> int:
+        return self.item_codes.shape[0]
+
+    @property
+    def encoding_size(self) -> int:
+        return self.item_codes.shape[1]
+
+    @property
+    def depth(self) -> int:
+        return 1
+
+    def _rows(self, preferences):
+        """(rated columns, their preferences float64) of each row."""
+        if hasattr(preferences, "indptr"):  # CSR: the stored entries are the ratings
+            for row in range(preferences.shape[0]):
+                start, end = preferences.indptr[row], preferences.indptr[row + 1]
+                columns = preferences.indices[start:end]
+                yield columns, np.asarray(preferences.data[start:end], dtype=np.float64)
+        else:
+            for row in np.atleast_2d(np.asarray(preferences)):
+                columns = np.flatnonzero(row)
+                yield columns, row[columns].astype(np.float64)
+
+    def _solve_dual(self, features: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """(A Aᵀ + λI)⁻¹ target for A = `features` (|R|, k + 1), so that the user weights are
+        w = Aᵀ (A Aᵀ + λI)⁻¹ p. Solved as it stands when |R| ≤ k + 1; otherwise through the
+        (k + 1)-sized system of the Woodbury identity, (target − A (AᵀA + λI)⁻¹ Aᵀ target) / λ,
+        so no system is ever larger than k + 1."""
+        n, width = features.shape
+        if n <= width:
+            gram = features @ features.T
+            gram[np.diag_indices_from(gram)] += self.fold_in_l2
+            return np.linalg.solve(gram, target)
+        gram = features.T @ features
+        gram[np.diag_indices_from(gram)] += self.fold_in_l2
+        inner = np.linalg.solve(gram, features.T @ target)
+        return (target - features @ inner) / self.fold_in_l2
+
+    def encode(self, preferences) -> np.ndarray:
+        """(batch, n_items) dense or CSR preferences → (batch, k + 1) user weights w."""
+        weights = []
+        for columns, values in self._rows(preferences):
+            if len(columns) == 0:
+                weights.append(np.zeros(self._features.shape[1]))
+                continue
+            rated = self._features[columns]
+            weights.append(rated.T @ self._solve_dual(rated, values))
+        return np.array(weights, dtype=np.float64).reshape(-1, self._features.shape[1])
+
+    def predict(self, preferences) -> np.ndarray:
+        """(batch, n_items) dense or CSR preferences → (batch, n_items) float32 predictions."""
+        rows = [self._predict_row(columns, values) for columns, values in self._rows(preferences)]
+        return np.array(rows, dtype=np.float32).reshape(-1, self.n_items)
+
+    def _predict_row(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """h̃_i · w for every item i: K[:, R] (K_RR + λI)⁻¹ p with K the item Gram matrix
+        when |R| ≤ k + 1 (no product with the codes at all), else h̃ (Aᵀ S)."""
+        if len(columns) == 0:
+            return np.zeros(self.n_items)
+        if len(columns) > self._features.shape[1]:
+            rated = self._features[columns]
+            return self._features @ (rated.T @ self._solve_dual(rated, values))
+        rated_rows = self._gram[columns]  # K is symmetric: rows gather fast, columns do not
+        gram = rated_rows[:, columns].astype(np.float64)
+        gram[np.diag_indices_from(gram)] += self.fold_in_l2
+        return np.linalg.solve(gram, values).astype(np.float32) @ rated_rows
+
+    def predict_pairs(self, preferences, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Predicted preference of row `rows[j]` at column `columns[j]`. (n_pairs,) float32."""
+        return self.predict(preferences)[rows, columns]
+
+    @property
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, k): item j's embedding is its code."""
+        return self.item_codes
+
+    def contributions(self, columns: np.ndarray, values: np.ndarray, target: int) -> np.ndarray:
+        """What each rated item adds to the predicted preference at column `target`:
+        values[j] · [(A Aᵀ + λI)⁻¹ A h̃_target]_j with A the rated items' h̃; (n,) float64,
+        adding up to predict(x)[target] (to rounding)."""
+        if len(columns) == 0:
+            return np.zeros(0)
+        rated = self._features[columns]
+        weights = self._solve_dual(rated, rated @ self._features[target])
+        return np.asarray(values, dtype=np.float64) * weights
+
+
+Network = LinearAutoencoder | DeepAutoencoder | ItemAutoencoder
 
 
 @dataclass(frozen=True)
@@ -219,7 +340,7 @@ def explain_preferences(
     """(predicted preference, top `limit` contributions by |value|, sum of the others, how
     many others) of `item_id` for the input preferences `values` at `columns`.
     FailedPrecondition for a deep network: its predictions are no sum over rated items."""
-    if not isinstance(network, LinearAutoencoder):
+    if isinstance(network, DeepAutoencoder):
         raise FailedPrecondition(
             "explanations need the linear network; this model is a deep autoencoder "
             f"(depth {network.depth}), whose predictions are not sums over rated items"

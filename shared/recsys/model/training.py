@@ -16,7 +16,20 @@ import scipy.sparse as sp
 from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
 from recsys.model.autoencoder import build_autoencoder, decoder_of, encoder_of, packed_loss
 from recsys.model.config import TrainConfig
-from recsys.scoring import DeepAutoencoder, DenseLayer, LinearAutoencoder, Network
+from recsys.model.item_autoencoder import (
+    ItemColumnBatches,
+    build_item_autoencoder,
+    direct_predictions,
+    item_codes,
+    observed_sse,
+)
+from recsys.scoring import (
+    DeepAutoencoder,
+    DenseLayer,
+    ItemAutoencoder,
+    LinearAutoencoder,
+    Network,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +152,36 @@ class ValidationRMSE(keras.callbacks.Callback):
             logs["val_rmse"] = self.validation.rmse(network, self.normalization, self.scale)
 
 
+class ItemValidationRMSE(keras.callbacks.Callback):
+    """Adds `val_rmse` to the epoch logs for the item kind: the network's own predictions
+    (a user's output row applied to the item's code) of the validation pairs whose user is
+    one of the training users (de-normalized, clipped). Cheap enough for every epoch; the
+    fold-in that serving uses is scored once, after training (`choose_fold_in`)."""
+
+    def __init__(self, columns, training_users, validation: ValidationSet, normalization, scale):
+        super().__init__()
+        self.columns = columns
+        self.normalization = normalization
+        self.scale = scale
+        users = pd.Index(training_users).get_indexer(validation.inputs.user_ids[validation.rows])
+        keep = users >= 0
+        self.users = users[keep]
+        self.items = validation.columns[keep]
+        self.user_means = validation.inputs.user_means[validation.rows][keep]
+        self.ratings = validation.ratings[keep]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        codes = item_codes(self.model, self.columns)
+        prefs = direct_predictions(self.model, codes, self.users, self.items)
+        predicted = self.normalization.denormalize(
+            prefs.astype(np.float64), self.user_means, self.items
+        )
+        predicted = np.clip(predicted, *self.scale)
+        logs["val_rmse"] = float(np.sqrt(np.mean((predicted - self.ratings) ** 2)))
+
+
 class EpochLog(keras.callbacks.Callback):
     """One log line per epoch: loss, validation RMSE, seconds."""
 
@@ -172,15 +215,26 @@ class TrainedModel:
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = 0
     seconds: float = 0.0
+    # the item kind's serving form, and the validation RMSE of each fold-in λ tried
+    folded: ItemAutoencoder | None = None
+    fold_in: dict[str, object] = field(default_factory=dict)
 
     @property
     def network(self) -> Network:
-        return network_of(self.recommender)
+        return self.folded if self.folded is not None else network_of(self.recommender)
 
     def serving_model(self) -> keras.Model:
         """An uncompiled copy with the trained weights: what an artifact stores (no loss,
         no optimizer state, so loading needs no custom objects)."""
-        copy = build_for(self.config, len(self.index))
+        if self.config.kind == "item":
+            copy = build_item_autoencoder(
+                self.recommender.input_shape[-1],
+                self.config.encoding_size,
+                activation=self.config.activation,
+                l2=self.config.l2,
+            )
+        else:
+            copy = build_for(self.config, len(self.index))
         copy.set_weights(self.recommender.get_weights())
         return copy
 
@@ -215,6 +269,8 @@ def train_autoencoder(
     progress: bool = False,
 ) -> TrainedModel:
     """Train on `fit`; `validation` (may be None with loss-based stopping) feeds val_rmse."""
+    if config.kind == "item":
+        return train_item_autoencoder(fit, validation, config, rating_scale=rating_scale)
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     index = ItemIndex(config.item_selection.select(fit))
@@ -270,4 +326,89 @@ def train_autoencoder(
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
         best_epoch=best_epoch,
         seconds=time.perf_counter() - started,
+    )
+
+
+FOLD_IN_L2S = (3.0, 10.0, 30.0, 60.0, 100.0, 170.0, 300.0, 1000.0)
+
+
+def choose_fold_in(codes: np.ndarray, validation: ValidationSet, normalization, scale):
+    """The fold-in λ with the lowest validation RMSE (users' fit ratings as input) and the
+    RMSE of each: (ItemAutoencoder, {λ: RMSE})."""
+    scores = {}
+    for l2 in FOLD_IN_L2S:
+        scores[l2] = validation.rmse(ItemAutoencoder(codes, l2), normalization, scale)
+        log.info("fold-in λ %g: validation RMSE %.4f", l2, scores[l2])
+    best = min(scores, key=lambda l2: (scores[l2], l2))
+    return ItemAutoencoder(codes, best), scores
+
+
+def train_item_autoencoder(
+    fit: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    config: TrainConfig,
+    *,
+    rating_scale: tuple[float, float] = (1.0, 5.0),
+) -> TrainedModel:
+    """I-AutoRec on the items' columns of the fit preferences, early stopping on the
+    validation RMSE of the network's own predictions, then the fold-in λ chosen on the same
+    validation ratings. Needs validation ratings (the fold-in λ is chosen on them)."""
+    if validation is None or not len(validation):
+        raise ValueError("the item autoencoder needs validation ratings to choose its fold-in λ")
+    started = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    index = ItemIndex(config.item_selection.select(fit))
+    kept = fit[np.isin(fit["item_id"].to_numpy(), index.item_ids)]
+    normalization = Normalization.fit(
+        index.columns(kept["item_id"].to_numpy()), kept["rating"].to_numpy(), len(index)
+    )
+    users = preference_matrix(fit, index, normalization)
+    columns = users.matrix.T.tocsr()  # (n_items, n_users)
+    log.info(
+        "training the item autoencoder on %d items x %d users (%s), %d ratings",
+        len(index),
+        len(users.user_ids),
+        config.item_selection.describe(),
+        columns.nnz,
+    )
+    model = build_item_autoencoder(
+        len(users.user_ids), config.encoding_size, activation=config.activation, l2=config.l2
+    )
+    model.compile(optimizer=make_optimizer(config), loss=observed_sse, jit_compile=True)
+    held_out = ValidationSet.build(fit, validation, index, normalization, rating_scale)
+    monitor = "val_rmse" if config.early_stopping == "validation" else "loss"
+    callbacks = [
+        ItemValidationRMSE(columns, users.user_ids, held_out, normalization, rating_scale),
+        keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            min_delta=config.min_delta,
+            patience=config.patience,
+            mode="min",
+            restore_best_weights=True,
+        ),
+        EpochLog(config.max_epochs),
+    ]
+    history = model.fit(
+        ItemColumnBatches(columns, config.batch_size, config.seed),
+        epochs=config.max_epochs,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    folded, scores = choose_fold_in(
+        item_codes(model, columns), held_out, normalization, rating_scale
+    )
+    return TrainedModel(
+        recommender=model,
+        index=index,
+        normalization=normalization,
+        config=config,
+        rating_scale=rating_scale,
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        best_epoch=int(np.argmin(history.history[monitor])) + 1,
+        seconds=time.perf_counter() - started,
+        folded=folded,
+        fold_in={
+            "l2": folded.fold_in_l2,
+            "validation": [{"l2": l2, "rmse": rmse} for l2, rmse in scores.items()],
+        },
     )
