@@ -470,8 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=sorted(PRESETS),
         default="default",
-        help="'article' reproduces the post; 'default' is the best measured; 'deep' the "
-        "deeper autoencoder",
+        help="'article' reproduces the post; 'default' the served default; 'deep' the "
+        "deeper autoencoder; 'item' the item-based autoencoder (I-AutoRec, lowest RMSE)",
     )
     p.add_argument(
         "--set",
@@ -544,8 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
         "explain",
         help="why a movie gets its predicted rating: the contribution of each rated movie",
         description="For the linear model the predicted preference is an exact sum over the "
-        "rated movies, x_j · (W_enc W_dec)[j, i]; listed by |contribution|. A deep model "
-        "cannot be explained this way (exit 2).",
+        "rated movies, x_j · (W_enc W_dec)[j, i]; for the item kind too (its fold-in is "
+        "linear in the ratings); listed by |contribution|. A deep model cannot be explained "
+        "this way (exit 2).",
     )
     with_model(p)
     p.add_argument("ratings", help="MOVIE_ID:RATING pairs, e.g. 260:5,1196:4")
