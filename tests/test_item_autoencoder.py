@@ -11,7 +11,9 @@ import scipy.sparse as sp
 from recsys.api.model.v1 import model_pb2 as pb
 from recsys.api.model.v1 import model_pb2_grpc
 from recsys.artifacts import FOLD_IN_FILE, ITEM_CODES_FILE, load_artifact
+from recsys.data.split import split_ratings
 from recsys.errors import ArtifactError, InvalidArgument
+from recsys.features import preference_matrix
 from recsys.model.config import PRESETS, TrainConfig
 from recsys.model.item_autoencoder import (
     ItemColumnBatches,
@@ -19,6 +21,7 @@ from recsys.model.item_autoencoder import (
     item_codes,
     observed_sse,
 )
+from recsys.pipeline import SPLIT_SEED
 from recsys.scoring import ItemAutoencoder, activate, explain_preferences
 from recsys.serving.config import Settings
 from services.model.predictor import Predictor, PredictorHolder
@@ -92,16 +95,33 @@ def test_contributions_add_up_and_explanations_are_allowed():
     assert sum(c.contribution for c in listed) + other == pytest.approx(preference, abs=1e-9)
 
 
-def test_stored_zero_counts_as_rated_and_empty_input_predicts_zero():
+def test_a_zero_preference_is_no_rating_in_every_form():
     codes = np.array([[1.0], [2.0], [0.5]], np.float32)
     network = ItemAutoencoder(codes, 1.0)
     np.testing.assert_array_equal(network.predict(np.zeros((1, 3))), np.zeros((1, 3)))
-    # a stored 0 in CSR is a rating (pulls the fit toward 0); dense input cannot say so
+    # a stored 0 in CSR (offline evaluation) is treated as the dense vector (serving) must
+    # treat it, as no rating: the fit is the one on item 0 alone
     stored = sp.csr_matrix((np.array([3.0, 0.0]), np.array([0, 1]), np.array([0, 2])), (1, 3))
-    np.testing.assert_allclose(
-        network.predict(stored)[0], ridge(codes, [0, 1], [3.0, 0.0], 1.0), rtol=1e-5
-    )
-    assert not np.allclose(network.predict(stored), network.predict(stored.toarray()))
+    alone = ridge(codes, [0], [3.0], 1.0)
+    np.testing.assert_allclose(network.predict(stored)[0], alone, rtol=1e-6)
+    np.testing.assert_allclose(network.predict(stored.toarray())[0], alone, rtol=1e-6)
+    np.testing.assert_allclose(network.predict(stored.tocsc())[0], alone, rtol=1e-6)
+    # and Explain, which is given the rated columns with their values, agrees with Predict
+    parts = network.contributions(np.array([0, 1]), np.array([3.0, 0.0]), 2)
+    assert parts[1] == 0 and parts.sum() == pytest.approx(alone[2], abs=1e-12)
+
+
+def test_without_the_gram_matrix_the_same_predictions(monkeypatch):
+    import recsys.scoring
+
+    rng = np.random.default_rng(3)
+    codes = rng.random((50, 6)).astype(np.float32)
+    users = np.where(rng.random((4, 50)) < 0.1, rng.normal(0, 1, (4, 50)), 0)
+    with_gram = ItemAutoencoder(codes, 0.5).predict(users)
+    monkeypatch.setattr(recsys.scoring, "GRAM_MAX_ITEMS", 10)
+    without = ItemAutoencoder(codes, 0.5)
+    assert without._gram is None
+    np.testing.assert_allclose(without.predict(users), with_gram, rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -120,6 +140,7 @@ def test_item_settings():
     for change, field in (
         ({"kind": "both"}, "kind"),
         ({"kind": "item", "hidden_layers": [8]}, "hidden_layers"),
+        ({"kind": "item"}, "early_stopping"),  # the fold-in λ needs validation ratings
     ):
         with pytest.raises(InvalidArgument) as caught:
             TrainConfig(**change)
@@ -167,10 +188,20 @@ def test_item_artifact_round_trip(trained_item_run, tmp_path):
     # the λ served is the one with the lowest validation RMSE, as recorded
     tried = artifact.metadata["fold_in"]["validation"]
     assert network.fold_in_l2 == min(tried, key=lambda t: t["rmse"])["l2"]
-    # the codes served are the trained network's code layer applied to the items' columns
+    # the codes served are the saved network's code layer applied to the items' columns of
+    # the fit preferences it was trained on
     model = keras.saving.load_model(path / "model.keras", safe_mode=True)
-    assert model.input_shape[-1] == source.data.ratings["user_id"].nunique()
+    split = split_ratings(source.data.ratings, seed=SPLIT_SEED)
+    fit = preference_matrix(
+        split.fit, artifact.recommender.index, artifact.recommender.normalization
+    )
+    assert model.input_shape[-1] == len(fit.user_ids)
     assert network.item_codes.shape == (len(artifact.recommender.index), 16)
+    np.testing.assert_allclose(
+        network.item_codes, item_codes(model, fit.matrix.T.tocsr()), rtol=1e-5, atol=1e-6
+    )
+    # the sweep's validation RMSE of the item kind is the served fold-in's
+    assert artifact.metadata["fold_in"]["validation_rmse"] == min(t["rmse"] for t in tried)
     # it learns the planted structure of the synthetic data
     scores = {s.name: s for s in run.scores}
     assert scores["autoencoder"].rmse < scores["bias baseline"].rmse - 0.05
@@ -207,14 +238,16 @@ def test_model_service_serves_the_item_kind(trained_item_run):
             model.network.fold_in_l2,
         )
         np.testing.assert_allclose(list(reply.predictions.values), expected, atol=1e-4)
-        explained = stub.Explain(pb.ExplainRequest(preferences=vector, movie_id=3))
-        parts = sum(c.contribution for c in explained.contributions)
-        assert parts + explained.other_contributions == pytest.approx(
-            explained.predicted_preference, abs=1e-6
-        )
-        assert explained.predicted_preference == pytest.approx(
-            expected[predictor.index.column(3)], abs=1e-4
-        )
+        for movie_id in (3, 1, 40):  # unrated and rated movies
+            explained = stub.Explain(
+                pb.ExplainRequest(preferences=vector, movie_id=movie_id, max_contributions=100)
+            )
+            parts = [c.contribution for c in explained.contributions]
+            assert explained.other_count == 0 and len(parts) == len(ids)
+            # the contributions, computed apart from Predict, add up to Predict's value
+            assert sum(parts) == pytest.approx(
+                reply.predictions.values[predictor.index.column(movie_id)], abs=1e-5
+            )
         similar = stub.SimilarItems(pb.SimilarItemsRequest(movie_id=1, k=3))
         assert [i.movie_id for i in similar.items] == [s.item_id for s in predictor.similar(1, 3)]
         top = stub.Predict(
@@ -226,3 +259,13 @@ def test_model_service_serves_the_item_kind(trained_item_run):
         with pytest.raises(grpc.RpcError) as caught:
             stub.Explain(pb.ExplainRequest(preferences=vector, movie_id=99_999))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_sweep_ranks_the_item_kind_by_its_fold_in():
+    from types import SimpleNamespace
+
+    from recsys.sweep import validation_rmse
+
+    item = SimpleNamespace(fold_in={"validation_rmse": 0.85}, history={"val_rmse": [0.9, 0.86]})
+    user = SimpleNamespace(fold_in={}, history={"val_rmse": [0.9, 0.86, 0.87]})
+    assert validation_rmse(item) == 0.85 and validation_rmse(user) == 0.86

@@ -184,7 +184,9 @@ def load_artifact(path: Path | str) -> Artifact:
     missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if missing:
         raise ArtifactError(f"{path} is not a complete model version (missing {missing})")
-    network = _read_item_model(path) if (path / ITEM_CODES_FILE).is_file() else None
+    config = _read_json(path / CONFIG_FILE)
+    is_item_kind = isinstance(config, dict) and config.get("kind") == "item"
+    network = _read_item_model(path) if is_item_kind else None
     if network is None:
         import keras  # deferred: reading metadata should not pay for TensorFlow start-up
 
@@ -216,7 +218,7 @@ def load_artifact(path: Path | str) -> Artifact:
         version=metadata.get("version", path.name),
         path=path,
         recommender=recommender,
-        config=_read_json(path / CONFIG_FILE),
+        config=config,
         metadata=metadata,
         catalog=catalog,
     )

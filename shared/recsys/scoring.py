@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from recsys.errors import FailedPrecondition, InvalidArgument, NotFound
 from recsys.features import ItemIndex, Normalization, user_preferences
 from recsys.ranking import ItemItemRanking, check_mode, default_mode, rank_scores
 
 METRICS = ("euclidean", "cosine")
+GRAM_MAX_ITEMS = 12_000  # the item kind keeps an item Gram matrix up to this many items
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,8 @@ class ItemAutoencoder:
 
     and predictions are h̃_i·w for every item. For a fixed set of rated items that is linear
     in the preferences, so a prediction is an exact sum over the rated items (explanations).
-    The rated set R is a row's stored entries (CSR) or its non-zero entries (dense).
+    The rated set R is a row's non-zero entries, dense or CSR alike (a dense vector cannot
+    tell a rating whose preference is exactly 0 from no rating, so neither form counts one).
 
     item_codes: (n_items, k) float32; fold_in_l2: λ, chosen on the validation ratings."""
 
@@ -196,9 +199,13 @@ class ItemAutoencoder:
         codes = np.asarray(self.item_codes, dtype=np.float64)
         features = np.hstack([codes, np.ones((len(codes), 1))])
         object.__setattr__(self, "_features", features)  # h̃, (n_items, k + 1) float64
-        # h̃_i · h̃_j for every pair, (n_items, n_items) float32, made once: a user with at
-        # most k + 1 ratings is then folded in and predicted without touching the codes
-        object.__setattr__(self, "_gram", (features @ features.T).astype(np.float32))
+        # h̃_i · h̃_j for every pair, (n_items, n_items) float64 (109 MB for 3,687 items),
+        # made once: a user with at most k + 1 ratings is then folded in and predicted
+        # without a product with the codes. Float64 because the fold-in solve amplifies the
+        # rounding of its entries (float32 moved predictions by up to 3e-4 at λ = 3).
+        # Without it (catalogs above GRAM_MAX_ITEMS) the same values come from the codes.
+        gram = features @ features.T if len(features) <= GRAM_MAX_ITEMS else None
+        object.__setattr__(self, "_gram", gram)
 
     @property
     def n_items(self) -> int:
@@ -213,12 +220,14 @@ class ItemAutoencoder:
         return 1
 
     def _rows(self, preferences):
-        """(rated columns, their preferences float64) of each row."""
-        if hasattr(preferences, "indptr"):  # CSR: the stored entries are the ratings
-            for row in range(preferences.shape[0]):
-                start, end = preferences.indptr[row], preferences.indptr[row + 1]
-                columns = preferences.indices[start:end]
-                yield columns, np.asarray(preferences.data[start:end], dtype=np.float64)
+        """(rated columns, their preferences float64) of each row: its non-zero entries."""
+        if sp.issparse(preferences):
+            matrix = sp.csr_matrix(preferences)
+            for row in range(matrix.shape[0]):
+                start, end = matrix.indptr[row], matrix.indptr[row + 1]
+                values = np.asarray(matrix.data[start:end], dtype=np.float64)
+                rated = values != 0
+                yield matrix.indices[start:end][rated], values[rated]
         else:
             for row in np.atleast_2d(np.asarray(preferences)):
                 columns = np.flatnonzero(row)
@@ -260,13 +269,13 @@ class ItemAutoencoder:
         when |R| ≤ k + 1 (no product with the codes at all), else h̃ (Aᵀ S)."""
         if len(columns) == 0:
             return np.zeros(self.n_items)
-        if len(columns) > self._features.shape[1]:
+        if len(columns) > self._features.shape[1] or self._gram is None:
             rated = self._features[columns]
             return self._features @ (rated.T @ self._solve_dual(rated, values))
         rated_rows = self._gram[columns]  # K is symmetric: rows gather fast, columns do not
-        gram = rated_rows[:, columns].astype(np.float64)
+        gram = rated_rows[:, columns]
         gram[np.diag_indices_from(gram)] += self.fold_in_l2
-        return np.linalg.solve(gram, values).astype(np.float32) @ rated_rows
+        return np.linalg.solve(gram, values) @ rated_rows
 
     def predict_pairs(self, preferences, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """Predicted preference of row `rows[j]` at column `columns[j]`. (n_pairs,) float32."""
@@ -280,12 +289,16 @@ class ItemAutoencoder:
     def contributions(self, columns: np.ndarray, values: np.ndarray, target: int) -> np.ndarray:
         """What each rated item adds to the predicted preference at column `target`:
         values[j] · [(A Aᵀ + λI)⁻¹ A h̃_target]_j with A the rated items' h̃; (n,) float64,
-        adding up to predict(x)[target] (to rounding)."""
-        if len(columns) == 0:
-            return np.zeros(0)
-        rated = self._features[columns]
-        weights = self._solve_dual(rated, rated @ self._features[target])
-        return np.asarray(values, dtype=np.float64) * weights
+        adding up to predict(x)[target] (to rounding). An entry whose preference is 0 is no
+        rating (as in predict) and contributes 0."""
+        values = np.asarray(values, dtype=np.float64)
+        parts = np.zeros(len(values))
+        rated = values != 0
+        if rated.any():
+            features = self._features[np.asarray(columns)[rated]]
+            weights = self._solve_dual(features, features @ self._features[target])
+            parts[rated] = values[rated] * weights
+        return parts
 
 
 Network = LinearAutoencoder | DeepAutoencoder | ItemAutoencoder

@@ -107,8 +107,8 @@ def write_report(
         "",
         f"![training curves]({TRAINING_CURVES})",
         "",
-        "Item embeddings (columns of the output layer's kernel), first two principal "
-        "components, the most-rated titles named:",
+        "Item embeddings (columns of the output layer's kernel; the item codes for the item "
+        "kind), first two principal components, the most-rated titles named:",
         "",
         f"![item map]({ITEM_MAP})",
         "",

@@ -89,7 +89,8 @@ def write_item_map(
     axes.set_xlabel(f"PC 1 ({share[0]:.0%} of the variance)")
     axes.set_ylabel(f"PC 2 ({share[1]:.0%} of the variance)")
     axes.set_title(
-        f"Item embeddings (output-layer kernel columns) of {len(titles)} items; "
+        f"Item embeddings (output-layer kernel columns; item codes for the item kind) of "
+        f"{len(titles)} items; "
         f"the {min(labelled, len(titles))} most rated named",
         fontsize=10,
     )

@@ -64,6 +64,11 @@ class TrainConfig:
                 "hidden_layers",
                 "must be empty for the item kind (I-AutoRec has one hidden layer, the code)",
             ),
+            (
+                self.kind == "user" or self.early_stopping == "validation",
+                "early_stopping",
+                "must be validation for the item kind (its fold-in λ is chosen on validation)",
+            ),
             (self.encoding_size > 0, "encoding_size", "must be positive"),
             (all(w > 0 for w in self.hidden_layers), "hidden_layers", "widths must be positive"),
             (self.activation in ACTIVATIONS, "activation", f"must be one of {ACTIVATIONS}"),

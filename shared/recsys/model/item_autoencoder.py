@@ -83,11 +83,16 @@ def item_codes(model: keras.Model, columns: sp.csr_matrix, chunk: int = 512) -> 
 
 
 def direct_predictions(
-    model: keras.Model, codes: np.ndarray, users: np.ndarray, items: np.ndarray
+    model: keras.Model, codes: np.ndarray, users: np.ndarray, items: np.ndarray, chunk=8192
 ) -> np.ndarray:
     """What the trained network itself predicts for (user row, item) pairs, AutoRec's own
-    reading: the output layer's row of the user applied to the item's code. (n,) float32."""
+    reading: the output layer's row of the user applied to the item's code. (n,) float32,
+    computed `chunk` pairs at a time (two (chunk, k) gathers, not two (n, k) ones)."""
     layer = model.get_layer("users")
-    kernel = np.asarray(ops.convert_to_numpy(layer.kernel), dtype=np.float32)
+    kernel = np.asarray(ops.convert_to_numpy(layer.kernel), dtype=np.float32).T  # (users, k)
     bias = np.asarray(ops.convert_to_numpy(layer.bias), dtype=np.float32)
-    return np.einsum("pk,kp->p", codes[items], kernel[:, users]) + bias[users]
+    out = np.empty(len(users), dtype=np.float32)
+    for start in range(0, len(users), chunk):
+        part = slice(start, start + chunk)
+        out[part] = np.einsum("pk,pk->p", codes[items[part]], kernel[users[part]])
+    return out + bias[users]

@@ -270,7 +270,9 @@ def train_autoencoder(
 ) -> TrainedModel:
     """Train on `fit`; `validation` (may be None with loss-based stopping) feeds val_rmse."""
     if config.kind == "item":
-        return train_item_autoencoder(fit, validation, config, rating_scale=rating_scale)
+        return train_item_autoencoder(
+            fit, validation, config, rating_scale=rating_scale, progress=progress
+        )
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     index = ItemIndex(config.item_selection.select(fit))
@@ -349,6 +351,7 @@ def train_item_autoencoder(
     config: TrainConfig,
     *,
     rating_scale: tuple[float, float] = (1.0, 5.0),
+    progress: bool = False,
 ) -> TrainedModel:
     """I-AutoRec on the items' columns of the fit preferences, early stopping on the
     validation RMSE of the network's own predictions, then the fold-in λ chosen on the same
@@ -376,11 +379,10 @@ def train_item_autoencoder(
     )
     model.compile(optimizer=make_optimizer(config), loss=observed_sse, jit_compile=True)
     held_out = ValidationSet.build(fit, validation, index, normalization, rating_scale)
-    monitor = "val_rmse" if config.early_stopping == "validation" else "loss"
     callbacks = [
         ItemValidationRMSE(columns, users.user_ids, held_out, normalization, rating_scale),
         keras.callbacks.EarlyStopping(
-            monitor=monitor,
+            monitor="val_rmse",
             min_delta=config.min_delta,
             patience=config.patience,
             mode="min",
@@ -392,7 +394,7 @@ def train_item_autoencoder(
         ItemColumnBatches(columns, config.batch_size, config.seed),
         epochs=config.max_epochs,
         callbacks=callbacks,
-        verbose=0,
+        verbose=1 if progress else 0,
     )
     folded, scores = choose_fold_in(
         item_codes(model, columns), held_out, normalization, rating_scale
@@ -404,11 +406,12 @@ def train_item_autoencoder(
         config=config,
         rating_scale=rating_scale,
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
-        best_epoch=int(np.argmin(history.history[monitor])) + 1,
+        best_epoch=int(np.argmin(history.history["val_rmse"])) + 1,
         seconds=time.perf_counter() - started,
         folded=folded,
         fold_in={
             "l2": folded.fold_in_l2,
+            "validation_rmse": scores[folded.fold_in_l2],
             "validation": [{"l2": l2, "rmse": rmse} for l2, rmse in scores.items()],
         },
     )
