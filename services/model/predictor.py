@@ -137,8 +137,9 @@ class Predictor:
     def explain(
         self, movie_ids: np.ndarray, values: np.ndarray, movie_id: int, limit: int
     ) -> Explained:
-        """The predicted preference of `movie_id` as a sum over the input's items (linear
-        model only: FailedPrecondition for a deep one; NotFound for a movie not in it)."""
+        """The predicted preference of `movie_id` as a sum over the input's items (the linear
+        network and the item kind: FailedPrecondition for a deep one; NotFound for a movie
+        not in it)."""
         columns = self.index.columns(movie_ids)
         known = columns >= 0
         preference, listed, other, other_count = explain_preferences(
