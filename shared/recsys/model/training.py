@@ -260,6 +260,29 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=0.9)
 
 
+def items_and_normalization(fit: pd.DataFrame, config: TrainConfig):
+    """The items `config` keeps of the training ratings (ItemIndex) and μ, b_i fitted on
+    their ratings (Normalization)."""
+    index = ItemIndex(config.item_selection.select(fit))
+    kept = fit[np.isin(fit["item_id"].to_numpy(), index.item_ids)]
+    normalization = Normalization.fit(
+        index.columns(kept["item_id"].to_numpy()), kept["rating"].to_numpy(), len(index)
+    )
+    return index, normalization
+
+
+def early_stopping(config: TrainConfig, monitor: str) -> keras.callbacks.EarlyStopping:
+    """Stop when `monitor` has not improved by min_delta for `patience` epochs; keep the
+    best epoch's weights."""
+    return keras.callbacks.EarlyStopping(
+        monitor=monitor,
+        min_delta=config.min_delta,
+        patience=config.patience,
+        mode="min",
+        restore_best_weights=True,
+    )
+
+
 def train_autoencoder(
     fit: pd.DataFrame,
     validation: pd.DataFrame | None,
@@ -275,11 +298,7 @@ def train_autoencoder(
         )
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
-    index = ItemIndex(config.item_selection.select(fit))
-    kept = fit[np.isin(fit["item_id"].to_numpy(), index.item_ids)]
-    normalization = Normalization.fit(
-        index.columns(kept["item_id"].to_numpy()), kept["rating"].to_numpy(), len(index)
-    )
+    index, normalization = items_and_normalization(fit, config)
     train_matrix = preference_matrix(fit, index, normalization).matrix
     log.info(
         "training on %d users x %d items (%s), %d ratings",
@@ -304,15 +323,7 @@ def train_autoencoder(
     elif config.early_stopping == "validation":
         raise ValueError("early stopping on validation RMSE needs validation ratings")
     monitor = "val_rmse" if config.early_stopping == "validation" else "loss"
-    callbacks.append(
-        keras.callbacks.EarlyStopping(
-            monitor=monitor,
-            min_delta=config.min_delta,
-            patience=config.patience,
-            mode="min",
-            restore_best_weights=True,
-        )
-    )
+    callbacks.append(early_stopping(config, monitor))
     callbacks.append(EpochLog(config.max_epochs))
     history = recommender.fit(
         batches, epochs=config.max_epochs, callbacks=callbacks, verbose=1 if progress else 0
@@ -360,11 +371,7 @@ def train_item_autoencoder(
         raise ValueError("the item autoencoder needs validation ratings to choose its fold-in λ")
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
-    index = ItemIndex(config.item_selection.select(fit))
-    kept = fit[np.isin(fit["item_id"].to_numpy(), index.item_ids)]
-    normalization = Normalization.fit(
-        index.columns(kept["item_id"].to_numpy()), kept["rating"].to_numpy(), len(index)
-    )
+    index, normalization = items_and_normalization(fit, config)
     users = preference_matrix(fit, index, normalization)
     columns = users.matrix.T.tocsr()  # (n_items, n_users)
     log.info(
@@ -381,13 +388,7 @@ def train_item_autoencoder(
     held_out = ValidationSet.build(fit, validation, index, normalization, rating_scale)
     callbacks = [
         ItemValidationRMSE(columns, users.user_ids, held_out, normalization, rating_scale),
-        keras.callbacks.EarlyStopping(
-            monitor="val_rmse",
-            min_delta=config.min_delta,
-            patience=config.patience,
-            mode="min",
-            restore_best_weights=True,
-        ),
+        early_stopping(config, "val_rmse"),
         EpochLog(config.max_epochs),
     ]
     history = model.fit(
