@@ -39,6 +39,10 @@ def test_pngs_and_report(tmp_path):
             test_ratings=10,
             history=history,
             best_epoch=2,
+            fold_in={
+                "l2": 100.0,
+                "validation": [{"l2": 30.0, "rmse": 0.9}, {"l2": 100.0, "rmse": 0.8}],
+            },
             command="recsys evaluate",
         ),
         embeddings=embeddings,
@@ -49,6 +53,8 @@ def test_pngs_and_report(tmp_path):
     assert "![item map](item_map.png)" in report
     assert "| EASE | – | – | 0.2500 | 0.2000 | 10 | 1.0000 |" in report
     assert "Leakage check: 0 of 10 test ratings" in report
+    assert "λ chosen by validation RMSE (fit ratings as input): **100**" in report
+    assert "| 30 | 0.9000 |" in report and "| 100 | 0.8000 |" in report
     assert (tmp_path / "report" / "item_map.png").read_bytes()[:8] == PNG
 
 

@@ -279,6 +279,7 @@ def write_model_report(
             history=training.get("history", {}),
             best_epoch=training.get("best_epoch"),
             ranking=metadata.get("ranking", {}),
+            fold_in=metadata.get("fold_in", {}),
             command=command,
         ),
         embeddings=embeddings,
