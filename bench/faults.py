@@ -40,10 +40,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from recsys.cli import format_table, write_json  # noqa: E402
 from recsys.data.movielens import RatingData, load_movielens  # noqa: E402
-from recsys.launcher import LocalStack, wait_serving  # noqa: E402
+from recsys.launcher import LocalStack, train_version, wait_serving  # noqa: E402
 from recsys.loadtest import LoadSettings, Sample, Targets, build_workload, run_load  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
+
+QUICK_MODEL = {"max_epochs": 2}  # fault figures depend on the services, not the model
 
 NS = 1_000_000_000
 BIN_S = 0.5  # width of the timeline's bins
@@ -323,26 +325,6 @@ def process_state(process: subprocess.Popen, pid: int | None, restarted: bool) -
     return "alive" if process.pid == pid else "replaced"
 
 
-def train(data_dir: Path, model_dir: Path) -> None:
-    """A quick model: fault figures depend on the services, not on the model's quality."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "recsys.cli",
-            "train",
-            "--data",
-            str(data_dir),
-            "--model-dir",
-            str(model_dir),
-            "--set",
-            "max_epochs=2",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
 def start_stack(model_dir: Path, data: RatingData, redis_dir: Path, replicas: int):
     """Redis (append-only, in `redis_dir`) with the features loaded and the services;
     returns (stack, seconds from starting the services to all of them SERVING, which the
@@ -402,7 +384,7 @@ def main(argv=None) -> int:
         model_dir = work / "models"  # model-swap publishes versions here, never in --model-dir
         if args.model_dir is None:
             print("training a quick model ...", flush=True)
-            train(data_dir, model_dir)
+            train_version(data_dir, model_dir, QUICK_MODEL)
         else:
             from recsys.artifacts import resolve_version
 

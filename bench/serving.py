@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from recsys.cli import format_table, write_json  # noqa: E402
 from recsys.data.movielens import RatingData, load_movielens  # noqa: E402
-from recsys.launcher import LocalStack, wait_serving  # noqa: E402
+from recsys.launcher import LocalStack, train_version, wait_serving  # noqa: E402
 from recsys.loadtest import LoadSettings, Targets, build_workload, run_load  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
@@ -48,25 +48,7 @@ RUNS = [
     ("gateway RateItems (1-5 ratings)", "rate", "gateway", 16),
 ]
 ARTICLE_USERS = 20
-
-
-def train(data_dir: Path, model_dir: Path, smoke: bool) -> None:
-    settings = ["--set", "encoding_size=8", "--set", "max_epochs=2"] if smoke else []
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "recsys.cli",
-            "train",
-            "--data",
-            str(data_dir),
-            "--model-dir",
-            str(model_dir),
-            *settings,
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+SMOKE_MODEL = {"encoding_size": 8, "max_epochs": 2}  # seconds to train, for CI
 
 
 def article_predict_ms(model_dir: Path, data: RatingData, user_ids: list[int]) -> float | None:
@@ -155,7 +137,7 @@ def main(argv=None) -> int:
         if model_dir is None:
             model_dir = work / "models"
             print("training the default preset ...", flush=True)
-            train(data_dir, model_dir, args.smoke)
+            train_version(data_dir, model_dir, SMOKE_MODEL if args.smoke else {})
         echo_port = free_port()
         echo = subprocess.Popen(
             [sys.executable, "-m", "recsys.loadtest.echo", "--port", str(echo_port)],

@@ -80,9 +80,11 @@ class Predictor:
         return predictor
 
     def warm_up(self) -> None:
-        """Touch every code path once so the first request pays no first-call costs."""
-        empty = np.zeros((1, len(self.index)), np.float32)
-        self.network.predict(empty)
+        """Touch every code path once so the first request pays no first-call costs: a
+        vector with one rating (an all-zero one would skip the item kind's solve)."""
+        one_rating = np.zeros((1, len(self.index)), np.float32)
+        one_rating[0, 0] = 1.0
+        self.network.predict(one_rating)
         self.similar(int(self.index.item_ids[0]), 1)
 
     def vector(self, movie_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, list[int]]:

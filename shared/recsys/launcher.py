@@ -25,6 +25,19 @@ log = logging.getLogger(__name__)
 SERVICES = ("feature", "model", "gateway")
 
 
+def train_version(data_dir: Path, model_dir: Path, settings: dict[str, object]) -> None:
+    """`recsys train` of the default preset with `--set NAME=VALUE` for each setting, in a
+    child process (TensorFlow stays out of the caller), writing a version to `model_dir`;
+    raises CalledProcessError when training fails."""
+    overrides = [arg for name, value in settings.items() for arg in ("--set", f"{name}={value}")]
+    subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "train", "--data", str(data_dir)]
+        + ["--model-dir", str(model_dir), *overrides],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def wait_channel_serving(
     channel: grpc.Channel,
     timeout: float,
