@@ -1,10 +1,14 @@
 """Benchmark: the served system against the ceiling of this machine, in one run.
 
-Starts a trivial echo gRPC server (health only, in its own process: the ceiling, DESIGN §7)
-and the real stack (Redis, feature, model, gateway services as processes, features loaded),
-drives both with the project's load generator (`recsys.loadtest`), and times the article's
-own `predict()` (a pandas pivot of the user's ratings, then `model.predict`) for the same
-users. Prints a table and writes JSON (machine, commit, settings, figures).
+Starts a trivial echo gRPC server (health only, in its own process: the ceiling, DESIGN §7),
+the topology floors (echo servers chained as the gateway chains its upstreams, with no work:
+two processes as for `SimilarItems`, inline `Recommend` and `RateItems`, three as for a
+stored user's `Recommend`) and the real stack (Redis, feature, model, gateway services as
+processes, features loaded), drives all of them with the project's load generator
+(`recsys.loadtest`), and times the article's own `predict()` (a pandas pivot of the user's
+ratings, then `model.predict`) for the same users. Every run also records the CPU time each
+server process spent, per request. Prints a table and writes JSON (machine, commit,
+settings, figures).
 
     python bench/serving.py [--data ../shared/data/ml-1m] [--model-dir DIR] [--duration 10]
     python bench/serving.py --smoke      # seconds, synthetic data (what CI runs)
@@ -22,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "shared"), str(REPO)]
@@ -35,18 +40,43 @@ from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
 from recsys.redis_server import free_port  # noqa: E402
 
-# (label, workload, target, concurrency); the echo rows are the ceiling of the same run
+# (label, workload, target, concurrency); the echo rows are the ceiling of the same run, the
+# chain rows the floor of each topology (FLOOR)
 RUNS = [
     ("echo", "health", "echo", 1),
     ("echo", "health", "echo", 32),
+    ("floor: 2 chained echo processes", "health", "chain-2", 1),
+    ("floor: 2 chained echo processes", "health", "chain-2", 32),
+    ("floor: 3 chained echo processes", "health", "chain-3", 1),
+    ("floor: 3 chained echo processes", "health", "chain-3", 32),
     ("gateway Recommend, stored users", "recommend-stored", "gateway", 1),
     ("gateway Recommend, stored users", "recommend-stored", "gateway", 32),
     ("gateway Recommend, inline ratings", "recommend-inline", "gateway", 32),
     ("gateway SimilarItems", "similar", "gateway", 32),
+    ("model Predict (direct)", "predict", "model", 1),
     ("model Predict (direct)", "predict", "model", 32),
     ("model Predict (direct), batching on (64)", "predict", "model-batched", 32),
     ("gateway RateItems (1-5 ratings)", "rate", "gateway", 16),
 ]
+# The no-work chain each workload's path matches: client → gateway → feature, then model for
+# a stored user; gateway → one upstream for the others; the model service called directly is
+# one process, like the echo server.
+FLOOR = {
+    "recommend-stored": "chain-3",
+    "recommend-inline": "chain-2",
+    "similar": "chain-2",
+    "rate": "chain-2",
+    "predict": "echo",
+}
+# the server processes whose CPU each target's runs use
+TARGET_PROCESSES = {
+    "echo": ["echo"],
+    "chain-2": ["chain-2", "echo"],
+    "chain-3": ["chain-3", "echo", "echo-2"],
+    "gateway": ["gateway", "feature", "model", "redis"],
+    "model": ["model"],
+    "model-batched": ["model-batched"],
+}
 ARTICLE_USERS = 20
 SMOKE_MODEL = {"encoding_size": 8, "max_epochs": 2}  # seconds to train, for CI
 
@@ -86,21 +116,42 @@ def article_predict_ms(model_dir: Path, data: RatingData, user_ids: list[int]) -
     return float(np.median(times))
 
 
-async def measure(targets: dict[str, str], data: RatingData, duration: float, warmup: float):
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    """User + system CPU seconds each process has used so far."""
+    return {name: sum(process.cpu_times()[:2]) for name, process in processes.items()}
+
+
+async def measure(
+    targets: dict[str, str],
+    processes: dict[str, psutil.Process],
+    data: RatingData,
+    duration: float,
+    warmup: float,
+):
     results = []
     for label, workload_name, target, concurrency in RUNS:
         kind = Targets(
-            gateway=targets[target] if target in ("gateway", "echo") else None,
+            gateway=targets[target] if target in ("gateway", "echo", *FLOOR.values()) else None,
             model=targets[target] if target.startswith("model") else None,
             feature=targets["feature"],
         )
+        if target.startswith("chain"):
+            kind = Targets(gateway=targets[target], feature=targets["feature"])
         workload = await build_workload(workload_name, kind, data=data, seed=1)
-        settings = LoadSettings(concurrency=concurrency, duration_s=duration, warmup_s=warmup)
+        # the warm-up as a run of its own, so that the CPU times cover the measured calls only
+        warm = LoadSettings(concurrency=concurrency, duration_s=warmup, warmup_s=0)
+        await run_load(warm, kind, workload)
+        settings = LoadSettings(concurrency=concurrency, duration_s=duration, warmup_s=0)
+        busy = {name: processes[name] for name in TARGET_PROCESSES[target]}
+        before = cpu_seconds(busy)
         report = await run_load(settings, kind, workload)
+        after = cpu_seconds(busy)
+        total = report.count
         results.append(
             {
                 "label": label,
                 "workload": workload_name,
+                "target": target,
                 "concurrency": concurrency,
                 "rps": report.count / report.elapsed_s if report.elapsed_s else 0.0,
                 "ok": report.ok,
@@ -108,10 +159,20 @@ async def measure(targets: dict[str, str], data: RatingData, duration: float, wa
                 "status_codes": report.status_codes,
                 "p50_ms": report.latency.p50 if report.latency else None,
                 "p99_ms": report.latency.p99 if report.latency else None,
+                "cpu_ms_per_request": {
+                    name: 1000 * (after[name] - before[name]) / total if total else None
+                    for name in busy
+                },
             }
         )
         print(f"  {label} c={concurrency}: {results[-1]['rps']:.0f} RPS", flush=True)
     return results
+
+
+def ceiling_rps(results: list[dict], target: str, concurrency: int) -> float:
+    """RPS of `target`'s run at the concurrency nearest `concurrency`."""
+    runs = {r["concurrency"]: r["rps"] for r in results if r["target"] == target}
+    return runs[min(runs, key=lambda c: abs(c - concurrency))]
 
 
 def main(argv=None) -> int:
@@ -138,11 +199,21 @@ def main(argv=None) -> int:
             model_dir = work / "models"
             print("training the default preset ...", flush=True)
             train_version(data_dir, model_dir, SMOKE_MODEL if args.smoke else {})
-        echo_port = free_port()
-        echo = subprocess.Popen(
-            [sys.executable, "-m", "recsys.loadtest.echo", "--port", str(echo_port)],
-            stdout=subprocess.DEVNULL,
-        )
+        echo_ports = {name: free_port() for name in ("echo", "echo-2", "chain-2", "chain-3")}
+        upstreams = {  # the floors: front → echo (2 processes), front → echo, echo-2 (3)
+            "echo": [],
+            "echo-2": [],
+            "chain-2": ["echo"],
+            "chain-3": ["echo", "echo-2"],
+        }
+        echoes = {
+            name: subprocess.Popen(
+                [sys.executable, "-m", "recsys.loadtest.echo", "--port", str(port)]
+                + [f"--upstream=127.0.0.1:{echo_ports[u]}" for u in upstreams[name]],
+                stdout=subprocess.DEVNULL,
+            )
+            for name, port in echo_ports.items()
+        }
         batched_port = free_port()
         batched = subprocess.Popen(  # dynamic batching against the default (off), same run
             [sys.executable, "-m", "services.model.server"],
@@ -156,7 +227,8 @@ def main(argv=None) -> int:
         )
         stack = LocalStack(model_dir=model_dir, redis_dir=work / "redis", log_level="WARNING")
         try:
-            wait_serving(f"127.0.0.1:{echo_port}", 30, echo)
+            for name, process in echoes.items():
+                wait_serving(f"127.0.0.1:{echo_ports[name]}", 30, process)
             wait_serving(f"127.0.0.1:{batched_port}", 120, batched)
             from recsys.artifacts import resolve_version
             from services.feature.loader import load_features
@@ -165,23 +237,31 @@ def main(argv=None) -> int:
                 load_features(client, resolve_version(model_dir), data.ratings, data.items)
             stack.start_services()
             targets = {
-                "echo": f"127.0.0.1:{echo_port}",
+                **{name: f"127.0.0.1:{port}" for name, port in echo_ports.items()},
                 "gateway": stack.address("gateway"),
                 "model": stack.address("model"),
                 "model-batched": f"127.0.0.1:{batched_port}",
                 "feature": stack.address("feature"),
             }
+            processes = {
+                name: psutil.Process(process.pid)
+                for name, process in [
+                    *echoes.items(),
+                    ("model-batched", batched),
+                    *stack.processes.items(),
+                    ("redis", stack.redis.process),
+                ]
+            }
             print("load runs ...", flush=True)
-            results = asyncio.run(measure(targets, data, args.duration, args.warmup))
+            results = asyncio.run(measure(targets, processes, data, args.duration, args.warmup))
         finally:
             stack.stop()
-            for process in (echo, batched):
+            for process in (*echoes.values(), batched):
                 process.terminate()
                 process.wait(10)
         users = sorted(data.ratings["user_id"].unique())[: 2 if args.smoke else ARTICLE_USERS]
         article_ms = article_predict_ms(model_dir, data, [int(u) for u in users])
 
-    echo_rps = {r["concurrency"]: r["rps"] for r in results if r["workload"] == "health"}
     rows = [
         [
             r["label"],
@@ -189,12 +269,17 @@ def main(argv=None) -> int:
             round(r["rps"]),
             r["p50_ms"],
             r["p99_ms"],
-            r["rps"] / echo_rps[min(echo_rps, key=lambda c: abs(c - r["concurrency"]))],
+            r["rps"] / ceiling_rps(results, "echo", r["concurrency"]),
+            r["rps"] / ceiling_rps(results, FLOOR[r["workload"]], r["concurrency"])
+            if r["workload"] in FLOOR
+            else None,
+            sum(r["cpu_ms_per_request"].values()),
             f"{r['ok']}/{r['count']}",
         ]
         for r in results
     ]
     stored_c1 = next(r for r in results if r["workload"] == "recommend-stored")
+    predict_c1 = next(r for r in results if r["workload"] == "predict")
     rows.append(
         [
             "article predict() (pandas pivot + model.predict)",
@@ -203,16 +288,24 @@ def main(argv=None) -> int:
             article_ms,
             None,
             None,
+            None,
+            None,
             f"{len(users)} users",
         ]
     )
-    print(format_table(["run", "c", "RPS", "p50 ms", "p99 ms", "of echo", "OK"], rows))
+    header = ["run", "c", "RPS", "p50 ms", "p99 ms", "of echo", "of floor", "CPU ms/req", "OK"]
+    print(format_table(header, rows))
+    print(
+        "of floor: RPS against the no-work chain of the same shape at the same concurrency;"
+        " CPU ms/req: the server processes' CPU time per request (load generator excluded)"
+    )
     speedup = article_ms / stored_c1["p50_ms"] if article_ms and stored_c1["p50_ms"] else None
     if speedup is None:
         print("article predict(): not applicable to this model version (the item kind)")
     else:
         print(
-            f"gateway Recommend (stored user, c=1) vs article predict(): {speedup:.1f}x lower p50"
+            f"gateway Recommend (stored user, c=1) vs article predict(): {speedup:.1f}x lower p50;"
+            f" model Predict (c=1): {article_ms / predict_c1['p50_ms']:.1f}x"
         )
     report = {
         "benchmark": "serving",
@@ -224,6 +317,9 @@ def main(argv=None) -> int:
         "runs": results,
         "article_predict_ms": article_ms,
         "speedup_vs_article": speedup,
+        "model_predict_speedup_vs_article": (
+            article_ms / predict_c1["p50_ms"] if article_ms and predict_c1["p50_ms"] else None
+        ),
     }
     write_json(args.out, report)
     print(f"wrote {args.out}")

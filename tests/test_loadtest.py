@@ -180,12 +180,12 @@ def test_workloads_are_seeded_and_follow_the_data():
 
 async def against_echo(settings: LoadSettings, spec: str = "health"):
     """Run the load test in this event loop against an echo server started in it too."""
-    server, port = await start_echo_server()
+    echo = await start_echo_server()
     try:
-        targets = Targets(gateway=f"127.0.0.1:{port}")
+        targets = Targets(gateway=f"127.0.0.1:{echo.port}")
         return await run_load(settings, targets, await build_workload(spec, targets))
     finally:
-        await server.stop(0)
+        await echo.stop(0)
 
 
 def test_closed_loop_against_the_echo_server():
@@ -243,16 +243,46 @@ def test_a_target_that_is_down_is_reported_not_raised():
     assert report.errors[0].status == "UNAVAILABLE" and report.errors[0].details
 
 
+def test_the_chained_echo_server_calls_each_upstream_in_turn():
+    """The topology floor of bench/serving.py: front → upstream, then → a second upstream.
+    Live upstreams: every call OK. A second upstream whose own upstream is down: every
+    call fails with the status the failing hop answered, so no hop is skipped."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        down = f"127.0.0.1:{probe.getsockname()[1]}"
+
+    async def run(second_upstream_of: list[str]):
+        first = await start_echo_server()
+        second = await start_echo_server(upstreams=second_upstream_of)
+        front = await start_echo_server(
+            upstreams=[f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
+        )
+        try:
+            targets = Targets(gateway=f"127.0.0.1:{front.port}")
+            settings = LoadSettings(concurrency=2, duration_s=0.3, warmup_s=0)
+            return await run_load(settings, targets, await build_workload("health", targets))
+        finally:
+            for server in (front, second, first):
+                await server.stop(0)
+
+    live = asyncio.run(run([]))
+    assert live.count > 0 and live.status_codes == {"OK": live.count}
+    broken = asyncio.run(run([down]))
+    assert broken.count > 0 and set(broken.status_codes) == {"UNAVAILABLE"}
+    assert "upstream" in broken.errors[0].details
+
+
 class EchoService:
     """The echo server with the start / stop / port shape `ServiceThread` runs."""
 
     port = 0
 
     async def start(self) -> None:
-        self.server, self.port = await start_echo_server()
+        self.echo = await start_echo_server()
+        self.port = self.echo.port
 
     async def stop(self, grace: float) -> None:
-        await self.server.stop(grace)
+        await self.echo.stop(grace)
 
 
 async def echo_service() -> EchoService:
