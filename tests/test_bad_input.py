@@ -448,6 +448,14 @@ ROWS = [
     Row(
         "model",
         "Predict",
+        "a movie id twice, out of order",
+        mpb.PredictRequest(preferences=prefs([3, 1, 3], [0.5, 0.5, 0.5])),
+        IA,
+        "preferences.movie_ids",
+    ),
+    Row(
+        "model",
+        "Predict",
         "a value not finite or beyond ±100",
         mpb.PredictRequest(preferences=prefs([1], [float("nan")])),
         IA,

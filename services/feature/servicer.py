@@ -61,11 +61,13 @@ def _unused(user: UserFeatures) -> list[int]:
 
 
 def sparse_vector(movie_ids, values) -> feature_pb2.SparseVector:
-    """Packed arrays from sequences or NumPy arrays (converted in C, not per entry)."""
-    return feature_pb2.SparseVector(
-        movie_ids=np.asarray(movie_ids, dtype=np.int64).tolist(),
-        values=np.asarray(values, dtype=np.float32).tolist(),
-    )
+    """Packed arrays from lists or NumPy arrays (an array becomes a list in C, not per
+    entry)."""
+    return feature_pb2.SparseVector(movie_ids=_as_list(movie_ids), values=_as_list(values))
+
+
+def _as_list(values) -> list:
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
 
 def user_message(user: UserFeatures) -> feature_pb2.UserFeatures:

@@ -154,15 +154,14 @@ class FeatureStore:
         no hash under `version` gets preferences computed here from their ratings hash, with
         the version's μ and b_i (a second round trip, for those users only)."""
         user_ids = list(dict.fromkeys(int(u) for u in user_ids))
-        pipe = self._redis.pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.hmget(
-                self.keys.user(version, user_id),
-                layout.USER_MEAN,
-                layout.USER_PREFS,
-                layout.USER_RATINGS,
-            )
-        replies = await pipe.execute()
+        fields = (layout.USER_MEAN, layout.USER_PREFS, layout.USER_RATINGS)
+        if len(user_ids) == 1:  # one command needs no pipeline's bookkeeping
+            replies = [await self._redis.hmget(self.keys.user(version, user_ids[0]), fields)]
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for user_id in user_ids:
+                pipe.hmget(self.keys.user(version, user_id), fields)
+            replies = await pipe.execute()
         users, derive = {}, []
         for user_id, (mean, prefs, packed) in zip(user_ids, replies, strict=True):
             if mean is None or prefs is None or packed is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,9 +32,9 @@ class Output:
     kind: str
     movie_ids: tuple[int, ...] = ()
     k: int = 0
-    exclude: frozenset[int] = frozenset()
+    exclude: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # movie ids
     rank_by: str = ""
-    rated_movie_ids: tuple[int, ...] = ()
+    rated_movie_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class Predictor:
                 raise NotFound(f"movie ids not in model {self.version}: {unknown}")
             return Prediction(wanted, predicted[columns], ignored)
         model = self.artifact.recommender
-        rated = self.index.columns(np.array(output.rated_movie_ids, dtype=np.int64))
+        rated = self.index.columns(np.asarray(output.rated_movie_ids, dtype=np.int64))
         scores = rank_scores(
             output.rank_by or model.default_rank_by,
             predicted[None, :],
@@ -126,8 +126,8 @@ class Predictor:
             [rated[rated >= 0]],
             model.ranking,
         )[0]
-        if output.exclude:
-            excluded = self.index.columns(np.fromiter(output.exclude, np.int64))
+        if len(output.exclude):
+            excluded = self.index.columns(np.asarray(output.exclude, dtype=np.int64))
             scores[excluded[excluded >= 0]] = -np.inf
         best = top_k(scores, output.k)
         best = best[np.isfinite(scores[best])]

@@ -46,12 +46,16 @@ def sparse_vector(request: model_pb2.PredictRequest, field: str) -> tuple[np.nda
             f"preference values must be finite and within ±{MAX_ABS_PREFERENCE:g}",
             field=f"{field}.values",
         )
-    if len(np.unique(movie_ids)) != len(movie_ids):
+    ascending = (movie_ids[1:] > movie_ids[:-1]).all()  # as the feature service sends them
+    if not ascending and len(np.unique(movie_ids)) != len(movie_ids):
         raise InvalidArgument("a movie id appears twice", field=f"{field}.movie_ids")
     return movie_ids, values
 
 
-def output_of(request: model_pb2.PredictRequest, field: str) -> Output:
+def output_of(
+    request: model_pb2.PredictRequest, field: str, movie_ids: np.ndarray | None = None
+) -> Output:
+    """The request's output oneof; `movie_ids`: its preferences' movie ids when already read."""
     which = request.WhichOneof("output")
     if which is None or which == "all_items":
         return Output("all")
@@ -66,9 +70,13 @@ def output_of(request: model_pb2.PredictRequest, field: str) -> Output:
     return Output(
         "top_k",
         k=check_k(top.k, f"{field}top_k.k"),
-        exclude=frozenset(top.exclude_movie_ids),
+        exclude=np.array(top.exclude_movie_ids, dtype=np.int64),
         rank_by=rank_mode(top.rank_by, f"{field}top_k.rank_by"),
-        rated_movie_ids=tuple(request.preferences.movie_ids),
+        rated_movie_ids=(
+            np.array(request.preferences.movie_ids, dtype=np.int64)
+            if movie_ids is None
+            else movie_ids
+        ),
     )
 
 
@@ -106,7 +114,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     async def Predict(self, request, context):
         predictor = self.holder.get(request.model_version)
         movie_ids, values = sparse_vector(request, "preferences")
-        output = output_of(request, "")
+        output = output_of(request, "", movie_ids)
         dense, ignored = predictor.vector(movie_ids, values)
         prediction = await self.batcher.predict(predictor, dense, ignored, output)
         return predict_response(predictor, prediction)
