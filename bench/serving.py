@@ -130,13 +130,12 @@ async def measure(
 ):
     results = []
     for label, workload_name, target, concurrency in RUNS:
-        kind = Targets(
-            gateway=targets[target] if target in ("gateway", "echo", *FLOOR.values()) else None,
-            model=targets[target] if target.startswith("model") else None,
+        direct_to_model = target.startswith("model")
+        kind = Targets(  # the echo and chain servers answer the health workload as a gateway
+            gateway=None if direct_to_model else targets[target],
+            model=targets[target] if direct_to_model else None,
             feature=targets["feature"],
         )
-        if target.startswith("chain"):
-            kind = Targets(gateway=targets[target], feature=targets["feature"])
         workload = await build_workload(workload_name, kind, data=data, seed=1)
         # the warm-up as a run of its own, so that the CPU times cover the measured calls only
         warm = LoadSettings(concurrency=concurrency, duration_s=warmup, warmup_s=0)
@@ -169,7 +168,7 @@ async def measure(
     return results
 
 
-def ceiling_rps(results: list[dict], target: str, concurrency: int) -> float:
+def rps_of(results: list[dict], target: str, concurrency: int) -> float:
     """RPS of `target`'s run at the concurrency nearest `concurrency`."""
     runs = {r["concurrency"]: r["rps"] for r in results if r["target"] == target}
     return runs[min(runs, key=lambda c: abs(c - concurrency))]
@@ -269,8 +268,8 @@ def main(argv=None) -> int:
             round(r["rps"]),
             r["p50_ms"],
             r["p99_ms"],
-            r["rps"] / ceiling_rps(results, "echo", r["concurrency"]),
-            r["rps"] / ceiling_rps(results, FLOOR[r["workload"]], r["concurrency"])
+            r["rps"] / rps_of(results, "echo", r["concurrency"]),
+            r["rps"] / rps_of(results, FLOOR[r["workload"]], r["concurrency"])
             if r["workload"] in FLOOR
             else None,
             sum(r["cpu_ms_per_request"].values()),
