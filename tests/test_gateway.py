@@ -246,12 +246,27 @@ def test_the_callers_deadline_is_passed_downstream():
 
 
 def test_stage_timings_explain_a_request(stack):
-    """Recommend returns the time of each stage as trailing metadata."""
+    """Recommend returns the time of each stage as trailing metadata and adds it to the
+    recsys_gateway_stage_seconds histogram (the gateway runs in this process)."""
+    from prometheus_client import REGISTRY
+
+    def observed(stage: str) -> tuple[float, float]:
+        labels = {"method": "Recommend", "stage": stage}
+        count = REGISTRY.get_sample_value("recsys_gateway_stage_seconds_count", labels)
+        total = REGISTRY.get_sample_value("recsys_gateway_stage_seconds_sum", labels)
+        return count or 0.0, total or 0.0
+
+    before = {stage: observed(stage) for stage in ("features", "model", "rank")}
     _, call = stack.stub.Recommend.with_call(pb.RecommendRequest(user_id=3, k=5), timeout=10)
     stages = dict(call.trailing_metadata())["recsys-stage-ms"]
     timings = {name: float(ms) for name, ms in (part.split("=") for part in stages.split(","))}
     assert set(timings) == {"features", "model", "rank"}
     assert all(ms >= 0 for ms in timings.values())
+    for stage, (count, total) in before.items():
+        now_count, now_total = observed(stage)
+        assert now_count == count + 1
+        # the header rounds to 0.01 ms; the histogram holds the unrounded seconds
+        assert now_total - total == pytest.approx(timings[stage] / 1000, abs=1e-5)
 
 
 def test_the_request_id_reaches_every_service(stack, caplog):

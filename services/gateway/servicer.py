@@ -6,6 +6,7 @@ import logging
 
 from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.errors import InvalidArgument
+from recsys.serving import metrics
 from services.gateway.flow import PredictFlow, Stages
 
 log = logging.getLogger(__name__)
@@ -20,8 +21,10 @@ STAGES_METADATA_KEY = "recsys-stage-ms"
 
 
 def report_stages(context, method: str, stages: Stages) -> None:
-    """Stage timings as trailing metadata (`recsys-stage-ms: features=..,model=..,rank=..`)
-    and in the debug log."""
+    """Stage timings as trailing metadata (`recsys-stage-ms: features=..,model=..,rank=..`),
+    in the `recsys_gateway_stage_seconds` histogram and in the debug log."""
+    for stage, ms in stages.ms.items():
+        metrics.STAGE_SECONDS.labels(method, stage).observe(ms / 1000)
     header = stages.header()
     context.set_trailing_metadata(((STAGES_METADATA_KEY, header),))
     log.debug("stages", extra={"method": method, "stage_ms": header})

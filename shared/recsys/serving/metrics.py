@@ -1,6 +1,6 @@
 """Prometheus metrics of the services: RPC counts by method and status code, latency and
-calls in flight by method (recorded by the server interceptor), Redis latency per
-feature-store operation, the model version in use, and the model service's batch sizes and
+calls in flight by method (recorded by the server interceptor), the gateway's stage times,
+Redis latency per feature-store operation, the model version in use, and the model service's batch sizes and
 queue time; served over HTTP on METRICS_PORT (0: off)."""
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ RPC_SECONDS = Histogram(
     "recsys_rpc_seconds", "Time to answer an RPC", ["method"], buckets=LATENCY_BUCKETS
 )
 IN_FLIGHT = Gauge("recsys_rpcs_in_flight", "RPCs being handled now, by method", ["method"])
+STAGE_SECONDS = Histogram(
+    "recsys_gateway_stage_seconds",
+    "Time of each stage of a gateway request: features, model, rank",
+    ["method", "stage"],
+    buckets=LATENCY_BUCKETS,
+)
 REDIS_SECONDS = Histogram(
     "recsys_redis_seconds",
     "Time of a feature-store operation against Redis (round trip and decoding)",
