@@ -1,7 +1,7 @@
 """Prometheus metrics of the services: RPC counts by method and status code, latency and
 calls in flight by method (recorded by the server interceptor), the gateway's stage times,
-Redis latency per feature-store operation, the model version in use, and the model service's batch sizes and
-queue time; served over HTTP on METRICS_PORT (0: off)."""
+Redis latency per feature-store operation, the model version in use, and the model
+service's batch sizes and queue time; served over HTTP on METRICS_PORT (0: off)."""
 
 from __future__ import annotations
 
