@@ -56,7 +56,7 @@ RUNS = [
     ("model Predict (direct)", "predict", "model", 1),
     ("model Predict (direct)", "predict", "model", 32),
     ("model Predict (direct), batching on (64)", "predict", "model-batched", 32),
-    ("gateway RateItems (1-5 ratings)", "rate", "gateway", 16),
+    ("gateway RateItems (1-5 ratings)", "rate", "gateway", 32),
 ]
 # The no-work chain each workload's path matches: client → gateway → feature, then model for
 # a stored user; gateway → one upstream for the others; the model service called directly is
@@ -116,9 +116,25 @@ def article_predict_ms(model_dir: Path, data: RatingData, user_ids: list[int]) -
     return float(np.median(times))
 
 
-def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
-    """User + system CPU seconds each process has used so far."""
-    return {name: sum(process.cpu_times()[:2]) for name, process in processes.items()}
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float | None]:
+    """User + system CPU seconds each process has used so far; None for one that is gone
+    (its run's errors say why)."""
+    seconds: dict[str, float | None] = {}
+    for name, process in processes.items():
+        try:
+            seconds[name] = sum(process.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            seconds[name] = None
+    return seconds
+
+
+def cpu_ms_per_request(before: dict, after: dict, requests: int) -> dict[str, float | None]:
+    return {
+        name: 1000 * (after[name] - before[name]) / requests
+        if requests and before[name] is not None and after[name] is not None
+        else None
+        for name in before
+    }
 
 
 async def measure(
@@ -137,15 +153,14 @@ async def measure(
             feature=targets["feature"],
         )
         workload = await build_workload(workload_name, kind, data=data, seed=1)
-        # the warm-up as a run of its own, so that the CPU times cover the measured calls only
-        warm = LoadSettings(concurrency=concurrency, duration_s=warmup, warmup_s=0)
-        await run_load(warm, kind, workload)
+        if warmup > 0:  # a run of its own, so that the CPU times cover measured calls only
+            warm = LoadSettings(concurrency=concurrency, duration_s=warmup, warmup_s=0)
+            await run_load(warm, kind, workload)
         settings = LoadSettings(concurrency=concurrency, duration_s=duration, warmup_s=0)
         busy = {name: processes[name] for name in TARGET_PROCESSES[target]}
         before = cpu_seconds(busy)
         report = await run_load(settings, kind, workload)
         after = cpu_seconds(busy)
-        total = report.count
         results.append(
             {
                 "label": label,
@@ -158,20 +173,29 @@ async def measure(
                 "status_codes": report.status_codes,
                 "p50_ms": report.latency.p50 if report.latency else None,
                 "p99_ms": report.latency.p99 if report.latency else None,
-                "cpu_ms_per_request": {
-                    name: 1000 * (after[name] - before[name]) / total if total else None
-                    for name in busy
-                },
+                "cpu_ms_per_request": cpu_ms_per_request(before, after, report.count),
             }
         )
         print(f"  {label} c={concurrency}: {results[-1]['rps']:.0f} RPS", flush=True)
     return results
 
 
-def rps_of(results: list[dict], target: str, concurrency: int) -> float:
-    """RPS of `target`'s run at the concurrency nearest `concurrency`."""
-    runs = {r["concurrency"]: r["rps"] for r in results if r["target"] == target}
-    return runs[min(runs, key=lambda c: abs(c - concurrency))]
+def ratio(results: list[dict], run: dict, target: str) -> float | None:
+    """`run`'s RPS over that of `target`'s run at the same concurrency (None without one)."""
+    base = next(
+        (
+            r["rps"]
+            for r in results
+            if r["target"] == target and r["concurrency"] == run["concurrency"]
+        ),
+        None,
+    )
+    return run["rps"] / base if base else None
+
+
+def total_cpu_ms(run: dict) -> float | None:
+    values = list(run["cpu_ms_per_request"].values())
+    return None if None in values else sum(values)
 
 
 def main(argv=None) -> int:
@@ -268,11 +292,9 @@ def main(argv=None) -> int:
             round(r["rps"]),
             r["p50_ms"],
             r["p99_ms"],
-            r["rps"] / rps_of(results, "echo", r["concurrency"]),
-            r["rps"] / rps_of(results, FLOOR[r["workload"]], r["concurrency"])
-            if r["workload"] in FLOOR
-            else None,
-            sum(r["cpu_ms_per_request"].values()),
+            ratio(results, r, "echo"),
+            ratio(results, r, FLOOR[r["workload"]]) if r["workload"] in FLOOR else None,
+            total_cpu_ms(r),
             f"{r['ok']}/{r['count']}",
         ]
         for r in results
@@ -295,16 +317,20 @@ def main(argv=None) -> int:
     header = ["run", "c", "RPS", "p50 ms", "p99 ms", "of echo", "of floor", "CPU ms/req", "OK"]
     print(format_table(header, rows))
     print(
-        "of floor: RPS against the no-work chain of the same shape at the same concurrency;"
-        " CPU ms/req: the server processes' CPU time per request (load generator excluded)"
+        "of echo / of floor: RPS against the echo server / the no-work chain of the same shape,"
+        " at the same concurrency; CPU ms/req: the server processes' CPU time per request (a"
+        " gateway run counts all three services and Redis; the load generator is excluded)"
     )
     speedup = article_ms / stored_c1["p50_ms"] if article_ms and stored_c1["p50_ms"] else None
-    if speedup is None:
+    model_speedup = (
+        article_ms / predict_c1["p50_ms"] if article_ms and predict_c1["p50_ms"] else None
+    )
+    if article_ms is None:
         print("article predict(): not applicable to this model version (the item kind)")
-    else:
+    elif speedup is not None and model_speedup is not None:
         print(
             f"gateway Recommend (stored user, c=1) vs article predict(): {speedup:.1f}x lower p50;"
-            f" model Predict (c=1): {article_ms / predict_c1['p50_ms']:.1f}x"
+            f" model Predict (c=1): {model_speedup:.1f}x"
         )
     report = {
         "benchmark": "serving",
@@ -316,9 +342,7 @@ def main(argv=None) -> int:
         "runs": results,
         "article_predict_ms": article_ms,
         "speedup_vs_article": speedup,
-        "model_predict_speedup_vs_article": (
-            article_ms / predict_c1["p50_ms"] if article_ms and predict_c1["p50_ms"] else None
-        ),
+        "model_predict_speedup_vs_article": model_speedup,
     }
     write_json(args.out, report)
     print(f"wrote {args.out}")

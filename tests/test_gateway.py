@@ -247,7 +247,8 @@ def test_the_callers_deadline_is_passed_downstream():
 
 def test_stage_timings_explain_a_request(stack):
     """Recommend returns the time of each stage as trailing metadata and adds it to the
-    recsys_gateway_stage_seconds histogram (the gateway runs in this process)."""
+    recsys_gateway_stage_seconds histogram (the gateway runs in this process), also when
+    the request fails."""
     from prometheus_client import REGISTRY
 
     def observed(stage: str) -> tuple[float, float]:
@@ -267,6 +268,13 @@ def test_stage_timings_explain_a_request(stack):
         assert now_count == count + 1
         # the header rounds to 0.01 ms; the histogram holds the unrounded seconds
         assert now_total - total == pytest.approx(timings[stage] / 1000, abs=1e-5)
+    # a failed request's stages count too: an unknown user fails in the feature stage
+    before = {stage: observed(stage) for stage in ("features", "model")}
+    with pytest.raises(grpc.RpcError) as caught:
+        stack.stub.Recommend(pb.RecommendRequest(user_id=987_654_321, k=5), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert observed("features")[0] == before["features"][0] + 1
+    assert observed("model")[0] == before["model"][0]
 
 
 def test_the_request_id_reaches_every_service(stack, caplog):

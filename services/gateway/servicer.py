@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -20,11 +21,21 @@ MAX_MOVIE_IDS = 10_000
 STAGES_METADATA_KEY = "recsys-stage-ms"
 
 
+@contextlib.contextmanager
+def observed_stages(method: str):
+    """A Stages for one request; whatever stages ran, failed calls included (a deadline that
+    ran out in the model call is a slow stage too), go into `recsys_gateway_stage_seconds`."""
+    stages = Stages()
+    try:
+        yield stages
+    finally:
+        for stage, ms in stages.ms.items():
+            metrics.STAGE_SECONDS.labels(method, stage).observe(ms / 1000)
+
+
 def report_stages(context, method: str, stages: Stages) -> None:
-    """Stage timings as trailing metadata (`recsys-stage-ms: features=..,model=..,rank=..`),
-    in the `recsys_gateway_stage_seconds` histogram and in the debug log."""
-    for stage, ms in stages.ms.items():
-        metrics.STAGE_SECONDS.labels(method, stage).observe(ms / 1000)
+    """Stage timings of an answered request as trailing metadata
+    (`recsys-stage-ms: features=..,model=..,rank=..`) and in the debug log."""
     header = stages.header()
     context.set_trailing_metadata(((STAGES_METADATA_KEY, header),))
     log.debug("stages", extra={"method": method, "stage_ms": header})
@@ -43,8 +54,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def Recommend(self, request, context):
         k = k_of(request)
-        stages = Stages()
-        version, items, ignored = await self.flow.recommend(request, k, context, stages)
+        with observed_stages("Recommend") as stages:
+            version, items, ignored = await self.flow.recommend(request, k, context, stages)
         report_stages(context, "Recommend", stages)
         return gateway_pb2.RecommendResponse(
             items=[
@@ -63,10 +74,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InvalidArgument(f"give 1 to {MAX_MOVIE_IDS} movie ids", field="movie_ids")
         if any(m <= 0 for m in movie_ids):
             raise InvalidArgument("movie ids must be positive", field="movie_ids")
-        stages = Stages()
-        version, items, ignored = await self.flow.predict_ratings(
-            request, movie_ids, context, stages
-        )
+        with observed_stages("PredictRatings") as stages:
+            version, items, ignored = await self.flow.predict_ratings(
+                request, movie_ids, context, stages
+            )
         report_stages(context, "PredictRatings", stages)
         return gateway_pb2.PredictRatingsResponse(
             predictions=[

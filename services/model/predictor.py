@@ -20,7 +20,7 @@ MAX_K = 1000
 MAX_GIVEN_ITEMS = 10_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared and hashed by identity
 class Output:
     """What to return: every item (kind "all"), the `movie_ids` given ("given"), or the top
     `k` not in `exclude` ("top_k") ranked by `rank_by`, a mode of recsys.ranking: "rating"
