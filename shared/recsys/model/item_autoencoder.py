@@ -6,13 +6,12 @@ keeps only the item codes (the code layer's output for every item) and folds use
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 import scipy.sparse as sp
 from keras import ops
 
+from recsys.model.batches import ShuffledRowBatches
 from recsys.scoring import activate
 
 CODE = "code"
@@ -41,31 +40,21 @@ def observed_sse(y_true, y_pred):
     return ops.sum(observed * ops.square(y_pred - target), axis=-1)
 
 
-class ItemColumnBatches(keras.utils.PyDataset):
+class ItemColumnBatches(ShuffledRowBatches):
     """Batches of (item columns, [item columns | observed mask]) from an (n_items, n_users)
     CSR matrix of preferences; the mask is the matrix's stored entries, so a preference of
     exactly 0 still counts as observed. Items are reshuffled every epoch."""
 
     def __init__(self, columns: sp.csr_matrix, batch_size: int, seed: int):
-        super().__init__(workers=1, use_multiprocessing=False)
-        self.columns = columns.astype(np.float32)
-        self.observed = self.columns.copy()
+        super().__init__(columns, batch_size, seed)
+        self.observed = self.matrix.copy()
         self.observed.data[:] = 1.0
-        self.batch_size = batch_size
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(columns.shape[0])
-
-    def __len__(self) -> int:
-        return math.ceil(self.columns.shape[0] / self.batch_size)
 
     def __getitem__(self, index: int):
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        values = self.columns[rows].toarray()
+        rows = self.rows(index)
+        values = self.matrix[rows].toarray()
         packed = np.concatenate([values, self.observed[rows].toarray()], axis=1)
         return values, packed
-
-    def on_epoch_end(self):
-        self.order = self.rng.permutation(self.columns.shape[0])
 
 
 def item_codes(model: keras.Model, columns: sp.csr_matrix, chunk: int = 512) -> np.ndarray:

@@ -4,7 +4,6 @@ epoch, the article's loss, and early stopping on the loss or on validation RMSE.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -15,6 +14,7 @@ import scipy.sparse as sp
 
 from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
 from recsys.model.autoencoder import build_autoencoder, decoder_of, encoder_of, packed_loss
+from recsys.model.batches import ShuffledRowBatches
 from recsys.model.config import TrainConfig
 from recsys.model.item_autoencoder import (
     ItemColumnBatches,
@@ -34,7 +34,7 @@ from recsys.scoring import (
 log = logging.getLogger(__name__)
 
 
-class HiddenPreferenceBatches(keras.utils.PyDataset):
+class HiddenPreferenceBatches(ShuffledRowBatches):
     """Batches of (hidden input, [target | hidden input]) built from a CSR matrix of user
     preferences. Each call hides a fresh random `hide_fraction` of every row's known entries,
     so every epoch draws new masks. Only `batch_size` rows are ever dense at once.
@@ -51,29 +51,18 @@ class HiddenPreferenceBatches(keras.utils.PyDataset):
         seed: int,
         rescale: bool = False,
     ):
-        super().__init__(workers=1, use_multiprocessing=False)
+        super().__init__(matrix, batch_size, seed)
         self.input_scale = np.float32(1 / (1 - hide_fraction) if rescale else 1)
-        self.matrix = matrix.astype(np.float32)
-        self.batch_size = batch_size
         self.hide_fraction = hide_fraction
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(matrix.shape[0])
-
-    def __len__(self) -> int:
-        return math.ceil(self.matrix.shape[0] / self.batch_size)
 
     def __getitem__(self, index: int):
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        target = self.matrix[rows].toarray()
+        target = self.matrix[self.rows(index)].toarray()
         hide = self.rng.random(target.shape, dtype=np.float32) < self.hide_fraction
         hidden_input = np.where(hide, np.float32(0), target)
         packed = np.concatenate([target, hidden_input], axis=1)
         if self.input_scale != 1:
             hidden_input *= self.input_scale
         return hidden_input, packed
-
-    def on_epoch_end(self):
-        self.order = self.rng.permutation(self.matrix.shape[0])
 
 
 @dataclass
@@ -328,8 +317,24 @@ def train_autoencoder(
     history = recommender.fit(
         batches, epochs=config.max_epochs, callbacks=callbacks, verbose=1 if progress else 0
     )
-    metric = history.history[monitor]
-    best_epoch = int(np.argmin(metric)) + 1
+    return trained_model(
+        recommender, history, monitor, index, normalization, config, rating_scale, started
+    )
+
+
+def trained_model(
+    recommender: keras.Model,
+    history: keras.callbacks.History,
+    monitor: str,
+    index: ItemIndex,
+    normalization: Normalization,
+    config: TrainConfig,
+    rating_scale: tuple[float, float],
+    started: float,
+    **extra,
+) -> TrainedModel:
+    """The TrainedModel of a finished fit: its per-epoch history as floats, the best epoch
+    by `monitor` (1-based) and the seconds since `started` (time.perf_counter())."""
     return TrainedModel(
         recommender=recommender,
         index=index,
@@ -337,8 +342,9 @@ def train_autoencoder(
         config=config,
         rating_scale=rating_scale,
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
-        best_epoch=best_epoch,
+        best_epoch=int(np.argmin(history.history[monitor])) + 1,
         seconds=time.perf_counter() - started,
+        **extra,
     )
 
 
@@ -400,15 +406,15 @@ def train_item_autoencoder(
     folded, scores = choose_fold_in(
         item_codes(model, columns), held_out, normalization, rating_scale
     )
-    return TrainedModel(
-        recommender=model,
-        index=index,
-        normalization=normalization,
-        config=config,
-        rating_scale=rating_scale,
-        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
-        best_epoch=int(np.argmin(history.history["val_rmse"])) + 1,
-        seconds=time.perf_counter() - started,
+    return trained_model(
+        model,
+        history,
+        "val_rmse",
+        index,
+        normalization,
+        config,
+        rating_scale,
+        started,
         folded=folded,
         fold_in={
             "l2": folded.fold_in_l2,
