@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.evaluation.metrics import rmse
 from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
 from recsys.model.autoencoder import build_autoencoder, decoder_of, encoder_of, packed_loss
 from recsys.model.batches import ShuffledRowBatches
@@ -90,11 +91,21 @@ class ValidationSet:
 
     def rmse(self, network: Network, normalization: Normalization, scale) -> float:
         prefs = network.predict_pairs(self.inputs.matrix, self.rows, self.columns)
-        predicted = normalization.denormalize(
-            prefs.astype(np.float64), self.inputs.user_means[self.rows], self.columns
+        return preference_rmse(
+            prefs,
+            self.inputs.user_means[self.rows],
+            self.columns,
+            self.ratings,
+            normalization,
+            scale,
         )
-        predicted = np.clip(predicted, *scale)
-        return float(np.sqrt(np.mean((predicted - self.ratings) ** 2)))
+
+
+def preference_rmse(prefs, user_means, columns, ratings, normalization, scale) -> float:
+    """RMSE against `ratings` of predicted preferences `prefs` at item `columns`, as ratings:
+    de-normalized with each pair's user mean, clipped to the rating `scale`."""
+    predicted = normalization.denormalize(prefs.astype(np.float64), user_means, columns)
+    return rmse(np.clip(predicted, *scale), ratings)
 
 
 def network_of(recommender: keras.Model) -> Network:
@@ -164,11 +175,9 @@ class ItemValidationRMSE(keras.callbacks.Callback):
             return
         codes = item_codes(self.model, self.columns)
         prefs = direct_predictions(self.model, codes, self.users, self.items)
-        predicted = self.normalization.denormalize(
-            prefs.astype(np.float64), self.user_means, self.items
+        logs["val_rmse"] = preference_rmse(
+            prefs, self.user_means, self.items, self.ratings, self.normalization, self.scale
         )
-        predicted = np.clip(predicted, *self.scale)
-        logs["val_rmse"] = float(np.sqrt(np.mean((predicted - self.ratings) ** 2)))
 
 
 class EpochLog(keras.callbacks.Callback):
