@@ -68,11 +68,12 @@ FLOOR = {
     "rate": "chain-2",
     "predict": "echo",
 }
+# The echo processes and the upstreams each calls first: echo and echo-2 answer at once,
+# chain-2 calls echo (2 processes), chain-3 calls echo, then echo-2 (3 processes).
+ECHO_UPSTREAMS = {"echo": [], "echo-2": [], "chain-2": ["echo"], "chain-3": ["echo", "echo-2"]}
 # the server processes whose CPU each target's runs use
 TARGET_PROCESSES = {
-    "echo": ["echo"],
-    "chain-2": ["chain-2", "echo"],
-    "chain-3": ["chain-3", "echo", "echo-2"],
+    **{name: [name, *upstreams] for name, upstreams in ECHO_UPSTREAMS.items()},
     "gateway": ["gateway", "feature", "model", "redis"],
     "model": ["model"],
     "model-batched": ["model-batched"],
@@ -222,17 +223,11 @@ def main(argv=None) -> int:
             model_dir = work / "models"
             print("training the default preset ...", flush=True)
             train_version(data_dir, model_dir, SMOKE_MODEL if args.smoke else {})
-        echo_ports = {name: free_port() for name in ("echo", "echo-2", "chain-2", "chain-3")}
-        upstreams = {  # the floors: front → echo (2 processes), front → echo, echo-2 (3)
-            "echo": [],
-            "echo-2": [],
-            "chain-2": ["echo"],
-            "chain-3": ["echo", "echo-2"],
-        }
+        echo_ports = {name: free_port() for name in ECHO_UPSTREAMS}
         echoes = {
             name: subprocess.Popen(
                 [sys.executable, "-m", "recsys.loadtest.echo", "--port", str(port)]
-                + [f"--upstream=127.0.0.1:{echo_ports[u]}" for u in upstreams[name]],
+                + [f"--upstream=127.0.0.1:{echo_ports[u]}" for u in ECHO_UPSTREAMS[name]],
                 stdout=subprocess.DEVNULL,
             )
             for name, port in echo_ports.items()
