@@ -23,6 +23,8 @@ def test_acknowledged_writes_survive_a_crash_and_restart(synthetic_dir, tmp_path
     acknowledged: dict[int, dict[int, float]] = {}
     try:
         with redis.Redis.from_url(server.url) as client:
+            # the policy under test: every write is on disk before Redis acknowledges it
+            assert client.config_get("appendfsync") == {"appendfsync": "always"}
             load_features(client, data.artifact, data.ratings, data.items)
         settings = Settings(feature_port=0, redis_url=server.url)
 

@@ -90,7 +90,7 @@ class LocalRedis:
             "--appendonly",
             "yes" if self.appendonly else "no",
             "--appendfsync",
-            "everysec",
+            self.fsync,
             "--daemonize",
             "no",
             "--logfile",
