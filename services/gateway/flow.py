@@ -154,9 +154,23 @@ def checked_ratings(ratings, data: VersionData, field: str, limit: int) -> dict[
     return by_movie
 
 
+class AcceptClock:
+    """Acceptance stamps of writes: wall-clock µs since the Unix epoch, strictly increasing
+    within this process (two writes accepted in the same µs, or across a clock step back,
+    still get distinct stamps in arrival order)."""
+
+    def __init__(self):
+        self._last = 0
+
+    def now_us(self) -> int:
+        self._last = max(time.time_ns() // 1000, self._last + 1)
+        return self._last
+
+
 class PredictFlow:
     def __init__(self, upstreams: Upstreams):
         self.upstreams = upstreams
+        self.clock = AcceptClock()
         self._versions: dict[str, VersionData] = {}
         self._model_version: str | None = None
         self._model_version_at = 0.0  # time.monotonic() of the last answer
@@ -403,8 +417,11 @@ class PredictFlow:
         return data.version, scored, user.ignored_movie_ids
 
     async def rate_items(self, user_id: int, ratings, context):
-        """Upsert a user's ratings under the model's version; the feature service's reply."""
+        """Upsert a user's ratings under the model's version; the feature service's reply.
+        The write is stamped with the time the gateway accepted it: an attempt that the
+        feature service finishes late never replaces a rating accepted after it."""
         check_user_id(user_id)
+        accepted_at_us = self.clock.now_us()
 
         async def write(version: str):
             data = await self.version_data(version, context)
@@ -416,6 +433,7 @@ class PredictFlow:
                     user_id=user_id,
                     ratings=[feature_pb2.Rating(movie_id=m, rating=r) for m, r in by_movie.items()],
                     model_version=version,
+                    accepted_at_us=accepted_at_us,
                 ),
                 context,
             )
@@ -428,13 +446,17 @@ class PredictFlow:
             raise InvalidArgument(f"give 1 to {MAX_RATINGS_PER_WRITE} movie ids", field="movie_ids")
         if any(not 0 < m <= MAX_MOVIE_ID for m in movie_ids):
             raise InvalidArgument(f"movie ids must be in 1..{MAX_MOVIE_ID}", field="movie_ids")
+        accepted_at_us = self.clock.now_us()
 
         async def write(version: str):
             return await self.upstreams.call(
                 "feature",
                 self.upstreams.feature.DeleteRatings,
                 feature_pb2.DeleteRatingsRequest(
-                    user_id=user_id, movie_ids=movie_ids, model_version=version
+                    user_id=user_id,
+                    movie_ids=movie_ids,
+                    model_version=version,
+                    accepted_at_us=accepted_at_us,
                 ),
                 context,
             )
@@ -463,7 +485,7 @@ class PredictFlow:
         return await self.upstreams.call(
             "feature",
             self.upstreams.feature.DeleteUser,
-            feature_pb2.DeleteUserRequest(user_id=user_id),
+            feature_pb2.DeleteUserRequest(user_id=user_id, accepted_at_us=self.clock.now_us()),
             context,
         )
 

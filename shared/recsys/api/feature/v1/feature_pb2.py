@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frecsys/feature/v1/feature.proto\x12\x11recsys.feature.v1\"*\n\x06Rating\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\x0e\n\x06rating\x18\x02 \x01(\x02\"1\n\x0cSparseVector\x12\x11\n\tmovie_ids\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\xbd\x01\n\x0cUserFeatures\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x11\n\tuser_mean\x18\x03 \x01(\x01\x12\x30\n\x07ratings\x18\x06 \x01(\x0b\x32\x1f.recsys.feature.v1.SparseVector\x12\x34\n\x0bpreferences\x18\x07 \x01(\x0b\x32\x1f.recsys.feature.v1.SparseVectorJ\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06\"@\n\x16GetUserFeaturesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"L\n\x17GetUserFeaturesResponse\x12\x31\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x1f.recsys.feature.v1.UserFeatures\"F\n\x1b\x42\x61tchGetUserFeaturesRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x82\x01\n\x1c\x42\x61tchGetUserFeaturesResponse\x12\x31\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x1f.recsys.feature.v1.UserFeatures\x12\x18\n\x10missing_user_ids\x18\x02 \x03(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"0\n\x17GetNormalizationRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"\xa9\x01\n\x18GetNormalizationResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x13\n\x0bglobal_mean\x18\x02 \x01(\x01\x12\x33\n\nitem_means\x18\x06 \x01(\x0b\x32\x1f.recsys.feature.v1.SparseVector\x12\x12\n\nrating_min\x18\x04 \x01(\x02\x12\x12\n\nrating_max\x18\x05 \x01(\x02J\x04\x08\x03\x10\x04\"7\n\x04Item\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06genres\x18\x03 \x03(\t\";\n\x0fGetItemsRequest\x12\x11\n\tmovie_ids\x18\x01 \x03(\x03\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"U\n\x10GetItemsResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.recsys.feature.v1.Item\x12\x19\n\x11missing_movie_ids\x18\x02 \x03(\x03\"P\n\x10ListItemsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"h\n\x11ListItemsResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.recsys.feature.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"j\n\x14UpsertRatingsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12*\n\x07ratings\x18\x02 \x03(\x0b\x32\x19.recsys.feature.v1.Rating\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"u\n\x15UpsertRatingsResponse\x12\x31\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x1f.recsys.feature.v1.UserFeatures\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x18\n\x10unused_movie_ids\x18\x03 \x03(\x03\"Q\n\x14\x44\x65leteRatingsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tmovie_ids\x18\x02 \x03(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x7f\n\x15\x44\x65leteRatingsResponse\x12\x31\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x1f.recsys.feature.v1.UserFeatures\x12\x19\n\x11missing_movie_ids\x18\x02 \x03(\x03\x12\x18\n\x10unused_movie_ids\x18\x03 \x03(\x03\"$\n\x11\x44\x65leteUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"-\n\x12\x44\x65leteUserResponse\x12\x17\n\x0fratings_deleted\x18\x01 \x01(\x05\x32\xb0\x06\n\x0e\x46\x65\x61tureService\x12h\n\x0fGetUserFeatures\x12).recsys.feature.v1.GetUserFeaturesRequest\x1a*.recsys.feature.v1.GetUserFeaturesResponse\x12w\n\x14\x42\x61tchGetUserFeatures\x12..recsys.feature.v1.BatchGetUserFeaturesRequest\x1a/.recsys.feature.v1.BatchGetUserFeaturesResponse\x12k\n\x10GetNormalization\x12*.recsys.feature.v1.GetNormalizationRequest\x1a+.recsys.feature.v1.GetNormalizationResponse\x12S\n\x08GetItems\x12\".recsys.feature.v1.GetItemsRequest\x1a#.recsys.feature.v1.GetItemsResponse\x12V\n\tListItems\x12#.recsys.feature.v1.ListItemsRequest\x1a$.recsys.feature.v1.ListItemsResponse\x12\x62\n\rUpsertRatings\x12\'.recsys.feature.v1.UpsertRatingsRequest\x1a(.recsys.feature.v1.UpsertRatingsResponse\x12\x62\n\rDeleteRatings\x12\'.recsys.feature.v1.DeleteRatingsRequest\x1a(.recsys.feature.v1.DeleteRatingsResponse\x12Y\n\nDeleteUser\x12$.recsys.feature.v1.DeleteUserRequest\x1a%.recsys.feature.v1.DeleteUserResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frecsys/feature/v1/feature.proto\x12\x11recsys.feature.v1\"*\n\x06Rating\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\x0e\n\x06rating\x18\x02 \x01(\x02\"1\n\x0cSparseVector\x12\x11\n\tmovie_ids\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\xbd\x01\n\x0cUserFeatures\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x11\n\tuser_mean\x18\x03 \x01(\x01\x12\x30\n\x07ratings\x18\x06 \x01(\x0b\x32\x1f.recsys.feature.v1.SparseVector\x12\x34\n\x0bpreferences\x18\x07 \x01(\x0b\x32\x1f.recsys.feature.v1.SparseVectorJ\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06\"@\n\x16GetUserFeaturesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"L\n\x17GetUserFeaturesResponse\x12\x31\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x1f.recsys.feature.v1.UserFeatures\"V\n\x1b\x42\x61tchGetUserFeaturesRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06packed\x18\x03 \x01(\x08\"\xb9\x01\n\x1c\x42\x61tchGetUserFeaturesResponse\x12\x31\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x1f.recsys.feature.v1.UserFeatures\x12\x18\n\x10missing_user_ids\x18\x02 \x03(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x35\n\x06packed\x18\x04 \x01(\x0b\x32%.recsys.feature.v1.PackedUserFeatures\"\xc1\x01\n\x12PackedUserFeatures\x12\x10\n\x08user_ids\x18\x01 \x01(\x0c\x12\x12\n\nuser_means\x18\x02 \x01(\x0c\x12\x1a\n\x12preference_offsets\x18\x03 \x01(\x0c\x12\x1c\n\x14preference_movie_ids\x18\x04 \x01(\x0c\x12\x19\n\x11preference_values\x18\x05 \x01(\x0c\x12\x16\n\x0eunused_offsets\x18\x06 \x01(\x0c\x12\x18\n\x10unused_movie_ids\x18\x07 \x01(\x0c\"0\n\x17GetNormalizationRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"\xa9\x01\n\x18GetNormalizationResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x13\n\x0bglobal_mean\x18\x02 \x01(\x01\x12\x33\n\nitem_means\x18\x06 \x01(\x0b\x32\x1f.recsys.feature.v1.SparseVector\x12\x12\n\nrating_min\x18\x04 \x01(\x02\x12\x12\n\nrating_max\x18\x05 \x01(\x02J\x04\x08\x03\x10\x04\"7\n\x04Item\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06genres\x18\x03 \x03(\t\";\n\x0fGetItemsRequest\x12\x11\n\tmovie_ids\x18\x01 \x03(\x03\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"U\n\x10GetItemsResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.recsys.feature.v1.Item\x12\x19\n\x11missing_movie_ids\x18\x02 \x03(\x03\"P\n\x10ListItemsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"h\n\x11ListItemsResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.recsys.feature.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x82\x01\n\x14UpsertRatingsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12*\n\x07ratings\x18\x02 \x03(\x0b\x32\x19.recsys.feature.v1.Rating\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65pted_at_us\x18\x04 \x01(\x03\"u\n\x15UpsertRatingsResponse\x12\x31\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x1f.recsys.feature.v1.UserFeatures\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x18\n\x10unused_movie_ids\x18\x03 \x03(\x03\"i\n\x14\x44\x65leteRatingsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tmovie_ids\x18\x02 \x03(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65pted_at_us\x18\x04 \x01(\x03\"\x7f\n\x15\x44\x65leteRatingsResponse\x12\x31\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x1f.recsys.feature.v1.UserFeatures\x12\x19\n\x11missing_movie_ids\x18\x02 \x03(\x03\x12\x18\n\x10unused_movie_ids\x18\x03 \x03(\x03\"<\n\x11\x44\x65leteUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x61\x63\x63\x65pted_at_us\x18\x02 \x01(\x03\"-\n\x12\x44\x65leteUserResponse\x12\x17\n\x0fratings_deleted\x18\x01 \x01(\x05\x32\xb0\x06\n\x0e\x46\x65\x61tureService\x12h\n\x0fGetUserFeatures\x12).recsys.feature.v1.GetUserFeaturesRequest\x1a*.recsys.feature.v1.GetUserFeaturesResponse\x12w\n\x14\x42\x61tchGetUserFeatures\x12..recsys.feature.v1.BatchGetUserFeaturesRequest\x1a/.recsys.feature.v1.BatchGetUserFeaturesResponse\x12k\n\x10GetNormalization\x12*.recsys.feature.v1.GetNormalizationRequest\x1a+.recsys.feature.v1.GetNormalizationResponse\x12S\n\x08GetItems\x12\".recsys.feature.v1.GetItemsRequest\x1a#.recsys.feature.v1.GetItemsResponse\x12V\n\tListItems\x12#.recsys.feature.v1.ListItemsRequest\x1a$.recsys.feature.v1.ListItemsResponse\x12\x62\n\rUpsertRatings\x12\'.recsys.feature.v1.UpsertRatingsRequest\x1a(.recsys.feature.v1.UpsertRatingsResponse\x12\x62\n\rDeleteRatings\x12\'.recsys.feature.v1.DeleteRatingsRequest\x1a(.recsys.feature.v1.DeleteRatingsResponse\x12Y\n\nDeleteUser\x12$.recsys.feature.v1.DeleteUserRequest\x1a%.recsys.feature.v1.DeleteUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,35 +43,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSERFEATURESRESPONSE']._serialized_start=407
   _globals['_GETUSERFEATURESRESPONSE']._serialized_end=483
   _globals['_BATCHGETUSERFEATURESREQUEST']._serialized_start=485
-  _globals['_BATCHGETUSERFEATURESREQUEST']._serialized_end=555
-  _globals['_BATCHGETUSERFEATURESRESPONSE']._serialized_start=558
-  _globals['_BATCHGETUSERFEATURESRESPONSE']._serialized_end=688
-  _globals['_GETNORMALIZATIONREQUEST']._serialized_start=690
-  _globals['_GETNORMALIZATIONREQUEST']._serialized_end=738
-  _globals['_GETNORMALIZATIONRESPONSE']._serialized_start=741
-  _globals['_GETNORMALIZATIONRESPONSE']._serialized_end=910
-  _globals['_ITEM']._serialized_start=912
-  _globals['_ITEM']._serialized_end=967
-  _globals['_GETITEMSREQUEST']._serialized_start=969
-  _globals['_GETITEMSREQUEST']._serialized_end=1028
-  _globals['_GETITEMSRESPONSE']._serialized_start=1030
-  _globals['_GETITEMSRESPONSE']._serialized_end=1115
-  _globals['_LISTITEMSREQUEST']._serialized_start=1117
-  _globals['_LISTITEMSREQUEST']._serialized_end=1197
-  _globals['_LISTITEMSRESPONSE']._serialized_start=1199
-  _globals['_LISTITEMSRESPONSE']._serialized_end=1303
-  _globals['_UPSERTRATINGSREQUEST']._serialized_start=1305
-  _globals['_UPSERTRATINGSREQUEST']._serialized_end=1411
-  _globals['_UPSERTRATINGSRESPONSE']._serialized_start=1413
-  _globals['_UPSERTRATINGSRESPONSE']._serialized_end=1530
-  _globals['_DELETERATINGSREQUEST']._serialized_start=1532
-  _globals['_DELETERATINGSREQUEST']._serialized_end=1613
-  _globals['_DELETERATINGSRESPONSE']._serialized_start=1615
-  _globals['_DELETERATINGSRESPONSE']._serialized_end=1742
-  _globals['_DELETEUSERREQUEST']._serialized_start=1744
-  _globals['_DELETEUSERREQUEST']._serialized_end=1780
-  _globals['_DELETEUSERRESPONSE']._serialized_start=1782
-  _globals['_DELETEUSERRESPONSE']._serialized_end=1827
-  _globals['_FEATURESERVICE']._serialized_start=1830
-  _globals['_FEATURESERVICE']._serialized_end=2646
+  _globals['_BATCHGETUSERFEATURESREQUEST']._serialized_end=571
+  _globals['_BATCHGETUSERFEATURESRESPONSE']._serialized_start=574
+  _globals['_BATCHGETUSERFEATURESRESPONSE']._serialized_end=759
+  _globals['_PACKEDUSERFEATURES']._serialized_start=762
+  _globals['_PACKEDUSERFEATURES']._serialized_end=955
+  _globals['_GETNORMALIZATIONREQUEST']._serialized_start=957
+  _globals['_GETNORMALIZATIONREQUEST']._serialized_end=1005
+  _globals['_GETNORMALIZATIONRESPONSE']._serialized_start=1008
+  _globals['_GETNORMALIZATIONRESPONSE']._serialized_end=1177
+  _globals['_ITEM']._serialized_start=1179
+  _globals['_ITEM']._serialized_end=1234
+  _globals['_GETITEMSREQUEST']._serialized_start=1236
+  _globals['_GETITEMSREQUEST']._serialized_end=1295
+  _globals['_GETITEMSRESPONSE']._serialized_start=1297
+  _globals['_GETITEMSRESPONSE']._serialized_end=1382
+  _globals['_LISTITEMSREQUEST']._serialized_start=1384
+  _globals['_LISTITEMSREQUEST']._serialized_end=1464
+  _globals['_LISTITEMSRESPONSE']._serialized_start=1466
+  _globals['_LISTITEMSRESPONSE']._serialized_end=1570
+  _globals['_UPSERTRATINGSREQUEST']._serialized_start=1573
+  _globals['_UPSERTRATINGSREQUEST']._serialized_end=1703
+  _globals['_UPSERTRATINGSRESPONSE']._serialized_start=1705
+  _globals['_UPSERTRATINGSRESPONSE']._serialized_end=1822
+  _globals['_DELETERATINGSREQUEST']._serialized_start=1824
+  _globals['_DELETERATINGSREQUEST']._serialized_end=1929
+  _globals['_DELETERATINGSRESPONSE']._serialized_start=1931
+  _globals['_DELETERATINGSRESPONSE']._serialized_end=2058
+  _globals['_DELETEUSERREQUEST']._serialized_start=2060
+  _globals['_DELETEUSERREQUEST']._serialized_end=2120
+  _globals['_DELETEUSERRESPONSE']._serialized_start=2122
+  _globals['_DELETEUSERRESPONSE']._serialized_end=2167
+  _globals['_FEATURESERVICE']._serialized_start=2170
+  _globals['_FEATURESERVICE']._serialized_end=2986
 # @@protoc_insertion_point(module_scope)

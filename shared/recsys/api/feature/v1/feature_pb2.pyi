@@ -173,8 +173,11 @@ class BatchGetUserFeaturesRequest(_message.Message):
 
     USER_IDS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PACKED_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """Model version; empty means the active version."""
+    packed: _builtins.bool
+    """true: answer in `packed` (and leave `features` empty)."""
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """1 to 1000 MovieLens user ids, each > 0; duplicates are answered once."""
@@ -184,10 +187,11 @@ class BatchGetUserFeaturesRequest(_message.Message):
         *,
         user_ids: _abc.Iterable[_builtins.int] | None = ...,
         model_version: _builtins.str = ...,
+        packed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "packed", b"packed", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -200,15 +204,20 @@ class BatchGetUserFeaturesResponse(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     MISSING_USER_IDS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PACKED_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """The model version answered for."""
     @_builtins.property
     def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserFeatures]:
-        """Found users, in request order."""
+        """Found users, in request order (empty when the request asked for `packed`)."""
 
     @_builtins.property
     def missing_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Requested users with no stored ratings."""
+
+    @_builtins.property
+    def packed(self) -> Global___PackedUserFeatures:
+        """The found users, in request order, when the request asked for it."""
 
     def __init__(
         self,
@@ -216,14 +225,66 @@ class BatchGetUserFeaturesResponse(_message.Message):
         features: _abc.Iterable[Global___UserFeatures] | None = ...,
         missing_user_ids: _abc.Iterable[_builtins.int] | None = ...,
         model_version: _builtins.str = ...,
+        packed: Global___PackedUserFeatures | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["packed", b"packed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "missing_user_ids", b"missing_user_ids", "model_version", b"model_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "missing_user_ids", b"missing_user_ids", "model_version", b"model_version", "packed", b"packed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchGetUserFeaturesResponse: _TypeAlias = BatchGetUserFeaturesResponse  # noqa: Y015
+
+@_typing.final
+class PackedUserFeatures(_message.Message):
+    """Several users' features as packed little-endian arrays, read with no per-entry decoding
+    (numpy.frombuffer in Python). Lists are concatenated over users: user j's entries of a
+    list are [offsets[j], offsets[j + 1]) of it, with the list's own offsets.
+    Example, users 7 (two preferences, nothing unused) and 9 (one preference, one unused):
+    user_ids [7, 9], preference_offsets [0, 2, 3], unused_offsets [0, 0, 1].
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_IDS_FIELD_NUMBER: _builtins.int
+    USER_MEANS_FIELD_NUMBER: _builtins.int
+    PREFERENCE_OFFSETS_FIELD_NUMBER: _builtins.int
+    PREFERENCE_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    PREFERENCE_VALUES_FIELD_NUMBER: _builtins.int
+    UNUSED_OFFSETS_FIELD_NUMBER: _builtins.int
+    UNUSED_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    user_ids: _builtins.bytes
+    """int64 per user: MovieLens user ids."""
+    user_means: _builtins.bytes
+    """float64 per user: b_u, in stars."""
+    preference_offsets: _builtins.bytes
+    """int32, users + 1: where each user's preferences start in the next two lists."""
+    preference_movie_ids: _builtins.bytes
+    """int32 per entry: movie ids of the preference vectors, ascending within a user."""
+    preference_values: _builtins.bytes
+    """float32 per entry: r − μ − b_i − b_u, in stars."""
+    unused_offsets: _builtins.bytes
+    """int32, users + 1: where each user's unused movie ids start in the next list."""
+    unused_movie_ids: _builtins.bytes
+    """int32 per entry: rated movies the version's model does not cover, ascending."""
+    def __init__(
+        self,
+        *,
+        user_ids: _builtins.bytes = ...,
+        user_means: _builtins.bytes = ...,
+        preference_offsets: _builtins.bytes = ...,
+        preference_movie_ids: _builtins.bytes = ...,
+        preference_values: _builtins.bytes = ...,
+        unused_offsets: _builtins.bytes = ...,
+        unused_movie_ids: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preference_movie_ids", b"preference_movie_ids", "preference_offsets", b"preference_offsets", "preference_values", b"preference_values", "unused_movie_ids", b"unused_movie_ids", "unused_offsets", b"unused_offsets", "user_ids", b"user_ids", "user_means", b"user_means"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackedUserFeatures: _TypeAlias = PackedUserFeatures  # noqa: Y015
 
 @_typing.final
 class GetNormalizationRequest(_message.Message):
@@ -432,10 +493,16 @@ class UpsertRatingsRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     RATINGS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ACCEPTED_AT_US_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     """MovieLens user id, > 0; a new id creates the user."""
     model_version: _builtins.str
     """The version whose features to return; empty means the active version."""
+    accepted_at_us: _builtins.int
+    """When the system accepted the write (the gateway's arrival time), µs since the Unix
+    epoch; 0: the feature service's own arrival time. Per movie, a write never replaces a
+    rating (or deletion) accepted later than itself: last writer wins by acceptance time.
+    """
     @_builtins.property
     def ratings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rating]:
         """1 to 1000 ratings on the active version's rating scale; the last of a repeated movie
@@ -448,10 +515,11 @@ class UpsertRatingsRequest(_message.Message):
         user_id: _builtins.int = ...,
         ratings: _abc.Iterable[Global___Rating] | None = ...,
         model_version: _builtins.str = ...,
+        accepted_at_us: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "ratings", b"ratings", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at_us", b"accepted_at_us", "model_version", b"model_version", "ratings", b"ratings", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -496,10 +564,13 @@ class DeleteRatingsRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     MOVIE_IDS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ACCEPTED_AT_US_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     """MovieLens user id, > 0."""
     model_version: _builtins.str
     """The version whose features to return; empty means the active version."""
+    accepted_at_us: _builtins.int
+    """As in UpsertRatingsRequest: a deletion never removes a rating accepted after it."""
     @_builtins.property
     def movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """1 to 1000 movie ids, each > 0."""
@@ -510,10 +581,11 @@ class DeleteRatingsRequest(_message.Message):
         user_id: _builtins.int = ...,
         movie_ids: _abc.Iterable[_builtins.int] | None = ...,
         model_version: _builtins.str = ...,
+        accepted_at_us: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "movie_ids", b"movie_ids", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at_us", b"accepted_at_us", "model_version", b"model_version", "movie_ids", b"movie_ids", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -556,16 +628,20 @@ class DeleteUserRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_ID_FIELD_NUMBER: _builtins.int
+    ACCEPTED_AT_US_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     """MovieLens user id, > 0."""
+    accepted_at_us: _builtins.int
+    """As in UpsertRatingsRequest: the deletion never removes a rating accepted after it."""
     def __init__(
         self,
         *,
         user_id: _builtins.int = ...,
+        accepted_at_us: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at_us", b"accepted_at_us", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

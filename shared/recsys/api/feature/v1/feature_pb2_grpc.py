@@ -90,6 +90,8 @@ class FeatureServiceServicer:
 
     def BatchGetUserFeatures(self, request, context):
         """Several users in one call (one Redis round trip); unknown users are listed, not errors.
+        With `packed`, the answer is one set of packed arrays for all users (what the gateway
+        asks for when it coalesces concurrent requests).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

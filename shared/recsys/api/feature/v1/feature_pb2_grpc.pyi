@@ -39,7 +39,10 @@ class FeatureServiceStub:
     NOT_FOUND when the user has no stored ratings.
     """
     BatchGetUserFeatures: _grpc.UnaryUnaryMultiCallable[_feature_pb2.BatchGetUserFeaturesRequest, _feature_pb2.BatchGetUserFeaturesResponse]
-    """Several users in one call (one Redis round trip); unknown users are listed, not errors."""
+    """Several users in one call (one Redis round trip); unknown users are listed, not errors.
+    With `packed`, the answer is one set of packed arrays for all users (what the gateway
+    asks for when it coalesces concurrent requests).
+    """
     GetNormalization: _grpc.UnaryUnaryMultiCallable[_feature_pb2.GetNormalizationRequest, _feature_pb2.GetNormalizationResponse]
     """μ, b_i per item and the rating scale of a model version."""
     GetItems: _grpc.UnaryUnaryMultiCallable[_feature_pb2.GetItemsRequest, _feature_pb2.GetItemsResponse]
@@ -63,7 +66,10 @@ class FeatureServiceAsyncStub(FeatureServiceStub):
     NOT_FOUND when the user has no stored ratings.
     """
     BatchGetUserFeatures: _aio.UnaryUnaryMultiCallable[_feature_pb2.BatchGetUserFeaturesRequest, _feature_pb2.BatchGetUserFeaturesResponse]  # type: ignore[assignment]
-    """Several users in one call (one Redis round trip); unknown users are listed, not errors."""
+    """Several users in one call (one Redis round trip); unknown users are listed, not errors.
+    With `packed`, the answer is one set of packed arrays for all users (what the gateway
+    asks for when it coalesces concurrent requests).
+    """
     GetNormalization: _aio.UnaryUnaryMultiCallable[_feature_pb2.GetNormalizationRequest, _feature_pb2.GetNormalizationResponse]  # type: ignore[assignment]
     """μ, b_i per item and the rating scale of a model version."""
     GetItems: _aio.UnaryUnaryMultiCallable[_feature_pb2.GetItemsRequest, _feature_pb2.GetItemsResponse]  # type: ignore[assignment]
@@ -96,7 +102,10 @@ class FeatureServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _feature_pb2.BatchGetUserFeaturesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_feature_pb2.BatchGetUserFeaturesResponse, _abc.Awaitable[_feature_pb2.BatchGetUserFeaturesResponse]]:
-        """Several users in one call (one Redis round trip); unknown users are listed, not errors."""
+        """Several users in one call (one Redis round trip); unknown users are listed, not errors.
+        With `packed`, the answer is one set of packed arrays for all users (what the gateway
+        asks for when it coalesces concurrent requests).
+        """
 
     @_abc_1.abstractmethod
     def GetNormalization(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brecsys/model/v1/model.proto\x12\x0frecsys.model.v1\"1\n\x0cSparseVector\x12\x11\n\tmovie_ids\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\n\n\x08\x41llItems\"\x1f\n\nGivenItems\x12\x11\n\tmovie_ids\x18\x01 \x03(\x03\"V\n\x04TopK\x12\t\n\x01k\x18\x01 \x01(\x05\x12\x19\n\x11\x65xclude_movie_ids\x18\x02 \x03(\x03\x12(\n\x07rank_by\x18\x03 \x01(\x0e\x32\x17.recsys.model.v1.RankBy\"\xf7\x01\n\x0ePredictRequest\x12\x32\n\x0bpreferences\x18\x06 \x01(\x0b\x32\x1d.recsys.model.v1.SparseVector\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12.\n\tall_items\x18\x03 \x01(\x0b\x32\x19.recsys.model.v1.AllItemsH\x00\x12\x32\n\x0bgiven_items\x18\x04 \x01(\x0b\x32\x1b.recsys.model.v1.GivenItemsH\x00\x12&\n\x05top_k\x18\x05 \x01(\x0b\x32\x15.recsys.model.v1.TopKH\x00\x42\x08\n\x06outputJ\x04\x08\x01\x10\x02\"}\n\x0fPredictResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x32\n\x0bpredictions\x18\x04 \x01(\x0b\x32\x1d.recsys.model.v1.SparseVector\x12\x19\n\x11ignored_movie_ids\x18\x03 \x03(\x03J\x04\x08\x02\x10\x03\"H\n\x13\x42\x61tchPredictRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.recsys.model.v1.PredictRequest\"K\n\x14\x42\x61tchPredictResponse\x12\x33\n\tresponses\x18\x01 \x03(\x0b\x32 .recsys.model.v1.PredictResponse\"\xa1\x01\n\x13SimilarItemsRequest\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\t\n\x01k\x18\x02 \x01(\x05\x12\'\n\x06metric\x18\x03 \x01(\x0e\x32\x17.recsys.model.v1.Metric\x12-\n\tdirection\x18\x04 \x01(\x0e\x32\x1a.recsys.model.v1.Direction\x12\x15\n\rmodel_version\x18\x05 \x01(\t\"0\n\nScoredItem\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\"Y\n\x14SimilarItemsResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.recsys.model.v1.ScoredItem\"\x15\n\x13GetModelInfoRequest\"\xf3\x01\n\x14GetModelInfoResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x12\n\nitem_count\x18\x02 \x01(\x05\x12\x15\n\rencoding_size\x18\x03 \x01(\x05\x12\x43\n\x07metrics\x18\x04 \x03(\x0b\x32\x32.recsys.model.v1.GetModelInfoResponse.MetricsEntry\x12\x13\n\x0b\x63onfig_json\x18\x05 \x01(\t\x12\x0f\n\x07\x63reated\x18\x06 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x01\n\x0e\x45xplainRequest\x12\x32\n\x0bpreferences\x18\x01 \x01(\x0b\x32\x1d.recsys.model.v1.SparseVector\x12\x10\n\x08movie_id\x18\x02 \x01(\x03\x12\x19\n\x11max_contributions\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"J\n\x0c\x43ontribution\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\x12\n\npreference\x18\x02 \x01(\x02\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x01\"\xc9\x01\n\x0f\x45xplainResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x1c\n\x14predicted_preference\x18\x02 \x01(\x01\x12\x34\n\rcontributions\x18\x03 \x03(\x0b\x32\x1d.recsys.model.v1.Contribution\x12\x1b\n\x13other_contributions\x18\x04 \x01(\x01\x12\x13\n\x0bother_count\x18\x05 \x01(\x05\x12\x19\n\x11ignored_movie_ids\x18\x06 \x03(\x03*d\n\x06RankBy\x12\x17\n\x13RANK_BY_UNSPECIFIED\x10\x00\x12\x12\n\x0eRANK_BY_RATING\x10\x01\x12\x16\n\x12RANK_BY_PREFERENCE\x10\x02\x12\x15\n\x11RANK_BY_RELEVANCE\x10\x03*I\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x14\n\x10METRIC_EUCLIDEAN\x10\x01\x12\x11\n\rMETRIC_COSINE\x10\x02*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_NEAREST\x10\x01\x12\x16\n\x12\x44IRECTION_FARTHEST\x10\x02\x32\xc1\x03\n\x0cModelService\x12L\n\x07Predict\x12\x1f.recsys.model.v1.PredictRequest\x1a .recsys.model.v1.PredictResponse\x12[\n\x0c\x42\x61tchPredict\x12$.recsys.model.v1.BatchPredictRequest\x1a%.recsys.model.v1.BatchPredictResponse\x12[\n\x0cSimilarItems\x12$.recsys.model.v1.SimilarItemsRequest\x1a%.recsys.model.v1.SimilarItemsResponse\x12[\n\x0cGetModelInfo\x12$.recsys.model.v1.GetModelInfoRequest\x1a%.recsys.model.v1.GetModelInfoResponse\x12L\n\x07\x45xplain\x12\x1f.recsys.model.v1.ExplainRequest\x1a .recsys.model.v1.ExplainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brecsys/model/v1/model.proto\x12\x0frecsys.model.v1\"1\n\x0cSparseVector\x12\x11\n\tmovie_ids\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\n\n\x08\x41llItems\"\x1f\n\nGivenItems\x12\x11\n\tmovie_ids\x18\x01 \x03(\x03\"V\n\x04TopK\x12\t\n\x01k\x18\x01 \x01(\x05\x12\x19\n\x11\x65xclude_movie_ids\x18\x02 \x03(\x03\x12(\n\x07rank_by\x18\x03 \x01(\x0e\x32\x17.recsys.model.v1.RankBy\"\xf7\x01\n\x0ePredictRequest\x12\x32\n\x0bpreferences\x18\x06 \x01(\x0b\x32\x1d.recsys.model.v1.SparseVector\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12.\n\tall_items\x18\x03 \x01(\x0b\x32\x19.recsys.model.v1.AllItemsH\x00\x12\x32\n\x0bgiven_items\x18\x04 \x01(\x0b\x32\x1b.recsys.model.v1.GivenItemsH\x00\x12&\n\x05top_k\x18\x05 \x01(\x0b\x32\x15.recsys.model.v1.TopKH\x00\x42\x08\n\x06outputJ\x04\x08\x01\x10\x02\"}\n\x0fPredictResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x32\n\x0bpredictions\x18\x04 \x01(\x0b\x32\x1d.recsys.model.v1.SparseVector\x12\x19\n\x11ignored_movie_ids\x18\x03 \x03(\x03J\x04\x08\x02\x10\x03\"\x7f\n\x13\x42\x61tchPredictRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.recsys.model.v1.PredictRequest\x12\x35\n\x06packed\x18\x02 \x01(\x0b\x32%.recsys.model.v1.PackedPredictRequest\"\x83\x01\n\x14\x42\x61tchPredictResponse\x12\x33\n\tresponses\x18\x01 \x03(\x0b\x32 .recsys.model.v1.PredictResponse\x12\x36\n\x06packed\x18\x02 \x01(\x0b\x32&.recsys.model.v1.PackedPredictResponse\"@\n\nPackedRows\x12\x0f\n\x07offsets\x18\x01 \x01(\x0c\x12\x11\n\tmovie_ids\x18\x02 \x01(\x0c\x12\x0e\n\x06values\x18\x03 \x01(\x0c\"\xe9\x01\n\x14PackedPredictRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x30\n\x0bpreferences\x18\x02 \x01(\x0b\x32\x1b.recsys.model.v1.PackedRows\x12\t\n\x01k\x18\x03 \x01(\x0c\x12\x0f\n\x07rank_by\x18\x04 \x01(\x0c\x12\x36\n\x11\x65xclude_movie_ids\x18\x05 \x01(\x0b\x32\x1b.recsys.model.v1.PackedRows\x12\x34\n\x0fgiven_movie_ids\x18\x06 \x01(\x0b\x32\x1b.recsys.model.v1.PackedRows\"E\n\x08RowError\x12\x0b\n\x03row\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\xc3\x01\n\x15PackedPredictResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x30\n\x0bpredictions\x18\x02 \x01(\x0b\x32\x1b.recsys.model.v1.PackedRows\x12\x36\n\x11ignored_movie_ids\x18\x03 \x01(\x0b\x32\x1b.recsys.model.v1.PackedRows\x12)\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x19.recsys.model.v1.RowError\"\xa1\x01\n\x13SimilarItemsRequest\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\t\n\x01k\x18\x02 \x01(\x05\x12\'\n\x06metric\x18\x03 \x01(\x0e\x32\x17.recsys.model.v1.Metric\x12-\n\tdirection\x18\x04 \x01(\x0e\x32\x1a.recsys.model.v1.Direction\x12\x15\n\rmodel_version\x18\x05 \x01(\t\"0\n\nScoredItem\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\"Y\n\x14SimilarItemsResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.recsys.model.v1.ScoredItem\"\x15\n\x13GetModelInfoRequest\"\xf3\x01\n\x14GetModelInfoResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x12\n\nitem_count\x18\x02 \x01(\x05\x12\x15\n\rencoding_size\x18\x03 \x01(\x05\x12\x43\n\x07metrics\x18\x04 \x03(\x0b\x32\x32.recsys.model.v1.GetModelInfoResponse.MetricsEntry\x12\x13\n\x0b\x63onfig_json\x18\x05 \x01(\t\x12\x0f\n\x07\x63reated\x18\x06 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x01\n\x0e\x45xplainRequest\x12\x32\n\x0bpreferences\x18\x01 \x01(\x0b\x32\x1d.recsys.model.v1.SparseVector\x12\x10\n\x08movie_id\x18\x02 \x01(\x03\x12\x19\n\x11max_contributions\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"J\n\x0c\x43ontribution\x12\x10\n\x08movie_id\x18\x01 \x01(\x03\x12\x12\n\npreference\x18\x02 \x01(\x02\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x01\"\xc9\x01\n\x0f\x45xplainResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x1c\n\x14predicted_preference\x18\x02 \x01(\x01\x12\x34\n\rcontributions\x18\x03 \x03(\x0b\x32\x1d.recsys.model.v1.Contribution\x12\x1b\n\x13other_contributions\x18\x04 \x01(\x01\x12\x13\n\x0bother_count\x18\x05 \x01(\x05\x12\x19\n\x11ignored_movie_ids\x18\x06 \x03(\x03*d\n\x06RankBy\x12\x17\n\x13RANK_BY_UNSPECIFIED\x10\x00\x12\x12\n\x0eRANK_BY_RATING\x10\x01\x12\x16\n\x12RANK_BY_PREFERENCE\x10\x02\x12\x15\n\x11RANK_BY_RELEVANCE\x10\x03*I\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x14\n\x10METRIC_EUCLIDEAN\x10\x01\x12\x11\n\rMETRIC_COSINE\x10\x02*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_NEAREST\x10\x01\x12\x16\n\x12\x44IRECTION_FARTHEST\x10\x02\x32\xc1\x03\n\x0cModelService\x12L\n\x07Predict\x12\x1f.recsys.model.v1.PredictRequest\x1a .recsys.model.v1.PredictResponse\x12[\n\x0c\x42\x61tchPredict\x12$.recsys.model.v1.BatchPredictRequest\x1a%.recsys.model.v1.BatchPredictResponse\x12[\n\x0cSimilarItems\x12$.recsys.model.v1.SimilarItemsRequest\x1a%.recsys.model.v1.SimilarItemsResponse\x12[\n\x0cGetModelInfo\x12$.recsys.model.v1.GetModelInfoRequest\x1a%.recsys.model.v1.GetModelInfoResponse\x12L\n\x07\x45xplain\x12\x1f.recsys.model.v1.ExplainRequest\x1a .recsys.model.v1.ExplainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETMODELINFORESPONSE_METRICSENTRY']._loaded_options = None
   _globals['_GETMODELINFORESPONSE_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_RANKBY']._serialized_start=1753
-  _globals['_RANKBY']._serialized_end=1853
-  _globals['_METRIC']._serialized_start=1855
-  _globals['_METRIC']._serialized_end=1928
-  _globals['_DIRECTION']._serialized_start=1930
-  _globals['_DIRECTION']._serialized_end=2015
+  _globals['_RANKBY']._serialized_start=2436
+  _globals['_RANKBY']._serialized_end=2536
+  _globals['_METRIC']._serialized_start=2538
+  _globals['_METRIC']._serialized_end=2611
+  _globals['_DIRECTION']._serialized_start=2613
+  _globals['_DIRECTION']._serialized_end=2698
   _globals['_SPARSEVECTOR']._serialized_start=48
   _globals['_SPARSEVECTOR']._serialized_end=97
   _globals['_ALLITEMS']._serialized_start=99
@@ -53,27 +53,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTRESPONSE']._serialized_start=482
   _globals['_PREDICTRESPONSE']._serialized_end=607
   _globals['_BATCHPREDICTREQUEST']._serialized_start=609
-  _globals['_BATCHPREDICTREQUEST']._serialized_end=681
-  _globals['_BATCHPREDICTRESPONSE']._serialized_start=683
-  _globals['_BATCHPREDICTRESPONSE']._serialized_end=758
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=761
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=922
-  _globals['_SCOREDITEM']._serialized_start=924
-  _globals['_SCOREDITEM']._serialized_end=972
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=974
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1063
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1065
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1086
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1089
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1332
-  _globals['_GETMODELINFORESPONSE_METRICSENTRY']._serialized_start=1286
-  _globals['_GETMODELINFORESPONSE_METRICSENTRY']._serialized_end=1332
-  _globals['_EXPLAINREQUEST']._serialized_start=1335
-  _globals['_EXPLAINREQUEST']._serialized_end=1471
-  _globals['_CONTRIBUTION']._serialized_start=1473
-  _globals['_CONTRIBUTION']._serialized_end=1547
-  _globals['_EXPLAINRESPONSE']._serialized_start=1550
-  _globals['_EXPLAINRESPONSE']._serialized_end=1751
-  _globals['_MODELSERVICE']._serialized_start=2018
-  _globals['_MODELSERVICE']._serialized_end=2467
+  _globals['_BATCHPREDICTREQUEST']._serialized_end=736
+  _globals['_BATCHPREDICTRESPONSE']._serialized_start=739
+  _globals['_BATCHPREDICTRESPONSE']._serialized_end=870
+  _globals['_PACKEDROWS']._serialized_start=872
+  _globals['_PACKEDROWS']._serialized_end=936
+  _globals['_PACKEDPREDICTREQUEST']._serialized_start=939
+  _globals['_PACKEDPREDICTREQUEST']._serialized_end=1172
+  _globals['_ROWERROR']._serialized_start=1174
+  _globals['_ROWERROR']._serialized_end=1243
+  _globals['_PACKEDPREDICTRESPONSE']._serialized_start=1246
+  _globals['_PACKEDPREDICTRESPONSE']._serialized_end=1441
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=1444
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=1605
+  _globals['_SCOREDITEM']._serialized_start=1607
+  _globals['_SCOREDITEM']._serialized_end=1655
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1657
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1746
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1748
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1769
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1772
+  _globals['_GETMODELINFORESPONSE']._serialized_end=2015
+  _globals['_GETMODELINFORESPONSE_METRICSENTRY']._serialized_start=1969
+  _globals['_GETMODELINFORESPONSE_METRICSENTRY']._serialized_end=2015
+  _globals['_EXPLAINREQUEST']._serialized_start=2018
+  _globals['_EXPLAINREQUEST']._serialized_end=2154
+  _globals['_CONTRIBUTION']._serialized_start=2156
+  _globals['_CONTRIBUTION']._serialized_end=2230
+  _globals['_EXPLAINRESPONSE']._serialized_start=2233
+  _globals['_EXPLAINRESPONSE']._serialized_end=2434
+  _globals['_MODELSERVICE']._serialized_start=2701
+  _globals['_MODELSERVICE']._serialized_end=3150
 # @@protoc_insertion_point(module_scope)

@@ -292,18 +292,26 @@ class BatchPredictRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
+    PACKED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___PredictRequest]:
-        """1 to 256 requests, answered in order."""
+        """1 to 256 requests, answered in order. Give these or `packed`, not both."""
+
+    @_builtins.property
+    def packed(self) -> Global___PackedPredictRequest:
+        """1 to 256 rows as packed arrays, answered in `BatchPredictResponse.packed`: what the
+        gateway sends when it coalesces concurrent requests.
+        """
 
     def __init__(
         self,
         *,
         requests: _abc.Iterable[Global___PredictRequest] | None = ...,
+        packed: Global___PackedPredictRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["packed", b"packed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["packed", b"packed", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -314,20 +322,187 @@ class BatchPredictResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESPONSES_FIELD_NUMBER: _builtins.int
+    PACKED_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___PredictResponse]: ...
+    def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___PredictResponse]:
+        """One per request of `requests`, in order."""
+
+    @_builtins.property
+    def packed(self) -> Global___PackedPredictResponse:
+        """The answer to `packed`."""
+
     def __init__(
         self,
         *,
         responses: _abc.Iterable[Global___PredictResponse] | None = ...,
+        packed: Global___PackedPredictResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["packed", b"packed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["responses", b"responses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["packed", b"packed", "responses", b"responses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchPredictResponse: _TypeAlias = BatchPredictResponse  # noqa: Y015
+
+@_typing.final
+class PackedRows(_message.Message):
+    """Sparse rows as packed little-endian arrays (numpy.frombuffer in Python): row j's entries
+    are [offsets[j], offsets[j + 1]) of movie_ids and of values.
+    Example, rows {260: 0.8, 1196: 0.6} and {}: offsets [0, 2, 2], movie_ids [260, 1196],
+    values [0.8, 0.6].
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSETS_FIELD_NUMBER: _builtins.int
+    MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    offsets: _builtins.bytes
+    """int32, rows + 1; offsets[0] = 0, never decreasing, the last = the number of entries."""
+    movie_ids: _builtins.bytes
+    """int32 per entry: MovieLens movie ids, > 0; no movie twice within a row."""
+    values: _builtins.bytes
+    """float32 per entry, or empty where a list holds movie ids only."""
+    def __init__(
+        self,
+        *,
+        offsets: _builtins.bytes = ...,
+        movie_ids: _builtins.bytes = ...,
+        values: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_ids", b"movie_ids", "offsets", b"offsets", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackedRows: _TypeAlias = PackedRows  # noqa: Y015
+
+@_typing.final
+class PackedPredictRequest(_message.Message):
+    """Several users' predictions in one call. Every per-row list has one entry (or one row) per
+    row of `preferences`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    RANK_BY_FIELD_NUMBER: _builtins.int
+    EXCLUDE_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    GIVEN_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """The version the rows' features belong to, as in PredictRequest.model_version."""
+    k: _builtins.bytes
+    """int32 per row: how many items to return, 1 to 1000, ranked by the row's rank_by; or 0:
+    the row's given_movie_ids instead (as PredictRequest's given_items).
+    """
+    rank_by: _builtins.bytes
+    """int32 per row: a RankBy value; read for rows with k > 0."""
+    @_builtins.property
+    def preferences(self) -> Global___PackedRows:
+        """Each row's preference vector (values as in SparseVector)."""
+
+    @_builtins.property
+    def exclude_movie_ids(self) -> Global___PackedRows:
+        """Per row: items never to return (as TopK.exclude_movie_ids); ids only."""
+
+    @_builtins.property
+    def given_movie_ids(self) -> Global___PackedRows:
+        """Per row: the items to predict when its k is 0, 1 to 10000 (as GivenItems); ids only."""
+
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        preferences: Global___PackedRows | None = ...,
+        k: _builtins.bytes = ...,
+        rank_by: _builtins.bytes = ...,
+        exclude_movie_ids: Global___PackedRows | None = ...,
+        given_movie_ids: Global___PackedRows | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exclude_movie_ids", b"exclude_movie_ids", "given_movie_ids", b"given_movie_ids", "preferences", b"preferences"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_movie_ids", b"exclude_movie_ids", "given_movie_ids", b"given_movie_ids", "k", b"k", "model_version", b"model_version", "preferences", b"preferences", "rank_by", b"rank_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackedPredictRequest: _TypeAlias = PackedPredictRequest  # noqa: Y015
+
+@_typing.final
+class RowError(_message.Message):
+    """A row of a packed batch that failed on its own; the batch's other rows are answered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROW_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    row: _builtins.int
+    """The row, from 0."""
+    code: _builtins.int
+    """A gRPC status code number, e.g. 5 (NOT_FOUND)."""
+    message: _builtins.str
+    """What was wrong, as a single call would say it."""
+    field: _builtins.str
+    """The offending request field, for INVALID_ARGUMENT; e.g. "k"."""
+    def __init__(
+        self,
+        *,
+        row: _builtins.int = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        field: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message", "row", b"row"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RowError: _TypeAlias = RowError  # noqa: Y015
+
+@_typing.final
+class PackedPredictResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PREDICTIONS_FIELD_NUMBER: _builtins.int
+    IGNORED_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    @_builtins.property
+    def predictions(self) -> Global___PackedRows:
+        """Per row: movie ids and predicted preferences, best first (top k) or in the given
+        order; empty for a failed row.
+        """
+
+    @_builtins.property
+    def ignored_movie_ids(self) -> Global___PackedRows:
+        """Per row: input items the model does not cover (not used); ids only."""
+
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]:
+        """The rows that failed, ascending by row."""
+
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        predictions: Global___PackedRows | None = ...,
+        ignored_movie_ids: Global___PackedRows | None = ...,
+        errors: _abc.Iterable[Global___RowError] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ignored_movie_ids", b"ignored_movie_ids", "predictions", b"predictions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "ignored_movie_ids", b"ignored_movie_ids", "model_version", b"model_version", "predictions", b"predictions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackedPredictResponse: _TypeAlias = PackedPredictResponse  # noqa: Y015
 
 @_typing.final
 class SimilarItemsRequest(_message.Message):
