@@ -16,7 +16,8 @@ from recsys.api.model.v1 import model_pb2_grpc
 from recsys.errors import NotFound, ResourceExhausted
 from recsys.serving.config import Settings
 from services.model.batching import Batcher
-from services.model.predictor import Output, Predictor, PredictorHolder
+from recsys.packed import Rows
+from services.model.predictor import Outputs, Predictor, PredictorHolder, RowPredictions
 from services.model.server import create_server
 from tests.servers import serving, wait_serving
 
@@ -29,14 +30,22 @@ def predictor(trained_run):
     return Predictor.load(str(run.artifact_path.parent), run.artifact_path.name)
 
 
-def users(predictor: Predictor, n: int) -> list[tuple[np.ndarray, list[int]]]:
-    """n different dense preference vectors (seeded), as the servicer hands them over."""
+def users(predictor: Predictor, n: int, size: int = 5) -> list[Rows]:
+    """n different one-row preference vectors (seeded), as the servicer hands them over."""
     rng = np.random.default_rng(0)
     vectors = []
     for _ in range(n):
-        ids = rng.choice(predictor.index.item_ids, size=5, replace=False)
-        vectors.append(predictor.vector(ids, rng.normal(0, 1, 5).astype(np.float32)))
+        ids = rng.choice(predictor.index.item_ids, size=size, replace=False)
+        vectors.append(Rows.from_lists([ids], [rng.normal(0, 1, size).astype(np.float32)]))
     return vectors
+
+
+def row(answer: tuple[RowPredictions, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(movie ids, predicted preferences) of a batcher's answer; the row's error raised."""
+    predictions, j = answer
+    if j in predictions.errors:
+        raise predictions.errors[j]
+    return predictions.predictions.ids(j), predictions.predictions.row_values(j)
 
 
 def batches_of(method: str = "Predict") -> tuple[float, float]:
@@ -46,32 +55,50 @@ def batches_of(method: str = "Predict") -> tuple[float, float]:
     return count, REGISTRY.get_sample_value("recsys_model_batch_size_sum", labels) or 0.0
 
 
-TOP5 = Output("top_k", k=5)
+TOP5 = Outputs.single(5)
 
 
 def test_calls_waiting_together_share_a_product_and_get_their_own_answers(predictor):
     vectors = users(predictor, 20)
-    expected = [
-        predictor.select(predictor.network.predict(dense[None, :])[0], TOP5, ignored)
-        for dense, ignored in vectors
-    ]
+    expected = [row((predictor.predict_rows(v, TOP5), 0)) for v in vectors]
     before = batches_of()
 
     async def run():
         batcher = Batcher(max_size=8, max_wait_us=0, queue_limit=100)
         try:
-            return await asyncio.gather(
-                *(batcher.predict(predictor, dense, ig, TOP5) for dense, ig in vectors)
-            )
+            return await asyncio.gather(*(batcher.predict(predictor, v, TOP5) for v in vectors))
         finally:
             await batcher.close()
 
     got = asyncio.run(run())
     after = batches_of()
     assert (after[0] - before[0], after[1] - before[1]) == (3, 20)  # 8 + 8 + 4
-    for answer, want in zip(got, expected, strict=True):
-        assert answer.movie_ids.tolist() == want.movie_ids.tolist()
-        np.testing.assert_allclose(answer.preferences, want.preferences, rtol=1e-5, atol=1e-6)
+    for answer, (ids, values) in zip(got, expected, strict=True):
+        got_ids, got_values = row(answer)
+        assert got_ids.tolist() == ids.tolist()
+        assert got_values.tobytes() == values.tobytes()  # a row's answer is its own, exactly
+
+
+@pytest.mark.parametrize("rank_by", ["", "rating", "preference"])
+def test_a_rows_predictions_do_not_depend_on_its_batch(predictor, rank_by):
+    """Byte for byte, whatever the batch's size and the rows beside it: the gateway's
+    coalesced answers must equal its one-at-a-time answers."""
+    vectors = users(predictor, 70, size=12)
+    alone = [predictor.predict_rows(v, Outputs.single(20, rank_by)) for v in vectors]
+    for size in (1, 2, 3, 4, 5, 9, 33, 70):
+        batch = vectors[:size]
+        together = predictor.predict_rows(
+            Rows.from_lists([v.movie_ids for v in batch], [v.values for v in batch]),
+            Outputs(
+                np.full(size, 20), (rank_by,) * size, Rows.empty(size), Rows.empty(size)
+            ),
+        )
+        for j in range(size):
+            assert together.predictions.ids(j).tolist() == alone[j].predictions.ids(0).tolist()
+            assert (
+                together.predictions.row_values(j).tobytes()
+                == alone[j].predictions.row_values(0).tobytes()
+            ), f"row {j} of a batch of {size}"
 
 
 def test_a_full_queue_refuses_at_once(predictor):
@@ -81,7 +108,7 @@ def test_a_full_queue_refuses_at_once(predictor):
         batcher = Batcher(max_size=64, max_wait_us=50_000, queue_limit=4)
         try:
             return await asyncio.gather(
-                *(batcher.predict(predictor, dense, ig, TOP5) for dense, ig in vectors),
+                *(batcher.predict(predictor, v, TOP5) for v in vectors),
                 return_exceptions=True,
             )
         finally:
@@ -90,40 +117,40 @@ def test_a_full_queue_refuses_at_once(predictor):
     results = asyncio.run(run())
     refused = [r for r in results if isinstance(r, ResourceExhausted)]
     assert len(refused) == 6 and "MODEL_QUEUE_LIMIT=4" in str(refused[0])
-    assert all(len(r.movie_ids) == 5 for r in results if not isinstance(r, Exception))
+    assert all(len(row(r)[0]) == 5 for r in results if not isinstance(r, Exception))
 
 
 def test_one_calls_error_fails_only_that_call(predictor):
-    (dense, ignored), (other, other_ignored) = users(predictor, 2)
-    unknown = Output("given", movie_ids=(999_999_999,))
+    first, other = users(predictor, 2)
+    unknown = Outputs.single(0, given=[999_999_999])
 
     async def run():
         batcher = Batcher(max_size=8, max_wait_us=0, queue_limit=100)
         try:
             return await asyncio.gather(
-                batcher.predict(predictor, dense, ignored, unknown),
-                batcher.predict(predictor, other, other_ignored, TOP5),
-                return_exceptions=True,
+                batcher.predict(predictor, first, unknown),
+                batcher.predict(predictor, other, TOP5),
             )
         finally:
             await batcher.close()
 
     failed, answered = asyncio.run(run())
-    assert isinstance(failed, NotFound) and "999999999" in str(failed)
-    assert len(answered.movie_ids) == 5
+    with pytest.raises(NotFound, match="999999999"):
+        row(failed)
+    assert len(row(answered)[0]) == 5
 
 
 def test_a_call_waits_for_company_up_to_the_maximum_wait(predictor):
-    (first, first_ignored), (second, second_ignored) = users(predictor, 2)
+    first, second = users(predictor, 2)
     before = batches_of()
 
     async def run():
         # the first call waits up to 1 s for company; the batch goes once it is full (2)
         batcher = Batcher(max_size=2, max_wait_us=1_000_000, queue_limit=100)
         try:
-            one = asyncio.ensure_future(batcher.predict(predictor, first, first_ignored, TOP5))
+            one = asyncio.ensure_future(batcher.predict(predictor, first, TOP5))
             await asyncio.sleep(0.01)
-            two = batcher.predict(predictor, second, second_ignored, TOP5)
+            two = batcher.predict(predictor, second, TOP5)
             return await asyncio.gather(one, two)
         finally:
             await batcher.close()

@@ -9,6 +9,7 @@ from recsys.scoring import (
     Recommender,
     item_distances,
     top_k,
+    top_k_rows,
 )
 
 
@@ -133,3 +134,16 @@ def test_relevance_ranking_by_hand():
     ]
     assert [p.item_id for p in model.recommend({10: 5}, k=2, rank_by="rating")] == [20, 30]
     assert base.default_rank_by == "rating"
+
+
+def test_top_k_rows_gives_top_k_of_each_row():
+    """Ties (at the cut-off too), -inf entries, k beyond the finite entries, k per row."""
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, size=(40, 30)).astype(np.float32)  # many ties
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    scores[5] = -np.inf  # nothing finite
+    ks = rng.integers(1, 35, size=40)
+    for j, best in enumerate(top_k_rows(scores, ks)):
+        want = top_k(scores[j], int(ks[j]))
+        assert best.tolist() == want[np.isfinite(scores[j][want])].tolist()
+    assert top_k_rows(np.empty((0, 5), np.float32), np.empty(0, np.int64)) == []

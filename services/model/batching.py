@@ -6,7 +6,7 @@ time; with `max_wait_us` > 0 it first waits up to that long for company while fe
 waiting (a full batch goes at once).
 A full queue refuses the call with RESOURCE_EXHAUSTED at once, so an overloaded service
 sheds load instead of letting latency grow without bound. An error of one call (an unknown
-movie id among its given items) fails only that call."""
+movie id among its given items) fails only that call: it is its row's error."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recsys.errors import RecsysError, ResourceExhausted
+from recsys.errors import ResourceExhausted
+from recsys.packed import Rows, concatenate
 from recsys.serving import metrics
-from services.model.predictor import Output, Prediction, Predictor
+from services.model.predictor import Outputs, Predictor, RowPredictions
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Call:
     predictor: Predictor
-    dense: np.ndarray  # (n_items,) float32 preference vector
-    ignored: list[int]
-    output: Output
+    preferences: Rows  # one row
+    outputs: Outputs  # one row
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -46,10 +46,11 @@ class Batcher:
         self._worker: asyncio.Task | None = None
 
     async def predict(
-        self, predictor: Predictor, dense: np.ndarray, ignored: list[int], output: Output
-    ) -> Prediction:
+        self, predictor: Predictor, preferences: Rows, outputs: Outputs
+    ) -> tuple[RowPredictions, int]:
+        """The predictions of a one-row call: (the batch's predictions, the call's row)."""
         if self.max_size <= 1:  # batching off: answer inline
-            return predictor.select(predictor.network.predict(dense[None, :])[0], output, ignored)
+            return predictor.predict_rows(preferences, outputs), 0
         if len(self._waiting) >= self.queue_limit:
             metrics.QUEUE_REFUSED.inc()
             raise ResourceExhausted(
@@ -58,7 +59,7 @@ class Batcher:
             )
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._run())
-        call = _Call(predictor, dense, ignored, output, asyncio.get_running_loop().create_future())
+        call = _Call(predictor, preferences, outputs, asyncio.get_running_loop().create_future())
         self._waiting.append(call)
         self._arrived.set()
         if len(self._waiting) >= self.max_size:
@@ -93,21 +94,23 @@ class Batcher:
         for call in live:
             by_version.setdefault(call.predictor.version, []).append(call)
         for calls in by_version.values():
-            predictor = calls[0].predictor
             try:
-                predicted = predictor.network.predict(np.stack([c.dense for c in calls]))
+                predictions = calls[0].predictor.predict_rows(
+                    concatenate([c.preferences for c in calls]),
+                    Outputs(
+                        np.concatenate([c.outputs.k for c in calls]),
+                        sum((c.outputs.rank_by for c in calls), ()),
+                        concatenate([c.outputs.exclude for c in calls]),
+                        concatenate([c.outputs.given for c in calls]),
+                    ),
+                )
             except Exception as exc:  # a bug: fail these calls, keep the worker alive
                 log.exception("batched prediction failed")
                 for call in calls:
                     call.future.set_exception(exc)
                 continue
-            for call, row in zip(calls, predicted, strict=True):
-                try:
-                    call.future.set_result(predictor.select(row, call.output, call.ignored))
-                except Exception as exc:  # RecsysError: this call's own; others: bugs
-                    if not isinstance(exc, RecsysError):
-                        log.exception("selecting a batched prediction failed")
-                    call.future.set_exception(exc)
+            for row, call in enumerate(calls):
+                call.future.set_result((predictions, row))
 
     async def close(self) -> None:
         if self._worker is not None:

@@ -5,43 +5,65 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from recsys.artifacts import Artifact, load_artifact, resolve_version
-from recsys.errors import InvalidArgument, NotFound, Unavailable, VersionMismatch
+from recsys.errors import InvalidArgument, NotFound, RecsysError, Unavailable, VersionMismatch
+from recsys.packed import Rows
 from recsys.ranking import rank_scores
-from recsys.scoring import Contribution, explain_preferences, top_k
+from recsys.scoring import Contribution, explain_preferences, top_k_rows
 
 log = logging.getLogger(__name__)
 
 MAX_K = 1000
 MAX_GIVEN_ITEMS = 10_000
+_NO_IDS = np.empty(0, np.int64)
+_NO_VALUES = np.empty(0, np.float32)
 
 
-@dataclass(frozen=True, eq=False)  # holds arrays: compared and hashed by identity
-class Output:
-    """What to return: every item (kind "all"), the `movie_ids` given ("given"), or the top
-    `k` not in `exclude` ("top_k") ranked by `rank_by`, a mode of recsys.ranking: "rating"
-    (preference + b_i), "preference", "relevance" (EASE + weight × preference), or "" for
-    the version's default (relevance when it has item-item weights, else rating).
-    `rated_movie_ids`: the movies of the input vector (relevance ranks from them; a dense
-    vector cannot say which of its zeros are ratings)."""
-
-    kind: str
-    movie_ids: tuple[int, ...] = ()
-    k: int = 0
-    exclude: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # movie ids
-    rank_by: str = ""
-    rated_movie_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+ALL_ITEMS = -1  # Outputs.k of a row that wants every item
+MIN_ROWS = 8
+"""A batch is padded to at least this many rows before the network runs: BLAS picks another
+kernel for a product of fewer rows, whose rounding differs, and a row's predictions must not
+depend on the batch it came in (tests/test_batching.py checks it)."""
 
 
-@dataclass(frozen=True)
-class Prediction:
-    movie_ids: np.ndarray  # (n,) int64
-    preferences: np.ndarray  # (n,) float32 predicted preferences
-    ignored_movie_ids: list[int]  # input items the model does not cover
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
+class Outputs:
+    """What to return for each of n rows: k[j] > 0, the top k[j] items not among the row's
+    `exclude` ids, ranked by rank_by[j], a mode of recsys.ranking ("rating": preference + b_i,
+    "preference", "relevance": EASE + weight × preference, "": the version's default);
+    k[j] == 0, the predictions at the row's `given` ids, in their order; k[j] == ALL_ITEMS,
+    every item in column order. Relevance ranks from the row's input items (a dense vector
+    cannot say which of its zeros are ratings)."""
+
+    k: np.ndarray  # (n,) int64
+    rank_by: tuple[str, ...]
+    exclude: Rows  # movie ids only
+    given: Rows  # movie ids only
+
+    @classmethod
+    def single(cls, k: int, rank_by: str = "", exclude=(), given=()) -> Outputs:
+        """One row's outputs."""
+        return cls(
+            np.array([k], np.int64),
+            (rank_by,),
+            Rows.from_lists([np.asarray(exclude, np.int64)]),
+            Rows.from_lists([np.asarray(given, np.int64)]),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class RowPredictions:
+    """predictions: per row, movie ids and predicted preferences (best first, or in the given
+    order); ignored: per row, input movie ids the model does not cover, ascending; errors: the
+    rows that failed on their own (their predictions are empty)."""
+
+    predictions: Rows
+    ignored: Rows
+    errors: dict[int, RecsysError]
 
 
 @dataclass(frozen=True)
@@ -82,56 +104,66 @@ class Predictor:
     def warm_up(self) -> None:
         """Touch every code path once so the first request pays no first-call costs: a
         vector with one rating (an all-zero one would skip the item kind's solve)."""
-        one_rating = np.zeros((1, len(self.index)), np.float32)
-        one_rating[0, 0] = 1.0
-        self.network.predict(one_rating)
+        first = np.array([self.index.item_ids[0]])
+        one_rating = Rows.from_lists([first], [np.ones(1, np.float32)])
+        self.predict_rows(one_rating, Outputs.single(1))
         self.similar(int(self.index.item_ids[0]), 1)
 
-    def vector(self, movie_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, list[int]]:
-        """Dense (n_items,) float32 preference vector from a sparse one named by movie id."""
-        columns = self.index.columns(movie_ids)
+    def predict_rows(self, preferences: Rows, outputs: Outputs) -> RowPredictions:
+        """Predictions for n users at once: one (n, n_items) network pass, the ranking scores
+        of every row of one mode in one go, top k on the matrix. A row's answer depends only
+        on that row, never on the others in the batch."""
+        n = len(preferences)
+        columns = self.index.columns(preferences.movie_ids.astype(np.int64))
         known = columns >= 0
-        dense = np.zeros(len(self.index), np.float32)
-        dense[columns[known]] = values[known]
-        return dense, sorted(int(i) for i in movie_ids[~known])
-
-    def predict_many(
-        self, vectors: list[tuple[np.ndarray, np.ndarray]], outputs: list[Output]
-    ) -> list[Prediction]:
-        """Several users in one matrix product; `vectors[j]` = (movie_ids, values)."""
-        dense, ignored = zip(*(self.vector(ids, values) for ids, values in vectors), strict=True)
-        predicted = self.network.predict(np.stack(dense))
-        return [
-            self.select(row, output, list(skipped))
-            for row, output, skipped in zip(predicted, outputs, ignored, strict=True)
-        ]
-
-    def select(self, predicted: np.ndarray, output: Output, ignored: list[int]) -> Prediction:
-        ids = self.index.item_ids
-        if output.kind == "all":
-            return Prediction(ids, predicted, ignored)
-        if output.kind == "given":
-            wanted = np.array(output.movie_ids, dtype=np.int64)
-            columns = self.index.columns(wanted)
-            if (columns < 0).any():
-                unknown = sorted({int(i) for i in wanted[columns < 0]})[:10]
-                raise NotFound(f"movie ids not in model {self.version}: {unknown}")
-            return Prediction(wanted, predicted[columns], ignored)
+        entry_rows = preferences.entry_rows()
+        dense = np.zeros((max(n, MIN_ROWS), len(self.index)), np.float32)
+        dense[entry_rows[known], columns[known]] = preferences.values[known]
+        predicted = self.network.predict(dense)[:n]
+        rated_columns = columns[known]  # grouped by row, as the entries are
+        rated_bounds = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(entry_rows[known], minlength=n), out=rated_bounds[1:])
+        ids = [_NO_IDS] * n
+        values = [_NO_VALUES] * n
+        errors: dict[int, RecsysError] = {}
+        ranked = np.flatnonzero(outputs.k > 0)
         model = self.artifact.recommender
-        rated = self.index.columns(np.asarray(output.rated_movie_ids, dtype=np.int64))
-        scores = rank_scores(
-            output.rank_by or model.default_rank_by,
-            predicted[None, :],
-            self.item_means,
-            [rated[rated >= 0]],
-            model.ranking,
-        )[0]
-        if len(output.exclude):
-            excluded = self.index.columns(np.asarray(output.exclude, dtype=np.int64))
-            scores[excluded[excluded >= 0]] = -np.inf
-        best = top_k(scores, output.k)
-        best = best[np.isfinite(scores[best])]
-        return Prediction(ids[best], predicted[best], ignored)
+        modes = [outputs.rank_by[j] or model.default_rank_by for j in ranked]
+        for mode in dict.fromkeys(modes):
+            rows = ranked[[m == mode for m in modes]]
+            try:
+                rated = [rated_columns[rated_bounds[j] : rated_bounds[j + 1]] for j in rows]
+                scores = rank_scores(mode, predicted[rows], self.item_means, rated, model.ranking)
+            except RecsysError as error:
+                errors.update(dict.fromkeys(rows.tolist(), error))
+                continue
+            self._exclude(scores, rows, outputs.exclude)
+            for j, best in zip(rows, top_k_rows(scores, outputs.k[rows]), strict=True):
+                ids[j], values[j] = self.index.item_ids[best], predicted[j, best]
+        for j in np.flatnonzero(outputs.k == 0):
+            wanted = outputs.given.ids(j).astype(np.int64)
+            wanted_columns = self.index.columns(wanted)
+            if (wanted_columns < 0).any():
+                unknown = sorted({int(i) for i in wanted[wanted_columns < 0]})[:10]
+                errors[int(j)] = NotFound(f"movie ids not in model {self.version}: {unknown}")
+                continue
+            ids[j], values[j] = wanted, predicted[j, wanted_columns]
+        for j in np.flatnonzero(outputs.k == ALL_ITEMS):
+            ids[j], values[j] = self.index.item_ids, predicted[j]
+        return RowPredictions(
+            predictions=Rows.from_lists(ids, values),
+            ignored=Rows.from_entries(entry_rows[~known], preferences.movie_ids[~known], n),
+            errors=errors,
+        )
+
+    def _exclude(self, scores: np.ndarray, rows: np.ndarray, exclude: Rows) -> None:
+        """Set to -inf, in `scores` (one line per row of `rows`), each row's excluded items."""
+        position = np.full(len(exclude), -1, np.int64)
+        position[rows] = np.arange(len(rows))
+        lines = position[exclude.entry_rows()]
+        columns = self.index.columns(exclude.movie_ids.astype(np.int64))
+        hit = (lines >= 0) & (columns >= 0)
+        scores[lines[hit], columns[hit]] = -np.inf
 
     def similar(self, movie_id: int, k: int, metric: str = "euclidean", farthest=False):
         return self.artifact.recommender.similar(movie_id, k, metric=metric, farthest=farthest)

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
+import grpc
 import numpy as np
 
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.errors import InvalidArgument
+from recsys.packed import INT32, MAX_MOVIE_ID, Rows
 from recsys.serving import metrics
 from services.model.batching import Batcher
 from services.model.predictor import (
+    ALL_ITEMS,
     MAX_GIVEN_ITEMS,
-    Output,
-    Prediction,
+    MAX_K,
+    Outputs,
     Predictor,
     PredictorHolder,
+    RowPredictions,
     check_k,
 )
 
@@ -23,6 +28,7 @@ MAX_BATCH = 256
 MAX_PREFERENCES = 20_000
 MAX_ABS_PREFERENCE = 100.0  # stars; real preferences lie within a few stars of 0
 DEFAULT_CONTRIBUTIONS = 10  # Explain's max_contributions when 0
+_NO_IDS = np.empty(0, np.int64)
 METRICS = {
     model_pb2.METRIC_UNSPECIFIED: "euclidean",
     model_pb2.METRIC_EUCLIDEAN: "euclidean",
@@ -39,8 +45,8 @@ def sparse_vector(request: model_pb2.PredictRequest, field: str) -> tuple[np.nda
         raise InvalidArgument(f"at most {MAX_PREFERENCES} preferences", field=field)
     movie_ids = np.array(vector.movie_ids, dtype=np.int64)
     values = np.array(vector.values, dtype=np.float32)
-    if (movie_ids <= 0).any():
-        raise InvalidArgument("movie ids must be positive", field=f"{field}.movie_ids")
+    if ((movie_ids <= 0) | (movie_ids > MAX_MOVIE_ID)).any():
+        raise InvalidArgument(f"movie ids must be in 1..{MAX_MOVIE_ID}", field=f"{field}.movie_ids")
     if not (np.abs(values) <= MAX_ABS_PREFERENCE).all():  # also refuses NaN and infinities
         raise InvalidArgument(
             f"preference values must be finite and within ±{MAX_ABS_PREFERENCE:g}",
@@ -52,32 +58,108 @@ def sparse_vector(request: model_pb2.PredictRequest, field: str) -> tuple[np.nda
     return movie_ids, values
 
 
-def output_of(
-    request: model_pb2.PredictRequest, field: str, movie_ids: np.ndarray | None = None
-) -> Output:
-    """The request's output oneof; `movie_ids`: its preferences' movie ids when already read."""
+@dataclass(frozen=True, eq=False)
+class RowOutput:
+    """One request's output oneof: its Outputs.k, rank mode, excluded and given ids."""
+
+    k: int
+    rank_by: str = ""
+    exclude: np.ndarray = field(default_factory=lambda: _NO_IDS)
+    given: np.ndarray = field(default_factory=lambda: _NO_IDS)
+
+
+def output_of(request: model_pb2.PredictRequest, field: str) -> RowOutput:
     which = request.WhichOneof("output")
     if which is None or which == "all_items":
-        return Output("all")
+        return RowOutput(ALL_ITEMS)
     if which == "given_items":
-        ids = tuple(request.given_items.movie_ids)
+        ids = np.array(request.given_items.movie_ids, dtype=np.int64)
         if not 1 <= len(ids) <= MAX_GIVEN_ITEMS:
             raise InvalidArgument(
                 f"give 1 to {MAX_GIVEN_ITEMS} movie ids", field=f"{field}given_items.movie_ids"
             )
-        return Output("given", movie_ids=ids)
+        if ((ids <= 0) | (ids > MAX_MOVIE_ID)).any():
+            raise InvalidArgument(
+                f"movie ids must be in 1..{MAX_MOVIE_ID}", field=f"{field}given_items.movie_ids"
+            )
+        return RowOutput(0, given=ids)
     top = request.top_k
-    return Output(
-        "top_k",
-        k=check_k(top.k, f"{field}top_k.k"),
-        exclude=np.array(top.exclude_movie_ids, dtype=np.int64),
-        rank_by=rank_mode(top.rank_by, f"{field}top_k.rank_by"),
-        rated_movie_ids=(
-            np.array(request.preferences.movie_ids, dtype=np.int64)
-            if movie_ids is None
-            else movie_ids
+    return RowOutput(
+        check_k(top.k, f"{field}top_k.k"),
+        rank_mode(top.rank_by, f"{field}top_k.rank_by"),
+        exclude=np.array(  # an id beyond int32 is in no model: nothing to exclude
+            [m for m in top.exclude_movie_ids if 0 < m <= MAX_MOVIE_ID], dtype=np.int64
         ),
     )
+
+
+def rows_of(vectors: list[tuple[np.ndarray, np.ndarray]], outputs: list[RowOutput]):
+    """(preferences Rows, Outputs) of requests read one by one."""
+    ids, values = zip(*vectors, strict=True)
+    return Rows.from_lists(ids, values), Outputs(
+        np.array([o.k for o in outputs], np.int64),
+        tuple(o.rank_by for o in outputs),
+        Rows.from_lists([o.exclude for o in outputs]),
+        Rows.from_lists([o.given for o in outputs]),
+    )
+
+
+def packed_rows(request: model_pb2.PackedPredictRequest):
+    """(preferences Rows, Outputs) of a packed batch, checked; errors name `packed.<field>`."""
+    preferences = _rows(request.preferences, "packed.preferences", with_values=True)
+    n = len(preferences)
+    if not 1 <= n <= MAX_BATCH:
+        raise InvalidArgument(f"give 1 to {MAX_BATCH} rows", field="packed.preferences")
+    if len(preferences.movie_ids) > MAX_BATCH * MAX_PREFERENCES:
+        raise InvalidArgument("too many preferences", field="packed.preferences")
+    if not (np.abs(preferences.values) <= MAX_ABS_PREFERENCE).all():
+        raise InvalidArgument(
+            f"preference values must be finite and within ±{MAX_ABS_PREFERENCE:g}",
+            field="packed.preferences.values",
+        )
+    twice = preferences.duplicate_row()
+    if twice is not None:
+        raise InvalidArgument(
+            f"row {twice} holds a movie id twice", field="packed.preferences.movie_ids"
+        )
+    k = _per_row(request.k, n, "packed.k")
+    if ((k < 0) | (k > MAX_K)).any():
+        raise InvalidArgument(f"k must be 0 to {MAX_K} per row", field="packed.k")
+    rank_by = _per_row(request.rank_by, n, "packed.rank_by")
+    unknown = set(rank_by.tolist()) - set(RANK_MODES)
+    if unknown:
+        raise InvalidArgument(f"unknown rank_by {min(unknown)}", field="packed.rank_by")
+    exclude = _rows(request.exclude_movie_ids, "packed.exclude_movie_ids", rows=n)
+    given = _rows(request.given_movie_ids, "packed.given_movie_ids", rows=n)
+    given_count = given.lengths()
+    if ((k == 0) & ((given_count < 1) | (given_count > MAX_GIVEN_ITEMS))).any():
+        raise InvalidArgument(
+            f"a row with k = 0 needs 1 to {MAX_GIVEN_ITEMS} given movie ids",
+            field="packed.given_movie_ids",
+        )
+    modes = tuple(RANK_MODES[r] for r in rank_by.tolist())
+    return preferences, Outputs(k.astype(np.int64), modes, exclude, given)
+
+
+def _rows(message, field: str, *, with_values=False, rows: int | None = None) -> Rows:
+    if rows is not None and not message.offsets:  # an absent list: every row empty
+        return Rows.empty(rows)
+    parsed = Rows.from_bytes(message.offsets, message.movie_ids, message.values, field)
+    if with_values and parsed.values is None and len(parsed.movie_ids):
+        raise InvalidArgument("values are missing", field=f"{field}.values")
+    if with_values and parsed.values is None:
+        parsed = Rows(parsed.offsets, parsed.movie_ids, np.empty(0, np.float32))
+    if not with_values and parsed.values is not None:
+        raise InvalidArgument("this list holds movie ids only", field=f"{field}.values")
+    if rows is not None and len(parsed) != rows:
+        raise InvalidArgument(f"{len(parsed)} rows, the batch has {rows}", field=field)
+    return parsed
+
+
+def _per_row(raw: bytes, n: int, field: str) -> np.ndarray:
+    if len(raw) != 4 * n:
+        raise InvalidArgument(f"give one int32 per row ({n} rows), {len(raw)} bytes", field=field)
+    return np.frombuffer(raw, INT32)
 
 
 RANK_MODES = {
@@ -94,13 +176,43 @@ def rank_mode(rank_by: int, field: str) -> str:
     return RANK_MODES[rank_by]
 
 
-def predict_response(predictor: Predictor, prediction: Prediction) -> model_pb2.PredictResponse:
+def predict_response(
+    predictor: Predictor, predictions: RowPredictions, row: int
+) -> model_pb2.PredictResponse:
+    """Row `row` of `predictions` as a PredictResponse; the row's own error raised."""
+    if row in predictions.errors:
+        raise predictions.errors[row]
     return model_pb2.PredictResponse(
         model_version=predictor.version,
         predictions=model_pb2.SparseVector(
-            movie_ids=prediction.movie_ids.tolist(), values=prediction.preferences.tolist()
+            movie_ids=predictions.predictions.ids(row).tolist(),
+            values=predictions.predictions.row_values(row).tolist(),
         ),
-        ignored_movie_ids=prediction.ignored_movie_ids,
+        ignored_movie_ids=predictions.ignored.ids(row).tolist(),
+    )
+
+
+def packed_message(rows: Rows) -> model_pb2.PackedRows:
+    offsets, movie_ids, values = rows.to_bytes()
+    return model_pb2.PackedRows(offsets=offsets, movie_ids=movie_ids, values=values)
+
+
+def packed_response(
+    predictor: Predictor, predictions: RowPredictions
+) -> model_pb2.PackedPredictResponse:
+    return model_pb2.PackedPredictResponse(
+        model_version=predictor.version,
+        predictions=packed_message(predictions.predictions),
+        ignored_movie_ids=packed_message(predictions.ignored),
+        errors=[
+            model_pb2.RowError(
+                row=row,
+                code=grpc.StatusCode[error.status].value[0],
+                message=str(error),
+                field=getattr(error, "field", None) or "",
+            )
+            for row, error in sorted(predictions.errors.items())
+        ],
     )
 
 
@@ -113,13 +225,21 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
 
     async def Predict(self, request, context):
         predictor = self.holder.get(request.model_version)
-        movie_ids, values = sparse_vector(request, "preferences")
-        output = output_of(request, "", movie_ids)
-        dense, ignored = predictor.vector(movie_ids, values)
-        prediction = await self.batcher.predict(predictor, dense, ignored, output)
-        return predict_response(predictor, prediction)
+        preferences, outputs = rows_of(
+            [sparse_vector(request, "preferences")], [output_of(request, "")]
+        )
+        predictions, row = await self.batcher.predict(predictor, preferences, outputs)
+        return predict_response(predictor, predictions, row)
 
     async def BatchPredict(self, request, context):
+        if request.HasField("packed"):
+            if request.requests:
+                raise InvalidArgument("give requests or packed, not both", field="packed")
+            predictor = self.holder.get(request.packed.model_version)
+            preferences, outputs = packed_rows(request.packed)
+            metrics.BATCH_SIZE.labels("BatchPredict").observe(len(preferences))
+            predictions = predictor.predict_rows(preferences, outputs)
+            return model_pb2.BatchPredictResponse(packed=packed_response(predictor, predictions))
         if not 1 <= len(request.requests) <= MAX_BATCH:
             raise InvalidArgument(f"give 1 to {MAX_BATCH} requests", field="requests")
         versions = {r.model_version for r in request.requests}
@@ -135,9 +255,9 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             vectors.append(sparse_vector(one, f"{field}preferences"))
             outputs.append(output_of(one, field))
         metrics.BATCH_SIZE.labels("BatchPredict").observe(len(request.requests))
-        predictions = predictor.predict_many(vectors, outputs)
+        predictions = predictor.predict_rows(*rows_of(vectors, outputs))
         return model_pb2.BatchPredictResponse(
-            responses=[predict_response(predictor, p) for p in predictions]
+            responses=[predict_response(predictor, predictions, j) for j in range(len(vectors))]
         )
 
     async def SimilarItems(self, request, context):
