@@ -14,9 +14,9 @@ from prometheus_client import REGISTRY
 from recsys.api.model.v1 import model_pb2 as pb
 from recsys.api.model.v1 import model_pb2_grpc
 from recsys.errors import NotFound, ResourceExhausted
+from recsys.packed import Rows
 from recsys.serving.config import Settings
 from services.model.batching import Batcher
-from recsys.packed import Rows
 from services.model.predictor import Outputs, Predictor, PredictorHolder, RowPredictions
 from services.model.server import create_server
 from tests.servers import serving, wait_serving

@@ -137,6 +137,32 @@ def test_batch_get_user_features(stub):
     assert reply.features[0] == single
 
 
+def test_batch_get_user_features_packed_equals_the_messages(stub):
+    user_ids = [3, 424242, OUTSIDER, 3, 1, 2]
+    plain = stub.BatchGetUserFeatures(pb.BatchGetUserFeaturesRequest(user_ids=user_ids))
+    reply = stub.BatchGetUserFeatures(
+        pb.BatchGetUserFeaturesRequest(user_ids=user_ids, packed=True), timeout=5
+    )
+    assert not reply.features and list(reply.missing_user_ids) == [424242]
+    packed = reply.packed
+    assert np.frombuffer(packed.user_ids, "<i8").tolist() == [3, OUTSIDER, 1, 2]
+    means = np.frombuffer(packed.user_means, "<f8")
+    offsets = np.frombuffer(packed.preference_offsets, "<i4")
+    ids = np.frombuffer(packed.preference_movie_ids, "<i4")
+    values = np.frombuffer(packed.preference_values, "<f4")
+    unused_offsets = np.frombuffer(packed.unused_offsets, "<i4")
+    unused = np.frombuffer(packed.unused_movie_ids, "<i4")
+    for j, user in enumerate(plain.features):
+        assert means[j] == user.user_mean
+        span = slice(offsets[j], offsets[j + 1])
+        assert ids[span].tolist() == list(user.preferences.movie_ids)
+        assert values[span].tobytes() == np.array(user.preferences.values, "<f4").tobytes()
+        covered = set(user.preferences.movie_ids)
+        rated_only = sorted(m for m in user.ratings.movie_ids if m not in covered)
+        assert unused[unused_offsets[j] : unused_offsets[j + 1]].tolist() == rated_only
+    assert unused_offsets[2] - unused_offsets[1] == 3  # the outsider rated no model movie
+
+
 @pytest.mark.parametrize("user_ids", [[], list(range(1, 1002)), [1, 0], [2, -5]])
 def test_batch_get_user_features_invalid(stub, user_ids):
     request = pb.BatchGetUserFeaturesRequest(user_ids=user_ids)

@@ -12,7 +12,8 @@ import numpy as np
 
 from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
 from recsys.errors import InvalidArgument, NotFound
-from services.feature.store import CatalogItem, FeatureStore, UserFeatures
+from recsys.packed import FLOAT64, INT64
+from services.feature.store import CatalogItem, FeatureStore, PackedUsers, UserFeatures
 
 MAX_IDS = 1000
 MAX_RATINGS_PER_WRITE = 1000
@@ -82,6 +83,20 @@ def user_message(user: UserFeatures) -> feature_pb2.UserFeatures:
     )
 
 
+def packed_message(users: PackedUsers) -> feature_pb2.PackedUserFeatures:
+    preference_offsets, preference_movie_ids, preference_values = users.preferences.to_bytes()
+    unused_offsets, unused_movie_ids, _ = users.unused.to_bytes()
+    return feature_pb2.PackedUserFeatures(
+        user_ids=users.user_ids.astype(INT64).tobytes(),
+        user_means=users.user_means.astype(FLOAT64).tobytes(),
+        preference_offsets=preference_offsets,
+        preference_movie_ids=preference_movie_ids,
+        preference_values=preference_values,
+        unused_offsets=unused_offsets,
+        unused_movie_ids=unused_movie_ids,
+    )
+
+
 def item_message(item: CatalogItem) -> feature_pb2.Item:
     return feature_pb2.Item(movie_id=item.movie_id, title=item.title, genres=item.genres)
 
@@ -102,6 +117,14 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         _check_ids(request.user_ids, "user_ids")
         version = await self.store.resolve(request.model_version)
         user_ids = list(dict.fromkeys(request.user_ids))
+        if request.packed:
+            packed = await self.store.get_users_packed(version, user_ids)
+            found = set(packed.user_ids.tolist())
+            return feature_pb2.BatchGetUserFeaturesResponse(
+                missing_user_ids=[u for u in user_ids if u not in found],
+                model_version=version,
+                packed=packed_message(packed),
+            )
         users = await self.store.get_users(version, user_ids)
         return feature_pb2.BatchGetUserFeaturesResponse(
             features=[user_message(users[u]) for u in user_ids if u in users],

@@ -18,6 +18,7 @@ import redis.exceptions
 
 from recsys.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from recsys.features import ItemIndex, Normalization
+from recsys.packed import Rows
 from recsys.serving import metrics
 from services.feature import layout
 from services.feature.layout import KeyLayout
@@ -31,6 +32,7 @@ from services.feature.writes import (
 
 log = logging.getLogger(__name__)
 
+_NO_IDS = np.empty(0, np.int64)
 READY_TTL_S = 2.0  # how long a version seen "ready" is trusted before it is checked again
 
 
@@ -59,6 +61,29 @@ class VersionNormalization(NamedTuple):
     item_means: np.ndarray
     rating_min: float
     rating_max: float
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
+class PackedUsers:
+    """Several users under one model version, found ones only, in request order:
+    user_ids (n,) int64; user_means (n,) float64 b_u in stars; preferences: each user's
+    preference vector (movie ids ascending, r − μ − b_i − b_u); unused: each user's rated
+    movies the version's model does not cover, ascending."""
+
+    user_ids: np.ndarray
+    user_means: np.ndarray
+    preferences: Rows
+    unused: Rows
+
+
+def _unused_ids(packed_ratings: bytes, prefs: bytes) -> np.ndarray:
+    """Movie ids rated (packed ratings) but not in the preference vector (packed prefs): the
+    vector holds the rated movies the model covers, so equal lengths mean none."""
+    if len(packed_ratings) == len(prefs):
+        return _NO_IDS
+    rated = np.frombuffer(packed_ratings, layout.PREFERENCE_DTYPE)["movie_id"]
+    covered = np.frombuffer(prefs, layout.PREFERENCE_DTYPE)["movie_id"]
+    return np.setdiff1d(rated, covered)
 
 
 @dataclass(frozen=True)
@@ -154,16 +179,10 @@ class FeatureStore:
         no hash under `version` gets preferences computed here from their ratings hash, with
         the version's μ and b_i (a second round trip, for those users only)."""
         user_ids = list(dict.fromkeys(int(u) for u in user_ids))
-        fields = (layout.USER_MEAN, layout.USER_PREFS, layout.USER_RATINGS)
-        if len(user_ids) == 1:  # one command needs no pipeline's bookkeeping
-            replies = [await self._redis.hmget(self.keys.user(version, user_ids[0]), fields)]
-        else:
-            pipe = self._redis.pipeline(transaction=False)
-            for user_id in user_ids:
-                pipe.hmget(self.keys.user(version, user_id), fields)
-            replies = await pipe.execute()
         users, derive = {}, []
-        for user_id, (mean, prefs, packed) in zip(user_ids, replies, strict=True):
+        for user_id, (mean, prefs, packed) in zip(
+            user_ids, await self._user_hashes(version, user_ids), strict=True
+        ):
             if mean is None or prefs is None or packed is None:
                 derive.append(user_id)  # no features under this version (yet): see below
                 continue
@@ -174,15 +193,66 @@ class FeatureStore:
                 ratings=layout.decode_packed_ratings(packed),
                 preferences=layout.decode_preferences(prefs),
             )
-        if derive:
-            pipe = self._redis.pipeline(transaction=False)
-            for user_id in derive:
-                pipe.hgetall(self.keys.ratings(user_id))
-            for user_id, raw in zip(derive, await pipe.execute(), strict=True):
-                if raw:
-                    ratings = layout.decode_ratings(raw)
-                    users[user_id] = await self._derive_user(version, user_id, ratings)
-        users = {u: users[u] for u in user_ids if u in users}  # request order
+        users |= await self._derive_users(version, derive)
+        return {u: users[u] for u in user_ids if u in users}  # request order
+
+    @_redis_errors
+    async def get_users_packed(self, version: str, user_ids: Iterable[int]) -> PackedUsers:
+        """The same reads as get_users, answered as packed arrays: the stored preference
+        vectors are concatenated as Redis holds them, with no Python object per entry."""
+        user_ids = list(dict.fromkeys(int(u) for u in user_ids))
+        found: dict[int, tuple[float, bytes, np.ndarray]] = {}
+        derive = []
+        for user_id, (mean, prefs, packed) in zip(
+            user_ids, await self._user_hashes(version, user_ids), strict=True
+        ):
+            if mean is None or prefs is None or packed is None:
+                derive.append(user_id)
+                continue
+            found[user_id] = (layout.decode_user_mean(mean), prefs, _unused_ids(packed, prefs))
+        for user_id, user in (await self._derive_users(version, derive)).items():
+            prefs = layout.encode_preferences(*user.preferences)
+            ratings = layout.encode_packed_ratings(user.ratings)
+            found[user_id] = (user.user_mean, prefs, _unused_ids(ratings, prefs))
+        order = [u for u in user_ids if u in found]
+        entries = np.frombuffer(b"".join(found[u][1] for u in order), layout.PREFERENCE_DTYPE)
+        preference_offsets = np.zeros(len(order) + 1, np.int64)
+        np.cumsum(
+            [len(found[u][1]) // layout.PREFERENCE_DTYPE.itemsize for u in order],
+            out=preference_offsets[1:],
+        )
+        return PackedUsers(
+            user_ids=np.array(order, np.int64),
+            user_means=np.array([found[u][0] for u in order], np.float64),
+            preferences=Rows(
+                preference_offsets, entries["movie_id"].copy(), entries["value"].copy()
+            ),
+            unused=Rows.from_lists([found[u][2] for u in order]),
+        )
+
+    async def _user_hashes(self, version: str, user_ids: list[int]) -> list[list[bytes | None]]:
+        """(mean, prefs, packed ratings) of each user's hash under `version`, one round trip."""
+        fields = (layout.USER_MEAN, layout.USER_PREFS, layout.USER_RATINGS)
+        if len(user_ids) == 1:  # one command needs no pipeline's bookkeeping
+            return [await self._redis.hmget(self.keys.user(version, user_ids[0]), fields)]
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hmget(self.keys.user(version, user_id), fields)
+        return await pipe.execute()
+
+    async def _derive_users(self, version: str, user_ids: list[int]) -> dict[int, UserFeatures]:
+        """Features of users who have ratings but no hash under `version`, computed from their
+        ratings hashes (absent: users with no ratings)."""
+        if not user_ids:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hgetall(self.keys.ratings(user_id))
+        users = {}
+        for user_id, raw in zip(user_ids, await pipe.execute(), strict=True):
+            if raw:
+                ratings = layout.decode_ratings(raw)
+                users[user_id] = await self._derive_user(version, user_id, ratings)
         return users
 
     async def _derive_user(
