@@ -23,6 +23,7 @@ def test_every_key_byte_for_byte():
     assert keys.user(V, 42) == b"recsys:ver:20260101T000000000000Z:user:{42}"
     assert keys.ratings(42) == b"recsys:ratings:{42}"
     assert keys.revision(42) == b"recsys:rev:{42}"
+    assert keys.stamps(42) == b"recsys:stamps:{42}"
     assert keys.versions() == b"recsys:versions"
     assert keys.ratings_pattern() == b"recsys:ratings:{*}"
     assert KeyLayout.user_of_ratings_key(b"recsys:ratings:{42}") == 42
@@ -44,7 +45,12 @@ def test_a_users_keys_share_the_hash_tag(user_id):
         start = key.index(b"{")
         return key[start + 1 : key.index(b"}", start)]
 
-    for key in (keys.user(V, user_id), keys.ratings(user_id), keys.revision(user_id)):
+    for key in (
+        keys.user(V, user_id),
+        keys.ratings(user_id),
+        keys.revision(user_id),
+        keys.stamps(user_id),
+    ):
         assert tag(key) == str(user_id).encode()
 
 
@@ -137,3 +143,12 @@ def test_packed_ratings_round_trip():
     )
     assert layout.decode_packed_ratings(packed) == {2: 1.0, 7: 4.5}
     assert layout.decode_packed_ratings(layout.encode_packed_ratings({})) == {}
+
+
+def test_stamps_bytes():
+    assert layout.STAMP_USER_DELETED == b"deleted"
+    assert layout.encode_stamp(1764633600000000) == b"1764633600000000"
+    assert layout.encode_stamp(np.int64(7)) == b"7"
+    raw = {b"260": b"1764633600000001", b"deleted": b"1764633600000000", b"1196": b"5"}
+    assert layout.decode_stamps(raw) == ({260: 1764633600000001, 1196: 5}, 1764633600000000)
+    assert layout.decode_stamps({}) == ({}, 0)

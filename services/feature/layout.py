@@ -32,13 +32,21 @@ U = MovieLens user id in decimal):
     P:rev:{U}                string      the user's revision: an integer incremented by every
                                          write to the user's ratings (kept after the user is
                                          deleted, so a bulk load never resurrects them)
+    P:stamps:{U}             hash        movie id (decimal) → acceptance stamp (µs since the
+                                         Unix epoch, decimal) of the latest online write of
+                                         that movie, a deletion included (a tombstone);
+                                         "deleted" → the stamp of the latest DeleteUser (movie
+                                         stamps not newer than it are dropped). Bulk-loaded
+                                         ratings have no stamp (0: older than any online
+                                         write). Kept after the user is deleted
 
-The braces in `user:{U}`, `ratings:{U}` and `rev:{U}` are the Redis Cluster hash tag: every
-key of one user hashes to the same slot, so one Lua script can update a user's ratings,
-revision and every live version's features atomically, on one Redis or a Cluster. Writers
-are optimistic: they read ratings and revision, compute, and the script applies the change
-only if the revision is still the one they read. Versions are immutable once their status
-is "ready". A missing hash field means "absent".
+The braces in `user:{U}`, `ratings:{U}`, `rev:{U}` and `stamps:{U}` are the Redis Cluster hash
+tag: every key of one user hashes to the same slot, so one Lua script can update a user's
+ratings, stamps, revision and every live version's features atomically, on one Redis or a
+Cluster. Writers read revision, ratings and stamps, decide per movie (last writer wins by
+acceptance stamp), compute, and the script applies the change only if the revision is
+still the one they read. Versions are immutable once their status is "ready". A missing
+hash field means "absent".
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ META_FIELDS = (
 USER_MEAN = b"mean"
 USER_PREFS = b"prefs"
 USER_RATINGS = b"ratings"
+STAMP_USER_DELETED = b"deleted"  # P:stamps:{U} field: the stamp of the last DeleteUser
 
 ITEM_ID_DTYPE = np.dtype("<i8")
 ITEM_MEAN_DTYPE = np.dtype("<f8")
@@ -121,6 +130,9 @@ class KeyLayout:
 
     def revision(self, user_id: int) -> bytes:
         return f"{self.prefix}:rev:{{{_user(user_id)}}}".encode()
+
+    def stamps(self, user_id: int) -> bytes:
+        return f"{self.prefix}:stamps:{{{_user(user_id)}}}".encode()
 
     def ratings_pattern(self) -> bytes:
         """SCAN MATCH pattern for every user's ratings hash."""
@@ -227,6 +239,19 @@ def encode_rating(rating: float) -> bytes:
 def decode_ratings(fields: dict[bytes, bytes]) -> dict[int, float]:
     """A ratings hash as returned by HGETALL → {movie id: rating in stars}."""
     return {int(movie_id): float(rating) for movie_id, rating in fields.items()}
+
+
+def encode_stamp(stamp_us: int) -> bytes:
+    """An acceptance stamp, µs since the Unix epoch, in decimal: b'1764633600000000'."""
+    return str(int(stamp_us)).encode()
+
+
+def decode_stamps(fields: dict[bytes, bytes]) -> tuple[dict[int, int], int]:
+    """A stamps hash as returned by HGETALL → ({movie id: stamp µs}, the user-deletion
+    stamp µs, 0 when none)."""
+    deleted = int(fields.get(STAMP_USER_DELETED, 0))
+    movies = {int(k): int(v) for k, v in fields.items() if k != STAMP_USER_DELETED}
+    return movies, deleted
 
 
 # --- the catalog ----------------------------------------------------------------------------
