@@ -269,14 +269,18 @@ def _write_user_batch(
     """One read pipeline and one write pipeline for `user_ids`. Returns ({user: ratings
     written}, users whose revision moved). When a user's ratings change (seeded or
     replaced), their hashes under the other live versions (`others`) are deleted in the same
-    script: the feature service derives those from the new ratings on read."""
+    script: the feature service derives those from the new ratings on read. Loaded ratings
+    get no acceptance stamp (older than any online write) and the online writes' stamps
+    stay, so a write accepted before one of them still loses after the load."""
     pipe = client.pipeline(transaction=False)
     for user_id in user_ids:
-        pipe.hgetall(keys.ratings(user_id))
+        # the revision first: an online write between the two reads moves it, so the
+        # compare-and-set fails instead of writing features of ratings it did not see
         pipe.get(keys.revision(user_id))
+        pipe.hgetall(keys.ratings(user_id))
     replies = pipe.execute()
     plans = []
-    for user_id, raw_ratings, raw_revision in zip(
+    for user_id, raw_revision, raw_ratings in zip(
         user_ids, replies[0::2], replies[1::2], strict=True
     ):
         stored = layout.decode_ratings(raw_ratings)
@@ -301,9 +305,10 @@ def _write_user_batch(
         pipe.execute_command(  # EVAL through execute_command: cluster pipelines route it too
             "EVAL",
             APPLY_SCRIPT,
-            2 + len(user_keys),
+            3 + len(user_keys),
             keys.ratings(user_id),
             keys.revision(user_id),
+            keys.stamps(user_id),  # untouched: bulk-loaded ratings have no stamp
             *user_keys,
             *args,
         )

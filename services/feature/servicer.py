@@ -14,6 +14,7 @@ from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
 from recsys.errors import InvalidArgument, NotFound
 from recsys.packed import FLOAT64, INT64
 from services.feature.store import CatalogItem, FeatureStore, PackedUsers, UserFeatures
+from services.feature.writes import arrival_stamp
 
 MAX_IDS = 1000
 MAX_RATINGS_PER_WRITE = 1000
@@ -48,6 +49,15 @@ def _check_ids(ids: Sequence[int], field: str) -> None:
     bad = next((i for i in ids if i <= 0), None)
     if bad is not None:
         raise InvalidArgument(f"{field} contains {bad}; ids must be > 0", field=field)
+
+
+def _accepted_at(accepted_at_us: int) -> int:
+    """A write's stamp: when the gateway accepted it, or (0) now, as it arrives here."""
+    if accepted_at_us < 0:
+        raise InvalidArgument(
+            f"accepted_at_us must be ≥ 0, got {accepted_at_us}", field="accepted_at_us"
+        )
+    return accepted_at_us or arrival_stamp()
 
 
 def _check_user_id(user_id: int) -> None:
@@ -171,6 +181,7 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         )
 
     async def UpsertRatings(self, request, context):
+        stamp = _accepted_at(request.accepted_at_us)
         _check_user_id(request.user_id)
         ratings = list(request.ratings)
         if not 1 <= len(ratings) <= MAX_RATINGS_PER_WRITE:
@@ -193,23 +204,37 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
                     field="ratings.rating",
                 )
             by_movie[rating.movie_id] = float(rating.rating)
-        user, created = await self.store.upsert_ratings(request.user_id, by_movie, version)
+        user, created = await self.store.upsert_ratings(
+            request.user_id,
+            by_movie,
+            version,
+            accepted_at_us=stamp,
+            timeout_s=context.time_remaining(),
+        )
         return feature_pb2.UpsertRatingsResponse(
             features=user_message(user), created=created, unused_movie_ids=_unused(user)
         )
 
     async def DeleteRatings(self, request, context):
+        stamp = _accepted_at(request.accepted_at_us)
         _check_user_id(request.user_id)
         _check_ids(request.movie_ids, "movie_ids")
         version = await self.store.resolve(request.model_version)
         user, missing = await self.store.delete_ratings(
-            request.user_id, list(request.movie_ids), version
+            request.user_id,
+            list(request.movie_ids),
+            version,
+            accepted_at_us=stamp,
+            timeout_s=context.time_remaining(),
         )
         return feature_pb2.DeleteRatingsResponse(
             features=user_message(user), missing_movie_ids=missing, unused_movie_ids=_unused(user)
         )
 
     async def DeleteUser(self, request, context):
+        stamp = _accepted_at(request.accepted_at_us)
         _check_user_id(request.user_id)
-        count = await self.store.delete_user(request.user_id)
+        count = await self.store.delete_user(
+            request.user_id, accepted_at_us=stamp, timeout_s=context.time_remaining()
+        )
         return feature_pb2.DeleteUserResponse(ratings_deleted=count)

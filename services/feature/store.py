@@ -8,7 +8,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -16,18 +16,37 @@ import numpy as np
 import redis.asyncio
 import redis.exceptions
 
-from recsys.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from recsys.errors import (
+    Aborted,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from recsys.features import ItemIndex, Normalization
 from recsys.packed import Rows
 from recsys.serving import metrics
 from services.feature import layout
 from services.feature.layout import KeyLayout
+from services.feature.serial import PendingWrite, SerialWrites
 from services.feature.writes import (
     APPLY_SCRIPT,
     MAX_ATTEMPTS,
+    PAST_DEADLINE,
+    REVISION_MOVED,
+    Change,
+    DeleteRatings,
+    DeleteUser,
+    Outcome,
+    Upsert,
+    UserState,
     apply_args,
+    apply_change,
+    arrival_stamp,
     compute_features,
     decode_revision,
+    state_diff,
 )
 
 log = logging.getLogger(__name__)
@@ -308,48 +327,67 @@ class FeatureStore:
         return cached
 
     # --- writes --------------------------------------------------------------------------------
+    # Last writer wins per movie by acceptance stamp (services.feature.writes); one user's
+    # writes are serialized in the process and merged into rounds (services.feature.serial).
+
+    # Awaited with (user id, the round's changes) after a round's read, before its script:
+    # tests hold a write there. None in production.
+    before_apply: Callable[[int, list[Change]], Awaitable[None]] | None = None
+
+    @functools.cached_property
+    def _serial(self) -> SerialWrites:
+        return SerialWrites(self._write)
 
     @_redis_errors
     async def upsert_ratings(
-        self, user_id: int, ratings: dict[int, float], version: str
+        self,
+        user_id: int,
+        ratings: dict[int, float],
+        version: str,
+        *,
+        accepted_at_us: int = 0,
+        timeout_s: float | None = None,
     ) -> tuple[UserFeatures, bool]:
-        """Set `ratings` ({movie id: stars}, last write per item wins) for the user, creating
-        them if new. Returns (features under `version`, created)."""
-        before, after = await self._write(user_id, lambda current: (ratings, []), version)
-        return await self._features_after(user_id, after, version), not before
+        """Set `ratings` ({movie id: stars}) for the user, creating them if new; a movie
+        whose stored stamp (write or deletion) is newer than `accepted_at_us` (µs since the
+        Unix epoch; 0: now) keeps what it has. Returns (features under `version` after the
+        write, created). A write all of whose movies lost to newer stamps was superseded:
+        it returns the current features, created False. DeadlineExceeded once `timeout_s`
+        (None: no limit) has passed."""
+        change = Upsert(dict(ratings), accepted_at_us or arrival_stamp())
+        outcome = await self._serial.submit(user_id, change, timeout_s)
+        return await self._features_after(user_id, outcome.ratings, version), outcome.created
 
     @_redis_errors
     async def delete_ratings(
-        self, user_id: int, movie_ids: list[int], version: str
+        self,
+        user_id: int,
+        movie_ids: list[int],
+        version: str,
+        *,
+        accepted_at_us: int = 0,
+        timeout_s: float | None = None,
     ) -> tuple[UserFeatures, list[int]]:
-        """Remove some ratings. Returns (features under `version`, ids the user had not
-        rated). NotFound when the user has no ratings."""
-        missing: list[int] = []
-
-        def change(current: dict[int, float]):
-            if not current:
-                raise NotFound(f"user {user_id} has no stored ratings")
-            missing[:] = sorted(m for m in set(movie_ids) if m not in current)
-            return {}, [m for m in set(movie_ids) if m in current]
-
-        _, after = await self._write(user_id, change, version)
-        return await self._features_after(user_id, after, version), missing
+        """Remove some ratings, leaving tombstones (a write accepted before this one cannot
+        bring them back); a rating accepted after `accepted_at_us` stays. Returns (features
+        under `version`, ids the user had not rated). NotFound when the user has no
+        ratings."""
+        change = DeleteRatings(tuple(movie_ids), accepted_at_us or arrival_stamp())
+        outcome = await self._serial.submit(user_id, change, timeout_s)
+        features = await self._features_after(user_id, outcome.ratings, version)
+        return features, list(outcome.missing)
 
     @_redis_errors
-    async def delete_user(self, user_id: int) -> int:
-        """Remove the user's ratings and features under every live version (the same
-        compare-and-set as any write, so a concurrent load cannot bring them back); returns
-        how many ratings they had. NotFound when the user has none."""
-        removed: list[int] = []
-
-        def change(current: dict[int, float]):
-            if not current:
-                raise NotFound(f"user {user_id} has no stored ratings")
-            removed[:] = [len(current)]
-            return {}, list(current)
-
-        await self._write(user_id, change, "")
-        return removed[0]
+    async def delete_user(
+        self, user_id: int, *, accepted_at_us: int = 0, timeout_s: float | None = None
+    ) -> int:
+        """Remove the user's ratings accepted before `accepted_at_us` and their features
+        under every live version (the same compare-and-set as any write, so a concurrent
+        load cannot bring them back); later writes accepted before it are refused, later
+        ones accepted after it create the user anew. Returns how many ratings it removed
+        (ratings accepted after it stay). NotFound when the user has none."""
+        change = DeleteUser(accepted_at_us or arrival_stamp())
+        return (await self._serial.submit(user_id, change, timeout_s)).removed
 
     @_redis_errors
     async def live_versions(self) -> dict[str, str]:
@@ -357,44 +395,108 @@ class FeatureStore:
         return {k.decode(): v.decode() for k, v in (await self._redis.hgetall(
             self.keys.versions())).items()}  # fmt: skip
 
-    async def _write(
-        self,
-        user_id: int,
-        change: Callable[[dict[int, float]], tuple[dict[int, float], list[int]]],
-        version: str,
-    ) -> tuple[dict[int, float], dict[int, float]]:
-        """Optimistic read-compute-apply of one user; returns (ratings before, after).
-        `change(current)` gives (ratings to set, movie ids to delete)."""
+    async def _write(self, user_id: int, batch: list[PendingWrite]) -> None:
+        """One round for the waiting writes of one user (`batch`, arrival order): read the
+        revision, ratings, stamps and live versions; apply each change in turn (last writer
+        wins per movie); compute every live version's features of the result; one script
+        applies it all iff the revision is unchanged and the batch's earliest deadline has
+        not passed (by Redis's clock). Each write gets the outcome of its own change. Writes
+        left unfinished go into the next round: after a lost race (ABORTED after
+        MAX_ATTEMPTS of them), or when another write's deadline cut the round short. Every
+        wait on Redis ends by the earliest deadline; a write past its deadline never starts
+        another attempt."""
+        now = time.monotonic()
+        writes = []
+        for pending in batch:
+            if pending.expired(now):
+                pending.fail(DeadlineExceeded(f"user {user_id}: the deadline passed"))
+            else:
+                writes.append(pending)
+        if not writes:
+            return
+        first = min(
+            (p for p in writes if p.deadline is not None), key=lambda p: p.deadline, default=None
+        )
+        try:
+            async with asyncio.timeout(first.deadline - now if first else None) as waiting:
+                await self._write_round(user_id, writes, first.deadline_us if first else 0)
+        except TimeoutError:
+            if not waiting.expired():
+                raise
+            # the earliest deadline passed: that write fails when the next round starts
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("redis unavailable", extra={"operation": "write", "error": str(exc)})
+            for pending in writes:
+                pending.fail(Unavailable(f"redis unavailable: {type(exc).__name__}", retry=False))
+
+    async def _write_round(
+        self, user_id: int, writes: list[PendingWrite], deadline_us: int
+    ) -> None:
         ratings_key, revision_key = self.keys.ratings(user_id), self.keys.revision(user_id)
-        for attempt in range(MAX_ATTEMPTS):
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hgetall(ratings_key)
-            pipe.get(revision_key)
-            pipe.hgetall(self.keys.versions())
-            raw_ratings, raw_revision, raw_versions = await pipe.execute()
-            current = layout.decode_ratings(raw_ratings)
-            to_set, to_delete = change(current)
-            after = {m: r for m, r in current.items() if m not in set(to_delete)} | to_set
+        stamps_key = self.keys.stamps(user_id)
+        pipe = self._redis.pipeline(transaction=False)
+        # the revision first: a write landing between these reads moves it, so the
+        # compare-and-set below fails instead of applying over ratings it did not see
+        pipe.get(revision_key)
+        pipe.hgetall(ratings_key)
+        pipe.hgetall(stamps_key)
+        pipe.hgetall(self.keys.versions())
+        raw_revision, raw_ratings, raw_stamps, raw_versions = await pipe.execute()
+        before = UserState.decode(raw_ratings, raw_stamps)
+        after = before.copy()
+        outcomes: list[Outcome | NotFound] = []
+        for pending in writes:
+            try:
+                outcomes.append(apply_change(after, user_id, pending.change))
+            except NotFound as missing:
+                outcomes.append(missing)
+        diff = state_diff(before, after)
+        if diff:  # else every change was superseded or found nothing: answer from the read
             live = sorted(v.decode() for v in raw_versions)
             features = []
             for live_version in live:
                 _, normalization, index = await self._version_normalization(
                     live_version, require_ready=False
                 )
-                features.append(compute_features(after, index, normalization))
+                features.append(compute_features(after.ratings, index, normalization))
             user_keys = [self.keys.user(v, user_id) for v in live]
-            revision = await self._redis.eval(
-                APPLY_SCRIPT,
-                2 + len(user_keys),
-                ratings_key,
-                revision_key,
-                *user_keys,
-                *apply_args(decode_revision(raw_revision), to_set, to_delete, after, features),
+            args = apply_args(
+                decode_revision(raw_revision),
+                diff.to_set,
+                diff.to_delete,
+                after.ratings,
+                features,
+                stamps_set=diff.stamps_set,
+                stamps_delete=diff.stamps_delete,
+                deadline_us=deadline_us,
             )
-            if revision != -1:
-                return current, after
-            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-        raise Aborted(f"user {user_id} is being written by too many callers at once; retry")
+            if self.before_apply is not None:
+                await self.before_apply(user_id, [p.change for p in writes])
+            keys = (ratings_key, revision_key, stamps_key, *user_keys)
+            revision = await self._redis.eval(APPLY_SCRIPT, len(keys), *keys, *args)
+            if revision == PAST_DEADLINE:
+                for pending in writes:
+                    if 0 < pending.deadline_us <= deadline_us:
+                        pending.fail(DeadlineExceeded(f"user {user_id}: the deadline passed"))
+                return
+            if revision == REVISION_MOVED:
+                for pending in writes:
+                    pending.lost += 1
+                    if pending.lost >= MAX_ATTEMPTS:
+                        pending.fail(
+                            Aborted(
+                                f"user {user_id} is being written by too many callers at "
+                                "once; retry"
+                            )
+                        )
+                lost = max(p.lost for p in writes)
+                await asyncio.sleep(random.uniform(0, 0.002 * lost))
+                return
+        for pending, outcome in zip(writes, outcomes, strict=True):
+            if isinstance(outcome, NotFound):
+                pending.fail(outcome)
+            else:
+                pending.finish(outcome)
 
     async def _features_after(
         self, user_id: int, ratings: dict[int, float], version: str

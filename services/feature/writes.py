@@ -1,50 +1,73 @@
-"""Atomic per-user writes. A writer reads a user's ratings and revision, computes the new
-ratings and every live version's mean and preference vector, then one Lua script applies it
-all only if the revision is unchanged (optimistic concurrency). Every key the script touches
-carries the user's hash tag, so it runs unchanged on one Redis and on a Redis Cluster.
+"""Atomic per-user writes, last writer wins per movie by acceptance time.
 
-This module holds the scripts and the pure computation; `store.py` (async service) and
+Every online write carries a stamp: when the system accepted it (the gateway's clock, µs
+since the Unix epoch). A writer reads a user's revision, ratings and stamps, applies its
+changes movie by movie — a movie is set or deleted only when the write's stamp is newer
+than the movie's stored stamp and than the user's deletion stamp — computes every live
+version's mean and preference vector, then one Lua script applies it all only if the
+revision is unchanged (compare-and-set) and the caller's deadline has not passed. Every key
+the script touches carries the user's hash tag, so it runs unchanged on one Redis and on a
+Redis Cluster.
+
+This module holds the script and the pure computation; `store.py` (async service) and
 `loader.py` (bulk loads) do the I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from recsys.errors import NotFound
 from recsys.features import ItemIndex, Normalization, user_preferences
 from services.feature import layout
 
-# KEYS: ratings hash, revision, one user hash per version to write, then `n_stale` user
-#       hashes to delete (versions whose features the caller does not compute: the feature
-#       service derives them from the ratings on read).
-# ARGV: expected revision ("0": the user was never written), n pairs to set, the pairs,
-#       n fields to delete, the fields, the packed copy of all ratings after the change,
-#       n_stale, then (mean, prefs) per user hash to write.
-# Returns the new revision, or -1 when the revision moved (the caller reads again).
+# KEYS: ratings hash, revision, stamps hash, one user hash per version to write, then
+#       `n_stale` user hashes to delete (versions whose features the caller does not
+#       compute: the feature service derives them from the ratings on read).
+# ARGV: expected revision ("0": the user was never written), deadline (µs since the Unix
+#       epoch by Redis's clock, "0": none), n pairs to set, the pairs, n fields to delete,
+#       the fields, n stamp pairs to set, the pairs, n stamp fields to delete, the fields,
+#       the packed copy of all ratings after the change, n_stale, then (mean, prefs) per
+#       user hash to write.
+# Returns the new revision; -1 when the revision moved (the caller reads again); -2 when
+# the deadline has passed (nothing applied: the caller has given up). TIME before writes
+# is fine: scripts are replicated by their effects (the default since Redis 5).
 APPLY_SCRIPT = """
+local deadline = tonumber(ARGV[2])
+if deadline > 0 then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000000 + tonumber(now[2]) > deadline then return -2 end
+end
 local revision = redis.call('GET', KEYS[2]) or '0'
 if revision ~= ARGV[1] then return -1 end
 -- unpack() has a stack limit of a few thousand values: send arguments in chunks of 1000
-local function chunked(command, first, count)
+local function chunked(command, key, first, count)
   local j = first
   while j < first + count do
     local last = math.min(j + 999, first + count - 1)
-    redis.call(command, KEYS[1], unpack(ARGV, j, last))
+    redis.call(command, key, unpack(ARGV, j, last))
     j = last + 1
   end
 end
-local i = 2
+local i = 3
 local n_set = tonumber(ARGV[i]); i = i + 1
-chunked('HSET', i, 2 * n_set)
+chunked('HSET', KEYS[1], i, 2 * n_set)
 i = i + 2 * n_set
 local n_del = tonumber(ARGV[i]); i = i + 1
-chunked('HDEL', i, n_del)
+chunked('HDEL', KEYS[1], i, n_del)
 i = i + n_del
+local n_stamp = tonumber(ARGV[i]); i = i + 1
+chunked('HSET', KEYS[3], i, 2 * n_stamp)
+i = i + 2 * n_stamp
+local n_unstamp = tonumber(ARGV[i]); i = i + 1
+chunked('HDEL', KEYS[3], i, n_unstamp)
+i = i + n_unstamp
 local left = redis.call('HLEN', KEYS[1])
 local packed = ARGV[i]; i = i + 1
 local n_stale = tonumber(ARGV[i]); i = i + 1
-for k = 3, #KEYS - n_stale do
+for k = 4, #KEYS - n_stale do
   if left == 0 then
     redis.call('DEL', KEYS[k])
   else
@@ -57,8 +80,10 @@ for k = #KEYS - n_stale + 1, #KEYS do
 end
 return redis.call('INCR', KEYS[2])
 """
+REVISION_MOVED = -1
+PAST_DEADLINE = -2
 
-MAX_ATTEMPTS = 50
+MAX_ATTEMPTS = 50  # lost compare-and-sets (to other replicas, bulk loads) before ABORTED
 
 
 @dataclass(frozen=True)
@@ -92,14 +117,27 @@ def apply_args(
     after: dict[int, float],
     features: list[VersionFeatures],
     stale: int = 0,
+    *,
+    stamps_set: dict[bytes, int] | None = None,
+    stamps_delete: list[bytes] | None = None,
+    deadline_us: int = 0,
 ) -> list[bytes | int]:
     """ARGV of APPLY_SCRIPT; `after` is every rating once the change is applied; the last
-    `stale` keys are user hashes to delete."""
-    args: list[bytes | int] = [str(expected_revision).encode(), len(to_set)]
+    `stale` keys are user hashes to delete; `stamps_set` / `stamps_delete` are fields of the
+    stamps hash (a movie id in decimal, or layout.STAMP_USER_DELETED); `deadline_us` (0:
+    none) is when Redis must stop applying it."""
+    args: list[bytes | int] = [str(expected_revision).encode(), int(deadline_us), len(to_set)]
     for movie_id, rating in sorted(to_set.items()):
         args += [str(movie_id).encode(), layout.encode_rating(rating)]
     args.append(len(to_delete))
     args += [str(m).encode() for m in sorted(to_delete)]
+    stamps_set = stamps_set or {}
+    args.append(len(stamps_set))
+    for name, stamp_us in sorted(stamps_set.items()):
+        args += [name, layout.encode_stamp(stamp_us)]
+    stamps_delete = sorted(stamps_delete or [])
+    args.append(len(stamps_delete))
+    args += stamps_delete
     args.append(layout.encode_packed_ratings(after))
     args.append(stale)
     for version_features in features:
@@ -109,3 +147,149 @@ def apply_args(
 
 def decode_revision(raw: bytes | None) -> int:
     return int(raw) if raw is not None else 0
+
+
+# --- last writer wins: the pure part of a write -------------------------------------------
+
+
+@dataclass
+class UserState:
+    """A user as a writer reads them: ratings {movie id: stars}, the stamp of the latest
+    online write of each movie {movie id: µs} (deletions included), and the stamp of the
+    latest DeleteUser (0: none). A movie without a stamp was bulk loaded: stamp 0."""
+
+    ratings: dict[int, float]
+    stamps: dict[int, int] = field(default_factory=dict)
+    deleted_us: int = 0
+
+    @classmethod
+    def decode(cls, raw_ratings: dict[bytes, bytes], raw_stamps: dict[bytes, bytes]):
+        return cls(layout.decode_ratings(raw_ratings), *layout.decode_stamps(raw_stamps))
+
+    def copy(self) -> UserState:
+        return UserState(dict(self.ratings), dict(self.stamps), self.deleted_us)
+
+    def stamp_of(self, movie_id: int) -> int:
+        """What a write of `movie_id` must be newer than."""
+        return max(self.stamps.get(movie_id, 0), self.deleted_us)
+
+
+@dataclass(frozen=True)
+class Upsert:
+    ratings: dict[int, float]
+    stamp_us: int
+
+
+@dataclass(frozen=True)
+class DeleteRatings:
+    movie_ids: tuple[int, ...]
+    stamp_us: int
+
+
+@dataclass(frozen=True)
+class DeleteUser:
+    stamp_us: int
+
+
+Change = Upsert | DeleteRatings | DeleteUser
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one change did. ratings: the user's ratings right after it; created: the user
+    had no ratings before it and has some after; missing: requested ids the user had not
+    rated (DeleteRatings); removed: ratings it removed (DeleteUser); applied: movies whose
+    stored state it changed (0: every movie lost to a newer stamp, the change was
+    superseded — not an error)."""
+
+    ratings: dict[int, float]
+    created: bool = False
+    missing: tuple[int, ...] = ()
+    removed: int = 0
+    applied: int = 0
+
+
+def apply_change(state: UserState, user_id: int, change: Change) -> Outcome:
+    """Apply `change` to `state` in place, movie by movie: a movie is set or deleted only
+    when the change's stamp is newer than state.stamp_of(movie). A deletion leaves its stamp
+    as a tombstone, so a write accepted before it but arriving after it cannot bring the
+    rating back; DeleteUser raises the user's deletion stamp and drops the movie stamps it
+    makes redundant. NotFound (nothing changed) when a deletion finds no ratings."""
+    stamp = change.stamp_us
+    if isinstance(change, Upsert):
+        had_ratings, applied = bool(state.ratings), 0
+        for movie_id, rating in change.ratings.items():
+            if stamp > state.stamp_of(movie_id):
+                state.ratings[movie_id] = rating
+                state.stamps[movie_id] = stamp
+                applied += 1
+        created = not had_ratings and bool(state.ratings)
+        return Outcome(dict(state.ratings), created=created, applied=applied)
+    if not state.ratings:
+        raise NotFound(f"user {user_id} has no stored ratings")
+    if isinstance(change, DeleteRatings):
+        movie_ids = sorted(set(change.movie_ids))
+        missing = tuple(m for m in movie_ids if m not in state.ratings)
+        applied = 0
+        for movie_id in movie_ids:
+            if stamp > state.stamp_of(movie_id):
+                state.ratings.pop(movie_id, None)
+                state.stamps[movie_id] = stamp  # a tombstone
+                applied += 1
+        return Outcome(dict(state.ratings), missing=missing, applied=applied)
+    removed = [m for m in state.ratings if stamp > state.stamp_of(m)]
+    for movie_id in removed:
+        del state.ratings[movie_id]
+    if stamp > state.deleted_us:
+        state.deleted_us = stamp
+        state.stamps = {m: s for m, s in state.stamps.items() if s > stamp}
+    return Outcome(dict(state.ratings), removed=len(removed), applied=len(removed))
+
+
+@dataclass(frozen=True)
+class StateDiff:
+    """What the script must change to turn one UserState into another."""
+
+    to_set: dict[int, float]
+    to_delete: list[int]
+    stamps_set: dict[bytes, int]
+    stamps_delete: list[bytes]
+
+    def __bool__(self) -> bool:
+        return bool(self.to_set or self.to_delete or self.stamps_set or self.stamps_delete)
+
+
+def state_diff(before: UserState, after: UserState) -> StateDiff:
+    def fields(state: UserState) -> dict[bytes, int]:
+        named = {str(m).encode(): s for m, s in state.stamps.items()}
+        if state.deleted_us:
+            named[layout.STAMP_USER_DELETED] = state.deleted_us
+        return named
+
+    old_stamps, new_stamps = fields(before), fields(after)
+    return StateDiff(
+        to_set={m: r for m, r in after.ratings.items() if before.ratings.get(m) != r},
+        to_delete=[m for m in before.ratings if m not in after.ratings],
+        stamps_set={f: s for f, s in new_stamps.items() if old_stamps.get(f) != s},
+        stamps_delete=[f for f in old_stamps if f not in new_stamps],
+    )
+
+
+class StampClock:
+    """Arrival stamps for writes that come without one: wall-clock µs since the Unix epoch,
+    strictly increasing within the process (as the gateway's own clock)."""
+
+    def __init__(self):
+        self._last = 0
+
+    def now_us(self) -> int:
+        self._last = max(time.time_ns() // 1000, self._last + 1)
+        return self._last
+
+
+_ARRIVALS = StampClock()
+
+
+def arrival_stamp() -> int:
+    """The stamp of a write that arrived without one: now, on this process's clock."""
+    return _ARRIVALS.now_us()
