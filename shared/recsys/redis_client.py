@@ -47,7 +47,7 @@ def sync_client(url: str, *, cluster: bool = False, timeout_s: float = 60.0) -> 
     )
 
 
-def async_client(url: str, *, cluster: bool = False, timeout_s: float = 1.0) -> AsyncClient:
+def async_client(url: str, *, cluster: bool = False, timeout_s: float = 0.25) -> AsyncClient:
     """The service's one client: socket timeouts of `timeout_s`, and one quick retry on a
     connection error only, so a dropped pooled connection reconnects while a dead or hung
     Redis fails within one timeout."""

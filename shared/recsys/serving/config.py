@@ -51,8 +51,11 @@ class Settings:
     model_queue_limit: int = 512
     # Deadline of a gateway → upstream call when the caller set none, seconds.
     upstream_timeout_s: float = 2.0
-    # Redis socket connect / read timeout, seconds.
-    redis_timeout_s: float = 1.0
+    # Redis socket connect / read timeout of the feature service, seconds: well below the
+    # callers' deadlines (the gateway's upstream calls get at most UPSTREAM_TIMEOUT_S), so
+    # that a hung Redis is answered UNAVAILABLE, not DEADLINE_EXCEEDED. Offline jobs
+    # (load-features) use their own, longer timeout.
+    redis_timeout_s: float = 0.25
     # Largest gRPC message sent or received, bytes.
     max_message_bytes: int = 16 * 1024 * 1024
     # How long in-flight calls may finish after SIGTERM, seconds.
