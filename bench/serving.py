@@ -49,6 +49,8 @@ RUNS = [
     ("floor: 2 chained echo processes", "health", "chain-2", 32),
     ("floor: 3 chained echo processes", "health", "chain-3", 1),
     ("floor: 3 chained echo processes", "health", "chain-3", 32),
+    ("floor: 3 chained echo processes, coalesced", "health", "chain-3-coalesced", 1),
+    ("floor: 3 chained echo processes, coalesced", "health", "chain-3-coalesced", 32),
     ("gateway Recommend, stored users", "recommend-stored", "gateway", 1),
     ("gateway Recommend, stored users", "recommend-stored", "gateway", 32),
     ("gateway Recommend, inline ratings", "recommend-inline", "gateway", 32),
@@ -68,9 +70,21 @@ FLOOR = {
     "rate": "chain-2",
     "predict": "echo",
 }
+# ... and the coalesced floor of the stored-user path, what coalescing alone is worth
+COALESCED_FLOOR = {"recommend-stored": "chain-3-coalesced"}
 # The echo processes and the upstreams each calls first: echo and echo-2 answer at once,
-# chain-2 calls echo (2 processes), chain-3 calls echo, then echo-2 (3 processes).
-ECHO_UPSTREAMS = {"echo": [], "echo-2": [], "chain-2": ["echo"], "chain-3": ["echo", "echo-2"]}
+# chain-2 calls echo (2 processes), chain-3 calls echo, then echo-2 (3 processes);
+# chain-3-coalesced does the same with its calls coalesced (recsys.loadtest.echo --coalesce).
+ECHO_UPSTREAMS = {
+    "echo": [],
+    "echo-2": [],
+    "chain-2": ["echo"],
+    "chain-3": ["echo", "echo-2"],
+    "chain-3-coalesced": ["echo", "echo-2"],
+}
+COALESCED = {"chain-3-coalesced"}
+# concurrency sweep of stored-user Recommend: where coalescing starts to pay
+SWEEP = (1, 4, 16, 64, 256)
 # the server processes whose CPU each target's runs use
 TARGET_PROCESSES = {
     **{name: [name, *upstreams] for name, upstreams in ECHO_UPSTREAMS.items()},
@@ -144,9 +158,11 @@ async def measure(
     data: RatingData,
     duration: float,
     warmup: float,
+    runs=RUNS,
 ):
     results = []
-    for label, workload_name, target, concurrency in RUNS:
+    generator = psutil.Process()  # this process: the load generator
+    for label, workload_name, target, concurrency in runs:
         direct_to_model = target.startswith("model")
         kind = Targets(  # the echo and chain servers answer the health workload as a gateway
             gateway=None if direct_to_model else targets[target],
@@ -160,8 +176,10 @@ async def measure(
         settings = LoadSettings(concurrency=concurrency, duration_s=duration, warmup_s=0)
         busy = {name: processes[name] for name in TARGET_PROCESSES[target]}
         before = cpu_seconds(busy)
+        generator_before = sum(generator.cpu_times()[:2])
         report = await run_load(settings, kind, workload)
         after = cpu_seconds(busy)
+        generator_ms = 1000 * (sum(generator.cpu_times()[:2]) - generator_before)
         results.append(
             {
                 "label": label,
@@ -175,6 +193,9 @@ async def measure(
                 "p50_ms": report.latency.p50 if report.latency else None,
                 "p99_ms": report.latency.p99 if report.latency else None,
                 "cpu_ms_per_request": cpu_ms_per_request(before, after, report.count),
+                "generator_cpu_ms_per_request": generator_ms / report.count
+                if report.count
+                else None,
             }
         )
         print(f"  {label} c={concurrency}: {results[-1]['rps']:.0f} RPS", flush=True)
@@ -197,6 +218,29 @@ def ratio(results: list[dict], run: dict, target: str) -> float | None:
 def total_cpu_ms(run: dict) -> float | None:
     values = list(run["cpu_ms_per_request"].values())
     return None if None in values else sum(values)
+
+
+def plot_sweep(sweep: list[dict], path: Path) -> None:
+    """RPS and p99 of stored-user Recommend against concurrency, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    concurrency = [r["concurrency"] for r in sweep]
+    figure, rps_axis = plt.subplots(figsize=(7, 4))
+    rps_axis.plot(concurrency, [r["rps"] for r in sweep], "o-", color="tab:blue")
+    rps_axis.set(xscale="log", xlabel="concurrent clients", ylabel="requests per second")
+    rps_axis.set_xticks(concurrency, [str(c) for c in concurrency])
+    p99_axis = rps_axis.twinx()
+    p99_axis.plot(concurrency, [r["p99_ms"] or 0 for r in sweep], "s--", color="tab:red")
+    p99_axis.set_ylabel("p99 latency, ms", color="tab:red")
+    rps_axis.set_title("gateway Recommend, stored users (coalesced)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    print(f"wrote {path}")
 
 
 def main(argv=None) -> int:
@@ -227,7 +271,8 @@ def main(argv=None) -> int:
         echoes = {
             name: subprocess.Popen(
                 [sys.executable, "-m", "recsys.loadtest.echo", "--port", str(port)]
-                + [f"--upstream=127.0.0.1:{echo_ports[u]}" for u in ECHO_UPSTREAMS[name]],
+                + [f"--upstream=127.0.0.1:{echo_ports[u]}" for u in ECHO_UPSTREAMS[name]]
+                + (["--coalesce"] if name in COALESCED else []),
                 stdout=subprocess.DEVNULL,
             )
             for name, port in echo_ports.items()
@@ -272,6 +317,14 @@ def main(argv=None) -> int:
             }
             print("load runs ...", flush=True)
             results = asyncio.run(measure(targets, processes, data, args.duration, args.warmup))
+            print("concurrency sweep of stored-user Recommend ...", flush=True)
+            sweep_runs = [
+                ("sweep: gateway Recommend, stored users", "recommend-stored", "gateway", c)
+                for c in (SWEEP[:3] if args.smoke else SWEEP)
+            ]
+            sweep = asyncio.run(
+                measure(targets, processes, data, args.duration, args.warmup, sweep_runs)
+            )
         finally:
             stack.stop()
             for process in (*echoes.values(), batched):
@@ -289,7 +342,11 @@ def main(argv=None) -> int:
             r["p99_ms"],
             ratio(results, r, "echo"),
             ratio(results, r, FLOOR[r["workload"]]) if r["workload"] in FLOOR else None,
+            ratio(results, r, COALESCED_FLOOR[r["workload"]])
+            if r["workload"] in COALESCED_FLOOR
+            else None,
             total_cpu_ms(r),
+            r["generator_cpu_ms_per_request"],
             f"{r['ok']}/{r['count']}",
         ]
         for r in results
@@ -306,16 +363,28 @@ def main(argv=None) -> int:
             None,
             None,
             None,
+            None,
+            None,
             f"{len(users)} users",
         ]
     )
-    header = ["run", "c", "RPS", "p50 ms", "p99 ms", "of echo", "of floor", "CPU ms/req", "OK"]
+    header = [
+        "run", "c", "RPS", "p50 ms", "p99 ms", "of echo", "of floor", "of coalesced floor",
+        "CPU ms/req", "generator CPU ms/req", "OK",
+    ]  # fmt: skip
     print(format_table(header, rows))
     print(
         "of echo / of floor: RPS against the echo server / the no-work chain of the same shape,"
-        " at the same concurrency; CPU ms/req: the server processes' CPU time per request (a"
-        " gateway run counts all three services and Redis; the load generator is excluded)"
+        " at the same concurrency (of coalesced floor: the same chain coalescing its calls);"
+        " CPU ms/req: the server processes' CPU time per request (a gateway run counts all"
+        " three services and Redis); generator CPU ms/req: the load generator's own"
     )
+    sweep_rows = [
+        [r["concurrency"], round(r["rps"]), r["p50_ms"], r["p99_ms"], total_cpu_ms(r)]
+        for r in sweep
+    ]
+    print(format_table(["c", "RPS", "p50 ms", "p99 ms", "CPU ms/req"], sweep_rows))
+    plot_sweep(sweep, args.out.with_suffix(".sweep.png"))
     speedup = article_ms / stored_c1["p50_ms"] if article_ms and stored_c1["p50_ms"] else None
     model_speedup = (
         article_ms / predict_c1["p50_ms"] if article_ms and predict_c1["p50_ms"] else None
@@ -335,6 +404,7 @@ def main(argv=None) -> int:
         "warmup_s": args.warmup,
         "environment": environment(),
         "runs": results,
+        "sweep": sweep,
         "article_predict_ms": article_ms,
         "speedup_vs_article": speedup,
         "model_predict_speedup_vs_article": model_speedup,

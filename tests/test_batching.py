@@ -89,9 +89,7 @@ def test_a_rows_predictions_do_not_depend_on_its_batch(predictor, rank_by):
         batch = vectors[:size]
         together = predictor.predict_rows(
             Rows.from_lists([v.movie_ids for v in batch], [v.values for v in batch]),
-            Outputs(
-                np.full(size, 20), (rank_by,) * size, Rows.empty(size), Rows.empty(size)
-            ),
+            Outputs(np.full(size, 20), (rank_by,) * size, Rows.empty(size), Rows.empty(size)),
         )
         for j in range(size):
             assert together.predictions.ids(j).tolist() == alone[j].predictions.ids(0).tolist()

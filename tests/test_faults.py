@@ -74,7 +74,7 @@ def test_a_hung_redis_fails_fast_with_one_attempt(trained_run, tmp_path):
     Redis timeout; the feature service is asked once (its answer tells the gateway's retry
     policy not to retry: another attempt would wait on the same Redis)."""
     get_features = {
-        "method": "/recsys.feature.v1.FeatureService/GetUserFeatures",
+        "method": "/recsys.feature.v1.FeatureService/BatchGetUserFeatures",
         "code": "UNAVAILABLE",
     }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 
 import grpc
+import numpy as np
 import pytest
 import redis
 from google.protobuf.descriptor import FieldDescriptor
@@ -81,11 +82,16 @@ def anything(field: FieldDescriptor) -> st.SearchStrategy:
     if kind == FieldDescriptor.TYPE_STRING:
         tokens = [encode_page_token(n) for n in (0, 2**62)]
         return st.one_of(st.sampled_from(VERSION_LIKE + tokens), st.text(max_size=24))
+    if kind == FieldDescriptor.TYPE_BYTES:  # packed arrays: sizes that fit and sizes that don't
+        packed = st.lists(st.integers(*INT32), max_size=8).map(
+            lambda values: np.array(values, "<i4").tobytes()
+        )
+        return st.one_of(packed, st.binary(max_size=40))
     raise AssertionError(f"no strategy for {field.full_name} (type {kind})")
 
 
 def scalar(field: FieldDescriptor) -> st.SearchStrategy:
-    plausible = PLAUSIBLE.get(field.name)
+    plausible = None if field.type == FieldDescriptor.TYPE_BYTES else PLAUSIBLE.get(field.name)
     if plausible is None and field.type == FieldDescriptor.TYPE_ENUM:
         plausible = st.sampled_from([v.number for v in field.enum_type.values])
     if plausible is None:

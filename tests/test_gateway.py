@@ -279,7 +279,8 @@ def test_stage_timings_explain_a_request(stack):
 
 def test_the_request_id_reaches_every_service(stack, caplog):
     """The caller's x-request-id is used by the gateway and passed to the feature and model
-    services; every service's log lines for the request carry it."""
+    services (with the ids of the other requests of a coalesced call, comma-separated);
+    every service's log lines for the request carry it."""
     import logging
 
     from recsys.logs import JsonFormatter  # installs the record factory that adds request_id
@@ -292,6 +293,6 @@ def test_the_request_id_reaches_every_service(stack, caplog):
     methods = {line.split('"method": "')[1].split('"')[0] for line in lines if "req-42" in line}
     assert {
         "/recsys.gateway.v1.GatewayService/Recommend",
-        "/recsys.feature.v1.FeatureService/GetUserFeatures",
-        "/recsys.model.v1.ModelService/Predict",
+        "/recsys.feature.v1.FeatureService/BatchGetUserFeatures",
+        "/recsys.model.v1.ModelService/BatchPredict",
     } <= methods, lines

@@ -171,8 +171,8 @@ def test_every_downstream_call_carries_the_callers_deadline(trained_run, redis_u
     calls = [(m, t) for m, t in recorder.calls if not m.startswith("/grpc.health")]
     methods = {m.rsplit("/", 1)[1] for m, _ in calls}
     assert {
-        "GetUserFeatures",
-        "Predict",
+        "BatchGetUserFeatures",  # the gateway's coalesced calls
+        "BatchPredict",
         "SimilarItems",
         "UpsertRatings",
         "DeleteRatings",

@@ -10,6 +10,7 @@ import socket
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from recsys.cli import main
 from recsys.errors import InvalidArgument
@@ -270,6 +271,37 @@ def test_the_chained_echo_server_calls_each_upstream_in_turn():
     broken = asyncio.run(run([down]))
     assert broken.count > 0 and set(broken.status_codes) == {"UNAVAILABLE"}
     assert "upstream" in broken.errors[0].details
+
+
+def test_the_coalesced_echo_chain_batches_its_upstream_calls():
+    """The coalesced floor of bench/serving.py: concurrent Checks reach each upstream as
+    fewer raw batch calls than Checks, every Check OK; a dead upstream fails every Check."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        down = f"127.0.0.1:{probe.getsockname()[1]}"
+
+    def batch_calls(upstream: str) -> float:
+        labels = {"upstream": upstream}
+        return REGISTRY.get_sample_value("recsys_gateway_batch_size_count", labels) or 0.0
+
+    async def run(upstreams_of):
+        first, second = await start_echo_server(), await start_echo_server()
+        live = [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
+        front = await start_echo_server(upstreams=upstreams_of(live), coalesce=True)
+        try:
+            targets = Targets(gateway=f"127.0.0.1:{front.port}")
+            settings = LoadSettings(concurrency=16, duration_s=0.5, warmup_s=0)
+            return await run_load(settings, targets, await build_workload("health", targets))
+        finally:
+            for server in (front, second, first):
+                await server.stop(0)
+
+    before = batch_calls("echo-1")
+    report = asyncio.run(run(lambda live: live))
+    assert report.count > 0 and report.status_codes == {"OK": report.count}
+    assert 0 < batch_calls("echo-1") - before < report.count
+    broken = asyncio.run(run(lambda live: [live[0], down]))
+    assert broken.count > 0 and set(broken.status_codes) == {"UNAVAILABLE"}
 
 
 class EchoService:

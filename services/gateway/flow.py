@@ -27,6 +27,8 @@ from recsys.errors import (
 )
 from recsys.features import ItemIndex, Normalization, user_preferences
 from recsys.serving import tracing
+from recsys.serving.coalesce import Coalescer
+from services.gateway.batches import Batches, PredictRow, UserInput
 from services.gateway.upstream import Upstreams
 
 # the gateway's ranking modes → the model service's (same names, separate packages)
@@ -57,17 +59,6 @@ class VersionData:
 
     def title(self, movie_id: int) -> tuple[str, list[str]]:
         return self.catalog.get(movie_id, ("", []))
-
-
-@dataclass(frozen=True)
-class UserInput:
-    """A user's preference vector by movie id, b_u, and every movie id they rated."""
-
-    movie_ids: np.ndarray  # (n,) int64, items the model covers
-    preferences: np.ndarray  # (n,) float32
-    user_mean: float
-    rated_movie_ids: list[int]
-    ignored_movie_ids: list[int]  # rated, but not covered by the model
 
 
 @dataclass(frozen=True)
@@ -168,9 +159,16 @@ class AcceptClock:
 
 
 class PredictFlow:
-    def __init__(self, upstreams: Upstreams):
+    """`max_batch` and `max_in_flight` bound the coalesced calls to each upstream (see
+    recsys.serving.coalesce): requests per batch call, batch calls under way at once."""
+
+    def __init__(self, upstreams: Upstreams, *, max_batch: int = 64, max_in_flight: int = 1):
         self.upstreams = upstreams
         self.clock = AcceptClock()
+        batches = Batches(upstreams)
+        bounds = {"max_batch": max_batch, "max_in_flight": max_in_flight}
+        self.feature_batches = Coalescer("feature", batches.users, **bounds)
+        self.model_batches = Coalescer("model", batches.predictions, **bounds)
         self._versions: dict[str, VersionData] = {}
         self._model_version: str | None = None
         self._model_version_at = 0.0  # time.monotonic() of the last answer
@@ -289,26 +287,9 @@ class PredictFlow:
         )
 
     async def stored_user(self, user_id: int, version: str, context) -> UserInput:
+        """The user's stored features, read together with concurrent requests' users."""
         check_user_id(user_id)
-        reply = await self.upstreams.call(
-            "feature",
-            self.upstreams.feature.GetUserFeatures,
-            feature_pb2.GetUserFeaturesRequest(user_id=user_id, model_version=version),
-            context,
-        )
-        features = reply.features
-        if features.model_version != version:
-            raise VersionMismatch(f"features of version {features.model_version}, model {version}")
-        ids = np.array(features.preferences.movie_ids, dtype=np.int64)
-        rated = list(features.ratings.movie_ids)
-        covered = set(ids.tolist())
-        return UserInput(
-            movie_ids=ids,
-            preferences=np.array(features.preferences.values, dtype=np.float32),
-            user_mean=features.user_mean,
-            rated_movie_ids=rated,
-            ignored_movie_ids=sorted(m for m in rated if m not in covered),
-        )
+        return await self.feature_batches.submit(version, user_id, self.upstreams.timeout(context))
 
     def inline_user(self, ratings, data: VersionData) -> UserInput:
         """Normalize ratings given in the request with the version's μ and b_i."""
@@ -318,7 +299,7 @@ class PredictFlow:
             movie_ids=user.movie_ids,
             preferences=user.preferences.astype(np.float32),
             user_mean=user.user_mean,
-            rated_movie_ids=list(by_movie),
+            rated_movie_ids=np.fromiter(by_movie, np.int64, len(by_movie)),
             ignored_movie_ids=user.unknown_movie_ids,
         )
 
@@ -349,39 +330,35 @@ class PredictFlow:
             return data, result
         raise AssertionError("unreachable")
 
-    async def predict(self, request, output, context, stages: Stages):
-        """Run the flow for one request. `output(user)` gives the Predict oneof for that
-        user (top_k=... or given_items=...). Returns (version data, user input, predictions)."""
+    async def predict(self, request, row, context, stages: Stages):
+        """Run the flow for one request. `row(user)` gives that user's PredictRow; the
+        prediction goes out together with concurrent requests'. Returns (version data, user
+        input, (movie ids, predicted preferences))."""
 
         async def call(data: VersionData):
             tracing.annotate(model_version=data.version, user=request.WhichOneof("user") or "")
             with stages.timed("features"):
                 user = await self.user_input(request, data.version, data, context)
-            predict = model_pb2.PredictRequest(
-                preferences=model_pb2.SparseVector(
-                    movie_ids=user.movie_ids.tolist(), values=user.preferences.tolist()
-                ),
-                model_version=data.version,
-                **output(user),
-            )
             with stages.timed("model"):
-                reply = await self.upstreams.call(
-                    "model", self.upstreams.model.Predict, predict, context
+                predicted = await self.model_batches.submit(
+                    data.version, row(user), self.upstreams.timeout(context)
                 )
-            return user, reply.predictions
+            return user, predicted
 
         data, (user, predictions) = await self.on_model(context, call)
         return data, user, predictions
 
     def scored(self, data: VersionData, user: UserInput, predictions) -> list[Scored]:
         """Predicted preferences → de-normalized ratings with titles."""
-        if not predictions.movie_ids:
+        movie_ids, preferences = predictions
+        if not len(movie_ids):
             return []
-        ids = np.array(predictions.movie_ids, dtype=np.int64)
-        prefs = np.array(predictions.values, dtype=np.float64)
+        ids = movie_ids.astype(np.int64)
+        prefs = preferences.astype(np.float64)
         ratings = data.normalization.denormalize(prefs, user.user_mean, data.index.columns(ids))
         return [
-            Scored(int(m), *data.title(int(m)), float(r)) for m, r in zip(ids, ratings, strict=True)
+            Scored(m, *data.title(m), r)
+            for m, r in zip(ids.tolist(), ratings.tolist(), strict=True)
         ]
 
     async def recommend(
@@ -393,11 +370,13 @@ class PredictFlow:
             raise InvalidArgument(f"unknown rank_by {request.rank_by}", field="rank_by")
         data, user, predictions = await self.predict(
             request,
-            lambda user: {
-                "top_k": model_pb2.TopK(
-                    k=k, exclude_movie_ids=user.rated_movie_ids, rank_by=RANK_BY[request.rank_by]
-                )
-            },
+            lambda user: PredictRow(
+                user.movie_ids,
+                user.preferences,
+                k=k,
+                rank_by=RANK_BY[request.rank_by],
+                exclude=user.rated_movie_ids,
+            ),
             context,
             stages,
         )
@@ -406,9 +385,10 @@ class PredictFlow:
         return data.version, scored, user.ignored_movie_ids
 
     async def predict_ratings(self, request, movie_ids: list[int], context, stages: Stages):
+        given = np.array(movie_ids, np.int64)
         data, user, predictions = await self.predict(
             request,
-            lambda user: {"given_items": model_pb2.GivenItems(movie_ids=movie_ids)},
+            lambda user: PredictRow(user.movie_ids, user.preferences, k=0, given=given),
             context,
             stages,
         )

@@ -21,7 +21,14 @@ SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_na
 async def create_server(settings: Settings, upstreams: Upstreams) -> Service:
     service = Service(settings, [SERVICE_NAME])
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-        GatewayServicer(PredictFlow(upstreams)), service.server
+        GatewayServicer(
+            PredictFlow(
+                upstreams,
+                max_batch=settings.coalesce_max_batch,
+                max_in_flight=settings.coalesce_max_in_flight,
+            )
+        ),
+        service.server,
     )
     service.bind(settings.gateway_port)
     service.watch_readiness(upstreams.healthy, every_s=1.0)

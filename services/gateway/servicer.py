@@ -7,6 +7,7 @@ import logging
 
 from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.errors import InvalidArgument
+from recsys.packed import MAX_MOVIE_ID
 from recsys.serving import metrics
 from services.gateway.flow import PredictFlow, Stages
 
@@ -72,8 +73,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         movie_ids = list(request.movie_ids)
         if not 1 <= len(movie_ids) <= MAX_MOVIE_IDS:
             raise InvalidArgument(f"give 1 to {MAX_MOVIE_IDS} movie ids", field="movie_ids")
-        if any(m <= 0 for m in movie_ids):
-            raise InvalidArgument("movie ids must be positive", field="movie_ids")
+        if any(not 0 < m <= MAX_MOVIE_ID for m in movie_ids):
+            raise InvalidArgument(f"movie ids must be in 1..{MAX_MOVIE_ID}", field="movie_ids")
         with observed_stages("PredictRatings") as stages:
             version, items, ignored = await self.flow.predict_ratings(
                 request, movie_ids, context, stages

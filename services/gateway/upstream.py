@@ -95,6 +95,20 @@ def translate(error: grpc.aio.AioRpcError, upstream: str) -> errors.RecsysError:
     return errors.RecsysError(f"{upstream} service failed: {code.name}")
 
 
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def row_error(code: int, message: str, field: str = "") -> errors.RecsysError:
+    """One row's failure in an upstream's batch answer (a status code number) as the
+    error that row's caller gets."""
+    status = _BY_NUMBER.get(code)
+    if status == grpc.StatusCode.INVALID_ARGUMENT:
+        return errors.InvalidArgument(message, field=field or None)
+    if status in _TRANSLATION:
+        return _TRANSLATION[status](message)
+    return errors.RecsysError(f"upstream row failed: {status.name if status else code}")
+
+
 @dataclass
 class Upstreams:
     """Channels and stubs of the feature and model services, one each per process."""
@@ -133,6 +147,18 @@ class Upstreams:
                 request,
                 timeout=self.timeout(context),
                 metadata=request_id.outgoing() + bearer_metadata(self.token),
+            )
+        except grpc.aio.AioRpcError as error:
+            raise translate(error, upstream) from None
+
+    async def call_batch(self, upstream: str, method, request, timeout_s: float, request_ids):
+        """A coalesced call: the deadline is the batch's (its members keep their own); the
+        metadata names every member's request id."""
+        try:
+            return await method(
+                request,
+                timeout=timeout_s,
+                metadata=request_id.batch_metadata(request_ids) + bearer_metadata(self.token),
             )
         except grpc.aio.AioRpcError as error:
             raise translate(error, upstream) from None

@@ -7,8 +7,14 @@ then the model service for a stored user's `Recommend`, and does nothing else. W
 real stack reaches can then be read against what three chained Python gRPC processes reach
 with no work at all.
 
+With `--coalesce` the chain coalesces as the gateway does (recsys.serving.coalesce):
+concurrent `Check`s' calls to an upstream go out as one call of a raw bytes method
+(`/recsys.loadtest.v1.Echo/Batch`, which every echo server answers with the bytes it got),
+carrying PAYLOAD_BYTES per request each way: the *coalesced floor*, what coalescing alone
+is worth on this machine.
+
     python -m recsys.loadtest.echo [--port 50060]                      # until SIGTERM
-    python -m recsys.loadtest.echo --upstream HOST:PORT --upstream HOST:PORT
+    python -m recsys.loadtest.echo --upstream HOST:PORT --upstream HOST:PORT [--coalesce]
 """
 
 from __future__ import annotations
@@ -24,11 +30,26 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from recsys.errors import RecsysError, Unavailable
 from recsys.logs import configure_logging
+from recsys.serving.coalesce import Coalescer
 
 log = logging.getLogger(__name__)
 
 UPSTREAM_TIMEOUT_S = 1.0
+BATCH_SERVICE = "recsys.loadtest.v1.Echo"
+BATCH_METHOD = f"/{BATCH_SERVICE}/Batch"
+PAYLOAD_BYTES = 640  # about what a stored user's packed features or top 10 weigh
+MAX_BATCH = 64
+
+
+async def _echo_bytes(request: bytes, context) -> bytes:
+    return request
+
+
+ECHO_BATCH = grpc.method_handlers_generic_handler(
+    BATCH_SERVICE, {"Batch": grpc.unary_unary_rpc_method_handler(_echo_bytes)}
+)
 
 
 class ChainedHealth(health_pb2_grpc.HealthServicer):
@@ -52,6 +73,45 @@ class ChainedHealth(health_pb2_grpc.HealthServicer):
             await channel.close()
 
 
+class CoalescedHealth(health_pb2_grpc.HealthServicer):
+    """Health whose `Check` sends PAYLOAD_BYTES to each upstream in turn, coalesced with
+    concurrent `Check`s' into one raw `Batch` call per upstream, and answers SERVING."""
+
+    def __init__(self, upstreams: Sequence[str]):
+        self.channels = [grpc.aio.insecure_channel(address) for address in upstreams]
+        self.coalescers = [
+            Coalescer(f"echo-{n}", self._sender(channel), max_batch=MAX_BATCH, max_in_flight=1)
+            for n, channel in enumerate(self.channels)
+        ]
+        self.payload = bytes(PAYLOAD_BYTES)
+
+    @staticmethod
+    def _sender(channel: grpc.aio.Channel):
+        batch = channel.unary_unary(BATCH_METHOD)
+
+        async def send(key, payloads, timeout_s, request_ids):
+            try:
+                reply = await batch(b"".join(payloads), timeout=timeout_s)
+            except grpc.aio.AioRpcError as error:
+                raise Unavailable(f"upstream: {error.details()}") from None
+            size = PAYLOAD_BYTES
+            return [reply[j * size : (j + 1) * size] for j in range(len(payloads))]
+
+        return send
+
+    async def Check(self, request, context):
+        for coalescer in self.coalescers:
+            try:
+                await coalescer.submit("", self.payload, UPSTREAM_TIMEOUT_S)
+            except RecsysError as error:
+                await context.abort(grpc.StatusCode[error.status], str(error))
+        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+
 class EchoServer:
     """A started echo server: its `port`, and `stop(grace)`, which also closes the channels
     to its upstreams."""
@@ -61,25 +121,29 @@ class EchoServer:
 
     async def stop(self, grace: float | None) -> None:
         await self.server.stop(grace)
-        if isinstance(self._servicer, ChainedHealth):
+        if isinstance(self._servicer, ChainedHealth | CoalescedHealth):
             await self._servicer.close()
 
 
 async def start_echo_server(
-    port: int = 0, host: str = "127.0.0.1", upstreams: Sequence[str] = ()
+    port: int = 0, host: str = "127.0.0.1", upstreams: Sequence[str] = (), coalesce=False
 ) -> EchoServer:
     """Start the echo server on host:port (0: any free port), chained to `upstreams` when
-    given."""
+    given (coalescing its calls to them with `coalesce`)."""
     server = grpc.aio.server()
-    servicer = ChainedHealth(upstreams) if upstreams else HealthServicer()  # "" is SERVING
+    if not upstreams:
+        servicer = HealthServicer()  # "" is SERVING
+    else:
+        servicer = CoalescedHealth(upstreams) if coalesce else ChainedHealth(upstreams)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((ECHO_BATCH,))
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return EchoServer(server, bound, servicer)
 
 
-async def _serve(port: int, host: str, upstreams: Sequence[str]) -> None:
-    echo = await start_echo_server(port, host, upstreams)
+async def _serve(port: int, host: str, upstreams: Sequence[str], coalesce: bool) -> None:
+    echo = await start_echo_server(port, host, upstreams, coalesce)
     log.info(
         "echo server listening",
         extra={"address": f"{host}:{echo.port}", "upstreams": list(upstreams)},
@@ -103,10 +167,15 @@ def main(argv: list[str] | None = None) -> None:
         metavar="HOST:PORT",
         help="call this server's Health.Check before answering (repeatable, in order)",
     )
+    parser.add_argument(
+        "--coalesce",
+        action="store_true",
+        help="coalesce concurrent Checks' calls to each upstream into one batch call",
+    )
     args = parser.parse_args(argv)
     configure_logging(json_lines=True)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port, args.host, args.upstream))
+        asyncio.run(_serve(args.port, args.host, args.upstream, args.coalesce))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,11 @@ class Settings:
     model_batch_size: int = 1
     model_batch_wait_us: int = 0
     model_queue_limit: int = 512
+    # Coalescing in the gateway: most client requests per batch call to an upstream (1..256),
+    # and most batch calls under way to each upstream at once; a batch leaves when fewer are
+    # under way, with whatever requests are waiting (no timer).
+    coalesce_max_batch: int = 64
+    coalesce_max_in_flight: int = 1
     # Deadline of a gateway → upstream call when the caller set none, seconds.
     upstream_timeout_s: float = 2.0
     # Redis socket connect / read timeout of the feature service, seconds: well below the
@@ -104,6 +109,10 @@ class Settings:
             raise ConfigError(
                 f"MODEL_BATCH_WAIT_US={self.model_batch_wait_us} must be in 0..1000000"
             )
+        if not 1 <= self.coalesce_max_batch <= 256:
+            raise ConfigError(f"COALESCE_MAX_BATCH={self.coalesce_max_batch} must be in 1..256")
+        if self.coalesce_max_in_flight < 1:
+            raise ConfigError(f"COALESCE_MAX_IN_FLIGHT={self.coalesce_max_in_flight} must be ≥ 1")
         if self.model_queue_limit < 1:
             raise ConfigError(f"MODEL_QUEUE_LIMIT={self.model_queue_limit} must be ≥ 1")
         if self.max_message_bytes <= 0:

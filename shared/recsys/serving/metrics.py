@@ -39,6 +39,12 @@ BATCH_SIZE = Histogram(
     ["method"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+GATEWAY_BATCH_SIZE = Histogram(
+    "recsys_gateway_batch_size",
+    "Client requests per coalesced upstream call the gateway sent, by upstream",
+    ["upstream"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 QUEUE_SECONDS = Histogram(
     "recsys_model_queue_seconds",
     "Time a Predict call waited in the model service's batching queue",

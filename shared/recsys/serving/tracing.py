@@ -109,6 +109,11 @@ def describe_request(span, request: Message) -> None:
         span.set_attribute("recsys.items", len(request.preferences.movie_ids))
     elif "movie_ids" in fields:
         span.set_attribute("recsys.items", len(request.movie_ids))
+    elif "packed" in fields:  # a coalesced BatchPredict: rows and entries of packed arrays
+        preferences = request.packed.preferences
+        span.set_attribute("recsys.model_version", request.packed.model_version)
+        span.set_attribute("recsys.user_ids", max(len(preferences.offsets) // 4 - 1, 0))
+        span.set_attribute("recsys.items", len(preferences.movie_ids) // 4)
 
 
 def annotate(**attributes) -> None:
