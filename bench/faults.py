@@ -44,6 +44,7 @@ from recsys.launcher import LocalStack, train_version, wait_serving  # noqa: E40
 from recsys.loadtest import LoadSettings, Sample, Targets, build_workload, run_load  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
+from recsys.serving.config import Settings  # noqa: E402
 
 QUICK_MODEL = {"max_epochs": 2}  # fault figures depend on the services, not the model
 
@@ -219,6 +220,8 @@ def analyze(samples: list[Sample], events: Events, deadline_ms: float) -> dict[s
     """What the callers saw, from every recorded request and the fault's events.
 
     error_window_s: first failed request sent → last failed request answered.
+    median_failed_ms / max_failed_ms: how long a failed request took to fail (its time to
+        the error, e.g. UNAVAILABLE within REDIS_TIMEOUT_S while Redis hangs).
     errors_end_after_back_s: last failed request answered, relative to "back" (negative:
         the errors had ended before the broken part was back, e.g. the gateway's retries
         went to another replica).
@@ -226,6 +229,7 @@ def analyze(samples: list[Sample], events: Events, deadline_ms: float) -> dict[s
     """
     fault, back = events["fault"], events.get("back")
     failed = [s for s in samples if s.status != "OK"]
+    failed_ms = sorted(s.latency_ns / 1e6 for s in failed)
     codes = Counter(s.status for s in samples)
     during = [s for s in samples if back is not None and fault <= s.sent_ns <= back]
     during_ms = sorted(s.latency_ns / 1e6 for s in during)
@@ -236,7 +240,8 @@ def analyze(samples: list[Sample], events: Events, deadline_ms: float) -> dict[s
         "status_codes": dict(codes.most_common()),
         "deadline_exceeded": codes.get("DEADLINE_EXCEEDED", 0),
         "deadline_ms": deadline_ms,
-        "max_failed_ms": max((s.latency_ns / 1e6 for s in failed), default=None),
+        "median_failed_ms": failed_ms[len(failed_ms) // 2] if failed_ms else None,
+        "max_failed_ms": failed_ms[-1] if failed_ms else None,
         "max_ms_during_fault": during_ms[-1] if during_ms else None,
         "p99_ms_during_fault": during_ms[int(0.99 * (len(during_ms) - 1))] if during_ms else None,
         "fault_to_back_s": (back - fault) / NS if back is not None else None,
@@ -425,6 +430,7 @@ def main(argv=None) -> int:
             r["fault_to_back_s"],
             r["error_window_s"],
             r["errors_end_after_back_s"],
+            r["median_failed_ms"],
             r["max_failed_ms"],
             r["p99_ms"],
             r["p99_ms_during_fault"],
@@ -441,6 +447,7 @@ def main(argv=None) -> int:
         "fault→back s",
         "error window s",
         "errors end after back s",
+        "median failed ms",
         "max failed ms",
         "p99 ms",
         "p99 ms in fault",
@@ -448,8 +455,10 @@ def main(argv=None) -> int:
         "all up",
     ]
     print(format_table(headers, rows))
+    redis_timeout_s = Settings.from_env().redis_timeout_s  # what the services run with
     print(
         f"deadline {args.deadline_ms:g} ms, closed loop c={args.concurrency}, stored-user Recommend"
+        f", REDIS_TIMEOUT_S {redis_timeout_s:g}"
     )
     write_json(
         args.out,
@@ -459,6 +468,7 @@ def main(argv=None) -> int:
             "data": str(data_dir),
             "deadline_ms": args.deadline_ms,
             "concurrency": args.concurrency,
+            "redis_timeout_s": redis_timeout_s,
             "phases": vars(phases),
             "environment": environment(),
             "scenarios": results,
