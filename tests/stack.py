@@ -40,6 +40,20 @@ class Stack:
     def __getitem__(self, name: str):  # stack["stub"] reads as well as stack.stub
         return getattr(self, name)
 
+    def swap_model(self, predictor: Predictor) -> Predictor | None:
+        """Serve `predictor` as a hot reload does: PredictorHolder.swap on the model service's
+        event loop (the replaced version stays answerable); returns the replaced one."""
+        return swap_on(self.model, self.holder, predictor)
+
+
+def swap_on(service: ServiceThread, holder: PredictorHolder, predictor: Predictor):
+    """`holder.swap(predictor)` on the loop of the service that reads `holder`."""
+
+    async def swap():
+        return holder.swap(predictor)
+
+    return service.run(swap())
+
 
 @contextlib.contextmanager
 def running_stack(

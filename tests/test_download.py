@@ -6,7 +6,6 @@ import functools
 import hashlib
 import socket
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -156,8 +155,7 @@ def test_connection_refused_fails_fast(server: Server, cache_dir: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    start = time.monotonic()
-    with pytest.raises(DownloadError, match=f"127.0.0.1:{port}"):
+    with pytest.raises(DownloadError, match=f"127.0.0.1:{port}") as caught:
         download_dataset(
             "ml-test",
             cache_dir,
@@ -165,7 +163,8 @@ def test_connection_refused_fails_fast(server: Server, cache_dir: Path) -> None:
             timeout=2,
             datasets=server.datasets(),
         )
-    assert time.monotonic() - start < 5
+    # the refusal itself, at once: not a timeout after waiting on the socket
+    assert "Connection refused" in str(caught.value) and "timed out" not in str(caught.value)
     assert list(cache_dir.iterdir()) == []
 
 

@@ -25,7 +25,7 @@ from services.gateway.upstream import Upstreams
 from services.model.predictor import Predictor, PredictorHolder
 from services.model.server import create_server as model_server
 from tests.servers import ServiceThread, wait_serving
-from tests.stack import running_stack
+from tests.stack import running_stack, swap_on
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +165,7 @@ def test_one_of_two_model_replicas_going_away_costs_no_request(trained_run, redi
                 restarted.start()  # listening, NOT_SERVING, "model not loaded yet"
                 wait_for_connection(second_port)  # the gateway reconnected to it
                 then_answered(150)
-                restarted_holder.predictor = predictor  # loaded: SERVING again
+                swap_on(restarted, restarted_holder, predictor)  # loaded: SERVING again
                 then_answered(150)
             finally:
                 stop.set()

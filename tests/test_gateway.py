@@ -136,9 +136,9 @@ def test_errors(stack, method, request_message, code, field):
 
 
 def test_model_service_down_is_unavailable_not_a_hang(trained_run, redis_server):
-    """A gateway whose model service is gone answers UNAVAILABLE well before its deadline."""
-    import time
-
+    """A gateway whose model service is gone answers UNAVAILABLE well before its deadline
+    (10 s: a gateway waiting on the dead upstream until then would answer
+    DEADLINE_EXCEEDED)."""
     from recsys.redis_server import free_port
 
     dead = f"127.0.0.1:{free_port()}"
@@ -149,12 +149,10 @@ def test_model_service_down_is_unavailable_not_a_hang(trained_run, redis_server)
 
     with ServiceThread(gateway) as running, grpc.insecure_channel(running.address) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
-        started = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
             stub.SimilarItems(pb.SimilarItemsRequest(movie_id=1), timeout=10)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "model service" in caught.value.details()
-        assert time.monotonic() - started < 5
 
 
 def test_health_and_reflection(stack):

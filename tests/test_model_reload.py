@@ -117,14 +117,19 @@ def wait_for_model_version(address: str, version: str, timeout: float = 60.0) ->
 def test_hot_reload_under_load_fails_no_request(trained_run, model_dir, tmp_path):
     """The real processes, MODEL_POLL_S=0.2. The new version is published before its
     features are loaded (the order a careless rollout takes): the gateway keeps answering
-    with the old version until they are, then follows the model service to the new one."""
+    with the old version until they are, then follows the model service to the new one.
+    The fallback is observed: requests sent once the gateway must have learnt that the
+    model serves the new version (its cache of it expired), but before the new features
+    exist, are all answered OK with the old version — of each kind, rate included."""
+    from services.gateway.flow import MODEL_VERSION_TTL_S
+
     source, run = trained_run
     stack = LocalStack(
         model_dir=model_dir,
         redis_dir=tmp_path / "redis",
         environment={"MODEL_POLL_S": "0.2"},
     )
-    answers: list[tuple[str, str]] = []
+    answers: list[tuple[str, str, float]] = []  # (call, version, sent at time.monotonic())
     errors: list[str] = []
     stop = threading.Event()
 
@@ -140,15 +145,16 @@ def test_hot_reload_under_load_fails_no_request(trained_run, model_dir, tmp_path
         }
         while not stop.is_set():
             for name, call in calls.items():
+                sent = time.monotonic()
                 try:
                     reply = call()
                     version = reply.user.model_version if name == "rate" else reply.model_version
-                    answers.append((name, version))
+                    answers.append((name, version, sent))
                 except grpc.RpcError as error:
                     errors.append(f"{name}: {error.code().name} {error.details()}")
 
     def latest(name: str) -> str:
-        return next((v for n, v in reversed(answers) if n == name), "")
+        return next((v for n, v, _ in reversed(answers) if n == name), "")
 
     try:
         with redis.Redis.from_url(stack.start_redis()) as client:
@@ -161,7 +167,9 @@ def test_hot_reload_under_load_fails_no_request(trained_run, model_dir, tmp_path
                 time.sleep(0.5)
                 copy_version(run.artifact_path, model_dir, NEW)
                 wait_for_model_version(stack.address("model"), NEW)  # features not loaded yet
-                time.sleep(0.5)  # requests meanwhile go to the old version
+                window_from = time.monotonic() + MODEL_VERSION_TTL_S + 0.5
+                time.sleep(MODEL_VERSION_TTL_S + 1.5)  # requests meanwhile fall back
+                window_to = time.monotonic()
                 load_features(client, model_dir / NEW, source.data.ratings, source.data.items)
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline and latest("recommend") != NEW:
@@ -174,6 +182,9 @@ def test_hot_reload_under_load_fails_no_request(trained_run, model_dir, tmp_path
         stop.set()
         stack.stop()
     assert errors == [], errors[:5]
-    assert {version for _, version in answers} == {OLD, NEW}
-    assert {name for name, version in answers if version == NEW} == {"recommend", "similar", "rate"}
+    assert {version for _, version, _ in answers} == {OLD, NEW}
+    kinds = {"recommend", "similar", "rate"}
+    assert {name for name, version, _ in answers if version == NEW} == kinds
+    fallback = [(n, v) for n, v, sent in answers if window_from <= sent < window_to]
+    assert {name for name, _ in fallback} == kinds and {v for _, v in fallback} == {OLD}
     assert latest("recommend") == latest("similar") == NEW

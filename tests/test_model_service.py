@@ -14,6 +14,7 @@ from recsys.serving.errors import field_violations
 from services.model.predictor import Predictor, PredictorHolder
 from services.model.server import create_server
 from tests.servers import serving, wait_serving
+from tests.stack import swap_on
 
 pytestmark = pytest.mark.slow
 
@@ -169,14 +170,14 @@ def test_model_info(model_stub, predictor):
 
 def test_unavailable_until_loaded_then_serving(predictor):
     holder = PredictorHolder()
-    with serving(lambda: create_server(Settings(model_port=0), holder)) as (_, channel):
+    with serving(lambda: create_server(Settings(model_port=0), holder)) as (running, channel):
         health = health_pb2_grpc.HealthStub(channel)
         status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.NOT_SERVING
         with pytest.raises(grpc.RpcError) as caught:
             model_pb2_grpc.ModelServiceStub(channel).GetModelInfo(pb.GetModelInfoRequest())
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        holder.predictor = predictor
+        assert swap_on(running, holder, predictor) is None  # loaded, as the server does
         wait_serving(channel, "recsys.model.v1.ModelService")
 
 

@@ -196,9 +196,7 @@ def test_switching_versions_while_requests_flow_never_mixes(stack, trained_run, 
         thread.start()
     with redis.Redis.from_url(stack.redis_url) as client:
         load_features(client, second.artifact_path, source.data.ratings, source.data.items)
-    stack.holder.predictor = Predictor.load(
-        str(second.artifact_path.parent), second.artifact_path.name
-    )
+    stack.swap_model(Predictor.load(str(second.artifact_path.parent), second.artifact_path.name))
     time.sleep(1.0)
     stop.set()
     for thread in threads:
