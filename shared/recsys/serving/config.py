@@ -54,6 +54,10 @@ class Settings:
     # under way, with whatever requests are waiting (no timer).
     coalesce_max_batch: int = 64
     coalesce_max_in_flight: int = 1
+    # Threads each service's BLAS (OpenBLAS under NumPy and SciPy) may use; 0: its default
+    # (one per core). 1 by default: a service's products are small, and idle OpenBLAS
+    # threads spin, which cost the model service 8× its CPU per call (docs/architecture.md).
+    blas_threads: int = 1
     # Deadline of a gateway → upstream call when the caller set none, seconds.
     upstream_timeout_s: float = 2.0
     # Redis socket connect / read timeout of the feature service, seconds: well below the
@@ -113,6 +117,8 @@ class Settings:
             raise ConfigError(f"COALESCE_MAX_BATCH={self.coalesce_max_batch} must be in 1..256")
         if self.coalesce_max_in_flight < 1:
             raise ConfigError(f"COALESCE_MAX_IN_FLIGHT={self.coalesce_max_in_flight} must be ≥ 1")
+        if self.blas_threads < 0:
+            raise ConfigError(f"BLAS_THREADS={self.blas_threads} must be ≥ 0")
         if self.model_queue_limit < 1:
             raise ConfigError(f"MODEL_QUEUE_LIMIT={self.model_queue_limit} must be ≥ 1")
         if self.max_message_bytes <= 0:

@@ -151,6 +151,14 @@ class Service:
         log.info("stopped")
 
 
+def limit_blas_threads(threads: int) -> None:
+    """At most `threads` BLAS threads in this process from now on (0: leave the default)."""
+    if threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")
+
+
 def run_service(
     name: str, serve: Callable[[Settings], Awaitable[None]], required: Iterable[str] = ()
 ) -> int:
@@ -168,6 +176,7 @@ def run_service(
         return 2
     configure_logging(json_lines=True, level=settings.log_level)
     tracing.configure(settings, name)
+    limit_blas_threads(settings.blas_threads)
     try:
         asyncio.run(serve(settings))
     except RecsysError:
