@@ -218,16 +218,18 @@ def test_a_bulk_load_keeps_online_writes_and_their_stamps(redis_backend, client,
     assert users[1].ratings[movie] == 1.0
 
 
-def stall(until):
+def stall(until, interrupted: threading.Event | None = None):
     """A before_apply hook that holds a round until `until()` returns, and that the round's
-    own deadline cannot interrupt (as a stalled process): the script is sent late."""
+    own deadline cannot interrupt (as a stalled process): the script is sent late. The
+    deadline's attempt to end the wait sets `interrupted`."""
 
     async def hold(user_id, changes):
         while True:
             try:
                 return await until(changes)
             except asyncio.CancelledError:
-                continue
+                if interrupted is not None:
+                    interrupted.set()
 
     return hold
 
@@ -481,3 +483,57 @@ def test_a_negative_stamp_is_invalid(redis_url, loaded_single):
                 assert field_violations(caught.value)[0][0] == "accepted_at_us"
     finally:
         running.stop()
+
+
+def test_the_feature_service_passes_the_callers_deadline_to_the_write(
+    redis_url, loaded_single, monkeypatch
+):
+    """Through gRPC, a write stamped newest is held past the caller's deadline (1 s) and
+    then released, with nothing written in between: only the deadline the servicer took
+    from the call keeps it out. A later write queued behind it on the same replica lands."""
+    from tests.conftest import RedisBackend
+
+    movie, other = movies(loaded_single, 2)
+    held, release, interrupted = threading.Event(), threading.Event(), threading.Event()
+
+    async def until_released(changes):
+        if any(change.stamp_us == T + 100 for change in changes):
+            held.set()
+            await asyncio.to_thread(release.wait, 30)
+
+    hook = stall(until_released, interrupted)
+    monkeypatch.setattr(FeatureStore, "before_apply", staticmethod(hook))
+    running = feature_service(RedisBackend(redis_url, cluster=False))
+    codes = []
+    try:
+        with (
+            grpc.insecure_channel(running.address) as channel,
+            redis.Redis.from_url(redis_url) as client,
+        ):
+            stub = feature_pb2_grpc.FeatureServiceStub(channel)
+            before = stored_ratings(running.address, 6)
+            revision = int(client.get(KEYS.revision(6)) or 0)
+
+            def held_write():
+                try:
+                    stub.UpsertRatings(upsert_request(6, {movie: 1.0}, T + 100), timeout=1)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as error:
+                    codes.append(error.code())
+
+            caller = threading.Thread(target=held_write)
+            caller.start()
+            assert held.wait(10)
+            caller.join(10)
+            # the service's own deadline (the call's, as it arrived: a little after the
+            # client's) has passed once it tried to end the held round
+            assert interrupted.wait(10)
+            release.set()
+            stub.UpsertRatings(upsert_request(6, {other: 2.0}, T + 1), timeout=10)
+            after = stored_ratings(running.address, 6)
+            assert int(client.get(KEYS.revision(6))) == revision + 1
+    finally:
+        release.set()
+        running.stop()
+    assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED]
+    assert after == {**before, other: 2.0}  # movie as loaded, never 1.0
