@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import grpc
+import numpy as np
 import pytest
 import redis
 
@@ -50,6 +51,14 @@ class Row(NamedTuple):
     def markdown(self) -> str:
         field = f"`{self.field}`" if self.field else "–"
         return f"| {self.service} | `{self.rpc}` | {self.invalid} | `{self.code}` | {field} |"
+
+
+def packed_rows(offsets, movie_ids, values) -> mpb.PackedRows:
+    return mpb.PackedRows(
+        offsets=np.array(offsets, "<i4").tobytes(),
+        movie_ids=np.array(movie_ids, "<i4").tobytes(),
+        values=np.array(values, "<f4").tobytes(),
+    )
 
 
 def grating(movie_id=1, rating=4.0):
@@ -523,6 +532,44 @@ ROWS = [
         ),
         IA,
         "requests[1].preferences.values",
+    ),
+    Row(
+        "model",
+        "BatchPredict",
+        "`packed` offsets that do not end at the number of movie ids",
+        mpb.BatchPredictRequest(
+            packed=mpb.PackedPredictRequest(
+                preferences=packed_rows([0, 3], [1, 2], [0.5, 0.5]),
+                k=np.array([5], "<i4").tobytes(),
+                rank_by=np.zeros(1, "<i4").tobytes(),
+            )
+        ),
+        IA,
+        "packed.preferences.offsets",
+    ),
+    Row(
+        "model",
+        "BatchPredict",
+        "`packed`: a movie id twice in one row",
+        mpb.BatchPredictRequest(
+            packed=mpb.PackedPredictRequest(
+                preferences=packed_rows([0, 2], [7, 7], [0.5, 0.5]),
+                k=np.array([5], "<i4").tobytes(),
+                rank_by=np.zeros(1, "<i4").tobytes(),
+            )
+        ),
+        IA,
+        "packed.preferences.movie_ids",
+    ),
+    Row(
+        "model",
+        "BatchPredict",
+        "`packed` with no `k` per row",
+        mpb.BatchPredictRequest(
+            packed=mpb.PackedPredictRequest(preferences=packed_rows([0, 1], [1], [0.5]))
+        ),
+        IA,
+        "packed.k",
     ),
     Row(
         "model",
