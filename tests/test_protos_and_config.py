@@ -85,14 +85,50 @@ def test_boolean_settings():
     assert Settings.from_env({"REDIS_CLUSTER": "0"}).redis_cluster is False
 
 
+def test_sentinel_settings():
+    """REDIS_SENTINELS turns Sentinel mode on, and with it one replica's WAIT by default."""
+    plain = Settings.from_env({})
+    assert plain.redis_sentinels == "" and plain.wait_replicas == 0
+    sentinel = Settings.from_env(
+        {"REDIS_SENTINELS": "s1:26379, s2:26379,s3:26379", "REDIS_SENTINEL_MASTER": "main"}
+    )
+    assert sentinel.redis_sentinel_master == "main" and sentinel.wait_replicas == 1
+    assert (
+        Settings.from_env({"REDIS_SENTINELS": "s1:1", "REDIS_WAIT_REPLICAS": "0"}).wait_replicas
+        == 0
+    )
+    assert Settings.from_env({"REDIS_WAIT_REPLICAS": "2"}).wait_replicas == 2
+
+
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"REDIS_SENTINELS": "s1"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": "s1:0"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": " , "}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": "s1:26379", "REDIS_CLUSTER": "1"}, "REDIS_CLUSTER"),
+        ({"REDIS_SENTINELS": "s1:26379", "REDIS_SENTINEL_MASTER": ""}, "REDIS_SENTINEL_MASTER"),
+        ({"REDIS_WAIT_REPLICAS": "-2"}, "REDIS_WAIT_REPLICAS"),
+        ({"REDIS_WAIT_REPLICAS": "1", "REDIS_CLUSTER": "1"}, "REDIS_WAIT_REPLICAS"),
+        ({"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_S": "0.25"}, "REDIS_WAIT_TIMEOUT_S"),
+        ({"REDIS_WAIT_TIMEOUT_S": "0"}, "REDIS_WAIT_TIMEOUT_S"),
+    ],
+)
+def test_bad_sentinel_settings_fail_at_start_up(env, variable):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)
+
+
 def test_secret_settings_never_show_in_a_repr():
     settings = Settings(
         redis_url="redis://app:s3cret-pass@host:6379/0",
+        redis_sentinels="s1:26379",
+        redis_sentinel_password="sentinel-pass",
         auth_tokens="tok-one, tok-two",
         upstream_token="tok-up",
     )
     assert settings.tokens == ("tok-one", "tok-two")
-    for secret in ("s3cret-pass", "tok-one", "tok-two", "tok-up"):
+    for secret in ("s3cret-pass", "sentinel-pass", "tok-one", "tok-two", "tok-up"):
         assert secret not in repr(settings)
 
 

@@ -23,16 +23,27 @@ READINESS_EVERY_S = 1.0
 
 
 def connect_redis(settings: Settings) -> AsyncClient:
-    """The process's one Redis client (a Cluster client with REDIS_CLUSTER=1)."""
+    """The process's one Redis client (a Cluster client with REDIS_CLUSTER=1, the master
+    the sentinels name with REDIS_SENTINELS)."""
     return async_client(
-        settings.redis_url, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_s
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        sentinels=settings.redis_sentinels,
+        sentinel_master=settings.redis_sentinel_master,
+        sentinel_password=settings.redis_sentinel_password,
+        timeout_s=settings.redis_timeout_s,
     )
 
 
 async def create_server(settings: Settings, redis_client: AsyncClient) -> Service:
     """An unstarted Service bound to settings.feature_port (0: any free port, see `.port`).
     Health is SERVING while Redis answers and a model version is active."""
-    store = FeatureStore(redis_client, settings.redis_key_prefix)
+    store = FeatureStore(
+        redis_client,
+        settings.redis_key_prefix,
+        wait_replicas=settings.wait_replicas,
+        wait_timeout_s=settings.redis_wait_timeout_s,
+    )
     service = Service(settings, [SERVICE_NAME])
     feature_pb2_grpc.add_FeatureServiceServicer_to_server(FeatureServicer(store), service.server)
     service.bind(settings.feature_port)

@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import numpy as np
 import redis.asyncio
-import redis.exceptions
 
 from recsys.errors import (
     Aborted,
@@ -26,6 +25,7 @@ from recsys.errors import (
 )
 from recsys.features import ItemIndex, Normalization
 from recsys.packed import Rows
+from recsys.redis_client import unavailable
 from recsys.serving import metrics
 from services.feature import layout
 from services.feature.layout import KeyLayout
@@ -123,8 +123,10 @@ class ItemPage:
 
 
 def _redis_errors(method):
-    """Redis down or too slow → Unavailable (retryable by the caller, but not retried at once
-    by gRPC retry policies); the raw error only goes to the log."""
+    """Redis down, too slow, failing over (no master yet, a demoted master) or a Cluster
+    moving slots → Unavailable (retryable by the caller, but not retried at once by gRPC
+    retry policies); the raw error only goes to the log. Other Redis errors are bugs and
+    stay INTERNAL."""
 
     seconds = metrics.REDIS_SECONDS.labels(method.__name__)
 
@@ -133,7 +135,9 @@ def _redis_errors(method):
         try:
             with seconds.time():
                 return await method(*args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
             log.warning(
                 "redis unavailable", extra={"operation": method.__name__, "error": str(exc)}
             )
@@ -148,8 +152,22 @@ class FeatureStore:
     """The feature service's view of Redis. Versions are immutable once ready, so their
     readiness and normalization are cached in memory; users and the catalog are not."""
 
-    def __init__(self, client: redis.asyncio.Redis, prefix: str = "recsys"):
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        prefix: str = "recsys",
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 0.1,
+    ):
+        """`wait_replicas` > 0: each write round that changed something is followed, on the
+        same connection, by `WAIT wait_replicas` (at most `wait_timeout_s`, and never past
+        the round's deadline); a write the replicas did not confirm is answered Unavailable
+        (it is applied on the master, and lost if the master fails before a replica has
+        it; the same write again is safe)."""
         self._redis = client
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_s = wait_timeout_s
         self.keys = KeyLayout(prefix)
         self._ready_versions: dict[str, float] = {}  # version → when it was last seen ready
         self._normalizations: dict[str, tuple[VersionNormalization, Normalization, ItemIndex]] = {}
@@ -424,7 +442,9 @@ class FeatureStore:
             if not waiting.expired():
                 raise
             # the earliest deadline passed: that write fails when the next round starts
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
             log.warning("redis unavailable", extra={"operation": "write", "error": str(exc)})
             for pending in writes:
                 pending.fail(Unavailable(f"redis unavailable: {type(exc).__name__}", retry=False))
@@ -473,7 +493,7 @@ class FeatureStore:
             if self.before_apply is not None:
                 await self.before_apply(user_id, [p.change for p in writes])
             keys = (ratings_key, revision_key, stamps_key, *user_keys)
-            revision = await self._redis.eval(APPLY_SCRIPT, len(keys), *keys, *args)
+            revision, confirmed = await self._apply(keys, args, deadline_us)
             if revision == PAST_DEADLINE:
                 for pending in writes:
                     if 0 < pending.deadline_us <= deadline_us:
@@ -492,11 +512,42 @@ class FeatureStore:
                 lost = max(p.lost for p in writes)
                 await asyncio.sleep(random.uniform(0, 0.002 * lost))
                 return
+            if confirmed < self._wait_replicas:
+                log.warning(
+                    "write not confirmed by replicas",
+                    extra={"user_id": user_id, "replicas": confirmed},
+                )
+                unconfirmed = Unavailable(
+                    f"redis: the write to user {user_id} was applied on the master but "
+                    f"{confirmed} of {self._wait_replicas} replica(s) confirmed it within "
+                    f"{self._wait_timeout_s} s; it is lost if the master fails before a "
+                    "replica has it; the same write again is safe",
+                    retry=False,
+                )
+                for pending, outcome in zip(writes, outcomes, strict=True):
+                    pending.fail(outcome if isinstance(outcome, NotFound) else unconfirmed)
+                return
         for pending, outcome in zip(writes, outcomes, strict=True):
             if isinstance(outcome, NotFound):
                 pending.fail(outcome)
             else:
                 pending.finish(outcome)
+
+    async def _apply(self, keys: tuple, args: list, deadline_us: int) -> tuple[int, int]:
+        """Run the write script: (its answer, replicas that confirmed it). With
+        wait_replicas, WAIT follows in the same pipeline, hence on the same connection (WAIT
+        counts the replicas that have this connection's writes); its timeout is at least
+        1 ms (0 would block forever) and never past `deadline_us` (0: none)."""
+        if not self._wait_replicas:
+            return await self._redis.eval(APPLY_SCRIPT, len(keys), *keys, *args), 0
+        timeout_s = self._wait_timeout_s
+        if deadline_us:
+            timeout_s = min(timeout_s, (deadline_us - time.time_ns() // 1000) / 1e6)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.eval(APPLY_SCRIPT, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", self._wait_replicas, max(1, int(timeout_s * 1000)))
+        revision, confirmed = await pipe.execute()
+        return revision, int(confirmed)
 
     async def _features_after(
         self, user_id: int, ratings: dict[int, float], version: str

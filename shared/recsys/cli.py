@@ -301,7 +301,13 @@ def cmd_load_features(args) -> int:
     if not redis_url:
         raise InvalidArgument("no Redis: pass --redis-url or set REDIS_URL", field="redis_url")
     artifact_dir = resolve_version(args.model_dir, args.version)
-    client = sync_client(redis_url, cluster=args.cluster or settings.redis_cluster)
+    client = sync_client(
+        redis_url,
+        cluster=args.cluster or settings.redis_cluster,
+        sentinels=settings.redis_sentinels,
+        sentinel_master=settings.redis_sentinel_master,
+        sentinel_password=settings.redis_sentinel_password,
+    )
     try:
         client.ping()  # fail before reading a million ratings
         data = load_movielens(args.data)

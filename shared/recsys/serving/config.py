@@ -36,6 +36,18 @@ class Settings:
     redis_key_prefix: str = "recsys"
     # REDIS_URL names a node of a Redis Cluster (1 / true / yes).
     redis_cluster: bool = False
+    # Redis Sentinel: the sentinels, comma-separated host:port (set: Sentinel mode; REDIS_URL
+    # then gives only the user, password and database, its host is not used), the name
+    # they know the master by, and the sentinels' own password (a secret; empty: none).
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: str = field(default="", repr=False)
+    # After each write, WAIT for this many replicas to confirm it (-1: 1 with
+    # REDIS_SENTINELS, else 0 = no wait), at most REDIS_WAIT_TIMEOUT_S seconds; a write not
+    # confirmed in time is answered UNAVAILABLE (applied on the master, maybe lost in a
+    # failover; a retry is safe). Not with REDIS_CLUSTER.
+    redis_wait_replicas: int = -1
+    redis_wait_timeout_s: float = 0.1
     # Model versions directory, and an optional pinned version (default: the newest).
     model_dir: str = "artifacts"
     model_version: str = ""
@@ -100,9 +112,30 @@ class Settings:
         for name in ("feature_port", "model_port", "gateway_port", "metrics_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name.upper()}={getattr(self, name)} is not a port (0-65535)")
-        for name in ("upstream_timeout_s", "redis_timeout_s"):
+        for name in ("upstream_timeout_s", "redis_timeout_s", "redis_wait_timeout_s"):
             if not 0 < getattr(self, name) < float("inf"):
                 raise ConfigError(f"{name.upper()}={getattr(self, name)} must be > 0 and finite")
+        if self.redis_sentinels:
+            from recsys.redis_client import sentinel_addresses
+
+            try:
+                if not sentinel_addresses(self.redis_sentinels):
+                    raise ValueError("no address")
+            except ValueError as exc:
+                raise ConfigError(f"REDIS_SENTINELS={self.redis_sentinels!r}: {exc}") from None
+            if self.redis_cluster:
+                raise ConfigError("REDIS_SENTINELS and REDIS_CLUSTER exclude each other")
+            if not self.redis_sentinel_master:
+                raise ConfigError("REDIS_SENTINEL_MASTER must name the master")
+        if self.redis_wait_replicas < -1:
+            raise ConfigError(f"REDIS_WAIT_REPLICAS={self.redis_wait_replicas} must be ≥ -1")
+        if self.redis_cluster and self.redis_wait_replicas > 0:
+            raise ConfigError("REDIS_WAIT_REPLICAS needs one Redis or Sentinel, not a Cluster")
+        if self.wait_replicas and self.redis_wait_timeout_s >= self.redis_timeout_s:
+            raise ConfigError(
+                f"REDIS_WAIT_TIMEOUT_S={self.redis_wait_timeout_s} must be below "
+                f"REDIS_TIMEOUT_S={self.redis_timeout_s} (WAIT blocks the connection)"
+            )
         if not 0 <= self.grace_s < float("inf"):
             raise ConfigError(f"GRACE_S={self.grace_s} must be ≥ 0 and finite")
         if not 0 <= self.model_poll_s < float("inf"):
@@ -132,6 +165,13 @@ class Settings:
             raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
         if self.tls_client_auth and not (self.tls_cert_file and self.tls_ca_file):
             raise ConfigError("TLS_CLIENT_AUTH needs TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE")
+
+    @property
+    def wait_replicas(self) -> int:
+        """Replicas each write waits for: REDIS_WAIT_REPLICAS, its -1 resolved."""
+        if self.redis_wait_replicas >= 0:
+            return self.redis_wait_replicas
+        return 1 if self.redis_sentinels else 0
 
     @property
     def tokens(self) -> tuple[str, ...]:
