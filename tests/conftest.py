@@ -56,29 +56,63 @@ def redis_cluster():
     cluster.cleanup()
 
 
+@pytest.fixture(scope="session")
+def redis_sentinel():
+    """A real master, its replica and three sentinels on loopback for the whole run (no
+    test fails this one over: the failover tests start their own)."""
+    from recsys.redis_server import LocalSentinel
+
+    sentinel = LocalSentinel().start()
+    yield sentinel
+    sentinel.cleanup()
+
+
 @dataclass(frozen=True)
 class RedisBackend:
-    """Where a test's Redis data lives: one server, or a Cluster (`cluster=True`)."""
+    """Where a test's Redis data lives: one server, a Cluster (`cluster=True`), or the
+    master a set of sentinels names (`sentinels`: host:port,…; `url` is then the master's
+    own address, for direct checks)."""
 
     url: str
     cluster: bool
+    sentinels: str = ""
 
     def sync(self):
         from recsys.redis_client import sync_client
 
-        return sync_client(self.url, cluster=self.cluster)
+        return sync_client(self.url, cluster=self.cluster, sentinels=self.sentinels)
 
     def asyncio(self):
         from recsys.redis_client import async_client
 
-        return async_client(self.url, cluster=self.cluster, timeout_s=5.0)
+        return async_client(
+            self.url, cluster=self.cluster, sentinels=self.sentinels, timeout_s=5.0
+        )
+
+    def settings(self, **overrides):
+        """Service settings that reach this backend the way production would."""
+        from recsys.serving.config import Settings
+
+        return Settings(
+            redis_url=self.url,
+            redis_cluster=self.cluster,
+            redis_sentinels=self.sentinels,
+            **overrides,
+        )
 
 
-@pytest.fixture(params=["single", "cluster"])
+@pytest.fixture(params=["single", "cluster", "sentinel"])
 def redis_backend(request) -> RedisBackend:
-    """The same test against one Redis and against a Redis Cluster, each emptied first."""
+    """The same test against one Redis, a Redis Cluster and Redis Sentinel (a master and a
+    replica), each emptied first."""
     if request.param == "single":
         return RedisBackend(request.getfixturevalue("redis_url"), cluster=False)
+    if request.param == "sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+        sentinel.flushall()
+        return RedisBackend(
+            sentinel.current_master().url, cluster=False, sentinels=sentinel.sentinels
+        )
     cluster = request.getfixturevalue("redis_cluster")
     cluster.flushall()
     return RedisBackend(cluster.url, cluster=True)

@@ -132,16 +132,14 @@ def test_replace_ratings_makes_the_dataset_win(redis_backend, client, data, tmp_
 
 
 def test_the_feature_service_writes_and_reads_through_grpc(redis_backend, client, data):
-    """The production factory with the backend's client (a Cluster client on a Cluster)."""
+    """The production factory with the backend's client (a Cluster client on a Cluster, a
+    Sentinel-managed one on Sentinel)."""
     from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
-    from recsys.serving.config import Settings
     from services.feature.server import connect_redis, create_server
     from tests.servers import serving, wait_serving
 
     load_features(client, data.artifact, data.ratings, data.items)
-    settings = Settings(
-        feature_port=0, redis_url=redis_backend.url, redis_cluster=redis_backend.cluster
-    )
+    settings = redis_backend.settings(feature_port=0)  # with Sentinel: WAIT for the replica
 
     async def factory():
         return await create_server(settings, connect_redis(settings))

@@ -19,7 +19,6 @@ import redis
 from recsys.api.feature.v1 import feature_pb2 as pb
 from recsys.api.feature.v1 import feature_pb2_grpc
 from recsys.errors import Aborted, DeadlineExceeded, NotFound
-from recsys.serving.config import Settings
 from recsys.serving.errors import field_violations
 from services.feature import layout
 from services.feature.layout import KeyLayout
@@ -315,7 +314,7 @@ def test_compare_and_set_exhaustion_is_aborted_with_nothing_half_applied(
 
 
 def feature_service(backend) -> ServiceThread:
-    settings = Settings(feature_port=0, redis_url=backend.url, redis_cluster=backend.cluster)
+    settings = backend.settings(feature_port=0)
 
     async def factory():
         client = connect_redis(settings)

@@ -232,3 +232,161 @@ class LocalCluster:
 
     def __exit__(self, *exc) -> None:
         self.cleanup()
+
+
+class LocalSentinel:
+    """Redis Sentinel on 127.0.0.1: a master, one replica (`replicaof` the master) and
+    `n_sentinels` `redis-server --sentinel` processes monitoring the master as
+    `master_name`, quorum 2, declaring it down after `down_after_ms` without an answer.
+    `sentinels` is the host:port list clients are given; `master_address()` asks the
+    sentinels where the master is now. The replica is promoted when the master dies."""
+
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        *,
+        master_name: str = "mymaster",
+        n_sentinels: int = 3,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+    ):
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="recsys-sentinel-"))
+        self.master_name = master_name
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.master = LocalRedis(data_dir=self.data_dir / "master")
+        self.replica = LocalRedis(
+            data_dir=self.data_dir / "replica",
+            extra_args=["--replicaof", "127.0.0.1", str(self.master.port)],
+        )
+        self.sentinel_ports = [free_port() for _ in range(n_sentinels)]
+        self._sentinel_processes: list[subprocess.Popen] = []
+
+    @property
+    def sentinels(self) -> str:
+        """The sentinels as REDIS_SENTINELS wants them: host:port,host:port,…"""
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    @property
+    def servers(self) -> list[LocalRedis]:
+        return [self.master, self.replica]
+
+    def start(self, timeout: float = 30.0) -> LocalSentinel:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _start(self, timeout: float) -> LocalSentinel:
+        self.master.start()
+        self.replica.start()
+        deadline = time.monotonic() + timeout
+        with redis.Redis(host="127.0.0.1", port=self.replica.port) as replica:
+            while replica.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the replica did not connect to its master")
+                time.sleep(0.05)
+        for n, port in enumerate(self.sentinel_ports):
+            directory = self.data_dir / f"sentinel{n}"
+            directory.mkdir(parents=True, exist_ok=True)
+            config = directory / "sentinel.conf"  # a sentinel rewrites its config: its own
+            config.write_text(
+                f"port {port}\n"
+                "bind 127.0.0.1\n"
+                f"dir {directory}\n"
+                f"logfile {directory / 'sentinel.log'}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.master_name} {self.failover_timeout_ms}\n"
+                f"sentinel parallel-syncs {self.master_name} 1\n"
+            )
+            self._sentinel_processes.append(
+                subprocess.Popen(
+                    [redis_server_binary(), str(config), "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
+        # ready: every sentinel sees the master, its replica and the other sentinels (they
+        # find each other through hello messages every 2 s; a failover needs a majority)
+        for process, port in zip(self._sentinel_processes, self.sentinel_ports, strict=True):
+            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5) as sentinel:
+                while True:
+                    if process.poll() is not None:
+                        raise RuntimeError(f"a sentinel exited: see {self.data_dir}")
+                    try:
+                        state = sentinel.sentinel_master(self.master_name)
+                        if (
+                            state["num-other-sentinels"] == len(self.sentinel_ports) - 1
+                            and state["num-slaves"] == 1
+                        ):
+                            break
+                    except (redis.ConnectionError, redis.ResponseError):
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"sentinel on port {port} did not see the others")
+                    time.sleep(0.05)
+        log.info("redis sentinel started", extra={"sentinels": self.sentinels})
+        return self
+
+    def master_address(self) -> tuple[str, int] | None:
+        """Where the sentinels say the master is ((host, port)), from the first that answers."""
+        for port in self.sentinel_ports:
+            try:
+                with redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5) as sentinel:
+                    found = sentinel.sentinel_get_master_addr_by_name(self.master_name)
+            except redis.ConnectionError:
+                continue
+            return (found[0].decode() if isinstance(found[0], bytes) else found[0], found[1])
+        return None
+
+    def current_master(self) -> LocalRedis:
+        """The LocalRedis that is master now (by the sentinels)."""
+        _, port = self.master_address()
+        return next(server for server in self.servers if server.port == int(port))
+
+    def wait_for_failover(self, old: tuple[str, int], timeout: float = 60.0) -> tuple[str, int]:
+        """Wait until the sentinels name a master other than `old` and it answers as a
+        master; its address."""
+        deadline = time.monotonic() + timeout
+        while True:
+            address = self.master_address()
+            if address is not None and (address[0], int(address[1])) != (old[0], int(old[1])):
+                try:
+                    with redis.Redis(host=address[0], port=int(address[1])) as client:
+                        if client.execute_command("ROLE")[0] in (b"master", "master"):
+                            return address
+                except redis.ConnectionError:
+                    pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no failover from {old} within {timeout} s")
+            time.sleep(0.05)
+
+    def flushall(self) -> None:
+        """Empty the master (the replica follows) and wait until the replica has it."""
+        with redis.Redis(host="127.0.0.1", port=self.current_master().port) as client:
+            client.flushall()
+            client.execute_command("WAIT", 1, 5000)
+
+    def cleanup(self) -> None:
+        for process in self._sentinel_processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self._sentinel_processes = []
+        for server in self.servers:
+            server.cleanup()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalSentinel:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
