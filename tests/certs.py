@@ -1,6 +1,7 @@
 """Throwaway certificates for the TLS tests: a CA, a certificate it signs for localhost /
 127.0.0.1 (used by servers and, for mutual TLS, as the client certificate), and a rogue CA
-with its own client certificate, which a server must refuse."""
+with its own client certificate, which a server must refuse; and generations (each its own
+CA and certificate) for rotating a server's files."""
 
 from __future__ import annotations
 
@@ -117,3 +118,25 @@ def make_certificates(directory: Path) -> Certificates:
         directory, "rogue", *make_leaf("intruder", rogue_ca_key, rogue_ca_cert)
     )
     return Certificates(ca, cert, key, rogue_ca, rogue_cert, rogue_key)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generation of a server's files: its own CA and a certificate it signs for
+    localhost / 127.0.0.1, with that certificate's serial and SHA-256 fingerprint."""
+
+    ca: str
+    cert: str
+    key: str
+    serial: int
+    fingerprint: bytes
+
+
+def make_generation(directory: Path, name: str) -> Generation:
+    ca_key, ca_cert = make_ca(f"recsys {name} CA")
+    ca, _ = _write(directory, f"{name}-ca", None, ca_cert)
+    key, cert = make_leaf(f"recsys-service {name}", ca_key, ca_cert)
+    cert_path, key_path = _write(directory, name, key, cert)
+    return Generation(
+        ca, cert_path, key_path, cert.serial_number, cert.fingerprint(hashes.SHA256())
+    )
