@@ -235,17 +235,19 @@ class LocalCluster:
 
 
 class LocalSentinel:
-    """Redis Sentinel on 127.0.0.1: a master, one replica (`replicaof` the master) and
-    `n_sentinels` `redis-server --sentinel` processes monitoring the master as
+    """Redis Sentinel on 127.0.0.1: a master, `n_replicas` replicas (`replicaof` the master)
+    and `n_sentinels` `redis-server --sentinel` processes monitoring the master as
     `master_name`, quorum 2, declaring it down after `down_after_ms` without an answer.
     `sentinels` is the host:port list clients are given; `master_address()` asks the
-    sentinels where the master is now. The replica is promoted when the master dies."""
+    sentinels where the master is now. A replica is promoted when the master dies; a dead
+    server started again (`.start()` on it) is turned into a replica of the new master."""
 
     def __init__(
         self,
         data_dir: Path | str | None = None,
         *,
         master_name: str = "mymaster",
+        n_replicas: int = 1,
         n_sentinels: int = 3,
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 3000,
@@ -256,10 +258,13 @@ class LocalSentinel:
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.master = LocalRedis(data_dir=self.data_dir / "master")
-        self.replica = LocalRedis(
-            data_dir=self.data_dir / "replica",
-            extra_args=["--replicaof", "127.0.0.1", str(self.master.port)],
-        )
+        self.replicas = [
+            LocalRedis(
+                data_dir=self.data_dir / f"replica{n}",
+                extra_args=["--replicaof", "127.0.0.1", str(self.master.port)],
+            )
+            for n in range(n_replicas)
+        ]
         self.sentinel_ports = [free_port() for _ in range(n_sentinels)]
         self._sentinel_processes: list[subprocess.Popen] = []
 
@@ -269,8 +274,14 @@ class LocalSentinel:
         return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
 
     @property
+    def replica(self) -> LocalRedis:
+        """The first replica (the only one by default)."""
+        return self.replicas[0]
+
+    @property
     def servers(self) -> list[LocalRedis]:
-        return [self.master, self.replica]
+        """The master it started with, then the replicas (roles change in a failover)."""
+        return [self.master, *self.replicas]
 
     def start(self, timeout: float = 30.0) -> LocalSentinel:
         try:
@@ -280,14 +291,15 @@ class LocalSentinel:
             raise
 
     def _start(self, timeout: float) -> LocalSentinel:
-        self.master.start()
-        self.replica.start()
+        for server in self.servers:
+            server.start()
         deadline = time.monotonic() + timeout
-        with redis.Redis(host="127.0.0.1", port=self.replica.port) as replica:
-            while replica.info("replication").get("master_link_status") != "up":
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the replica did not connect to its master")
-                time.sleep(0.05)
+        for server in self.replicas:
+            with redis.Redis(host="127.0.0.1", port=server.port) as replica:
+                while replica.info("replication").get("master_link_status") != "up":
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("a replica did not connect to its master")
+                    time.sleep(0.05)
         for n, port in enumerate(self.sentinel_ports):
             directory = self.data_dir / f"sentinel{n}"
             directory.mkdir(parents=True, exist_ok=True)
@@ -320,7 +332,7 @@ class LocalSentinel:
                         state = sentinel.sentinel_master(self.master_name)
                         if (
                             state["num-other-sentinels"] == len(self.sentinel_ports) - 1
-                            and state["num-slaves"] == 1
+                            and state["num-slaves"] == len(self.replicas)
                         ):
                             break
                     except (redis.ConnectionError, redis.ResponseError):
@@ -364,11 +376,29 @@ class LocalSentinel:
                 raise TimeoutError(f"no failover from {old} within {timeout} s")
             time.sleep(0.05)
 
+    def wait_for_replicas(self, count: int, timeout: float = 60.0) -> None:
+        """Wait until the current master has `count` replicas online."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with redis.Redis(host="127.0.0.1", port=self.current_master().port) as client:
+                    info = client.info("replication")
+                online = [
+                    v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+                ]
+                if sum(1 for v in online if v.get("state") == "online") >= count:
+                    return
+            except (redis.ConnectionError, StopIteration, TypeError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the master did not get {count} replica(s)")
+            time.sleep(0.05)
+
     def flushall(self) -> None:
-        """Empty the master (the replica follows) and wait until the replica has it."""
+        """Empty the master (the replicas follow) and wait until they have it."""
         with redis.Redis(host="127.0.0.1", port=self.current_master().port) as client:
             client.flushall()
-            client.execute_command("WAIT", 1, 5000)
+            client.execute_command("WAIT", len(self.replicas), 5000)
 
     def cleanup(self) -> None:
         for process in self._sentinel_processes:
