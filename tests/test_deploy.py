@@ -2,6 +2,7 @@
 is one the settings read, ports and addresses line up, Redis persists, health checks probe
 the ports the services listen on."""
 
+import re
 import time
 from pathlib import Path
 
@@ -16,6 +17,18 @@ from tests.servers import ServiceThread
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+
+
+def interpolated(value, environ: dict[str, str] | None = None) -> str:
+    """A compose value as docker-compose sees it: `${VAR:-default}` → VAR from `environ`
+    if set and not empty, else the default."""
+    environ = environ or {}
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: environ.get(m[1]) or m[2], str(value))
+
+
+def service_settings(name: str, environ: dict[str, str] | None = None) -> Settings:
+    env = SERVICES[name].get("environment", {})
+    return Settings.from_env({k: interpolated(v, environ) for k, v in env.items()})
 
 
 def test_every_environment_variable_is_a_setting():
@@ -36,7 +49,7 @@ def test_ports_addresses_and_health_checks_line_up():
     for name, port in ports.items():
         assert SERVICES[name]["healthcheck"]["test"][-1] == f"127.0.0.1:{port}"
         assert env[name]["BIND_HOST"] == "0.0.0.0"
-        Settings.from_env({k: str(v) for k, v in env[name].items()})  # values parse
+        service_settings(name)  # values parse
     assert SERVICES["gateway"]["ports"] == [f"{ports['gateway']}:{ports['gateway']}"]
 
 
@@ -55,6 +68,28 @@ def test_redis_persists_and_services_wait_for_health():
         "feature": {"condition": "service_healthy"},
         "model": {"condition": "service_healthy"},
     }
+
+
+def test_the_sentinel_profile_replicates_redis_and_points_the_feature_service_at_it():
+    """Profile `sentinel`: a replica of `redis`, three sentinels monitoring it with quorum 2
+    under the name the settings default to; with RECSYS_REDIS_SENTINELS naming them, the
+    feature service and the loader run in Sentinel mode (WAIT for the replica)."""
+    in_profile = {n for n, s in SERVICES.items() if "sentinel" in s.get("profiles", [])}
+    sentinels = sorted(n for n in in_profile if n.startswith("sentinel-"))
+    assert in_profile == {"redis-replica", *sentinels} and len(sentinels) == 3
+    replica = SERVICES["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    master = Settings().redis_sentinel_master
+    for name in sentinels:
+        script = SERVICES[name]["command"][-1]
+        assert f"'sentinel monitor {master} redis 6379 2'" in script
+        assert "--sentinel" in script and "'port 26379'" in script
+    environ = {"RECSYS_REDIS_SENTINELS": ",".join(f"{n}:26379" for n in sentinels)}
+    for name in ("feature", "train-and-load"):
+        assert service_settings(name).redis_sentinels == ""  # without the variable: off
+        settings = service_settings(name, environ)
+        assert settings.redis_sentinels == environ["RECSYS_REDIS_SENTINELS"]
+    assert service_settings("feature", environ).wait_replicas == 1
 
 
 def test_the_image_runs_as_a_non_root_user():

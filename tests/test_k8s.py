@@ -133,6 +133,34 @@ def test_redis_url_comes_from_each_overlays_secret():
         assert overlay_secret_keys(overlay) == {"REDIS_URL"}
 
 
+def patched_config(overlay: str) -> dict[str, str]:
+    """The ConfigMap after the overlay's JSON patches (add / replace of /data/NAME)."""
+    kustomization = yaml.safe_load(
+        (DEPLOY / "overlays" / overlay / "kustomization.yaml").read_text()
+    )
+    config = dict(CONFIG)
+    for patch in kustomization.get("patches", []):
+        if patch["target"] == {"kind": "ConfigMap", "name": "recsys-config"}:
+            for op in yaml.safe_load(patch["patch"]):
+                assert op["op"] in ("add", "replace") and op["path"].startswith("/data/")
+                config[op["path"].removeprefix("/data/")] = op["value"]
+    return config
+
+
+def test_the_sentinel_overlay_sets_sentinel_mode():
+    """The feature service and the loader (both take the ConfigMap and the Secret) find the
+    master through the sentinels and wait for a replica on each write."""
+    config = patched_config("sentinel")
+    assert set(config) <= set(ENV_NAMES)
+    settings = Settings.from_env(config)
+    assert settings.redis_sentinels and settings.redis_sentinel_master == "mymaster"
+    assert settings.wait_replicas == 1 and not settings.redis_cluster
+    assert overlay_secret_keys("sentinel") == {"REDIS_URL"}
+    job = by_kind("Job")["recsys-train-and-load"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"configMapRef": {"name": "recsys-config"}} in job["envFrom"]
+    assert Settings.from_env(patched_config("managed-redis")).redis_sentinels == ""
+
+
 def test_dev_redis_persists_and_the_job_trains_and_loads():
     redis = [d for d in documents(DEPLOY / "overlays" / "dev") if d["kind"] == "StatefulSet"]
     args = redis[0]["spec"]["template"]["spec"]["containers"][0]["args"]
