@@ -15,7 +15,9 @@ crash, no restart).
 Scenarios (`SCENARIOS`; a new one is a function that breaks and repairs, added there):
 redis-stop, redis-freeze, model-restart, model-replica-crash, model-replica-restart,
 model-swap (hot reload: a new version appears in MODEL_DIR; the services run with
-MODEL_POLL_S=0.5).
+MODEL_POLL_S=0.5), sentinel-failover (Redis Sentinel: a master, two replicas, three
+sentinels; the master SIGKILLed under a read/write mix, a replica promoted; reports when
+writes succeed again and how many acknowledged writes are missing afterwards).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class Scenario:
     budget_s: Callable[[Phases, float], float]
     model_replicas: int = 1
     restarts: tuple[str, ...] = ()  # processes the scenario itself stops and starts
+    sentinel: bool = False  # the stack on Redis Sentinel instead of one Redis
+    workload: str = "recommend-stored"  # the load (a loadtest rpc name or mix)
 
 
 def now() -> int:
@@ -168,6 +172,96 @@ def model_swap(stack: LocalStack, phases: Phases, data: RatingData) -> Events:
     return events
 
 
+class SentinelFailover:
+    """The Redis master is SIGKILLed; the sentinels (down-after 1 s) promote a replica.
+    Beside the load, a checker writes one new user at a time through the gateway (each a
+    fresh user id, one movie), from before the kill until the end, and afterwards reads
+    every acknowledged one back from the new master: `findings` holds what it saw. Back:
+    the sentinels name the new master. Then the old master starts again (empty: the
+    sentinels make it a replica of the new one)."""
+
+    CHECKER_USERS = 50_000_000  # far above MovieLens ids
+
+    def __init__(self):
+        self.sentinel = None  # a recsys.redis_server.LocalSentinel, set by start_stack
+        self.findings: dict[str, object] = {}
+
+    def __call__(self, stack: LocalStack, phases: Phases, data: RatingData) -> Events:
+        import threading
+
+        import grpc
+
+        from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+        from recsys.serving import tls
+
+        movie = int(data.ratings["item_id"].iloc[0])
+        acknowledged: dict[int, float] = {}
+        outcomes: list[tuple[int, str, str]] = []  # (answered ns, code, details)
+        stop = threading.Event()
+
+        def checker() -> None:
+            with tls.sync_channel(stack.address("gateway"), stack.client_settings) as channel:
+                stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    user, stars = self.CHECKER_USERS + n, float(n % 5 + 1)
+                    request = gateway_pb2.RateItemsRequest(
+                        user_id=user, ratings=[gateway_pb2.Rating(movie_id=movie, rating=stars)]
+                    )
+                    try:
+                        stub.RateItems(request, timeout=1.0)
+                    except grpc.RpcError as error:
+                        outcomes.append((now(), error.code().name, error.details() or ""))
+                        time.sleep(0.01)
+                        continue
+                    acknowledged[user] = stars
+                    outcomes.append((now(), "OK", ""))
+
+        thread = threading.Thread(target=checker, daemon=True)
+        thread.start()
+        time.sleep(min(1.0, phases.before_s))
+        old = self.sentinel.master_address()
+        old_master = self.sentinel.current_master()
+        events = {"fault": now()}
+        old_master.stop(kill=True)
+        new = self.sentinel.wait_for_failover(old)
+        events["back"] = now()  # the sentinels name the new master and it answers as one
+        time.sleep(phases.fault_s)
+        old_master.start()
+        self.sentinel.wait_for_replicas(len(self.sentinel.replicas))
+        events["old_master_rejoined"] = now()
+        stop.set()
+        thread.join(10)
+
+        with sync_client("", sentinels=self.sentinel.sentinels) as client:
+            from services.feature.layout import KeyLayout, decode_ratings
+
+            keys = KeyLayout(stack.redis_key_prefix)
+            pipe = client.pipeline(transaction=False)
+            for user in acknowledged:
+                pipe.hgetall(keys.ratings(user))
+            stored = [decode_ratings(raw) for raw in pipe.execute()]
+        lost = [
+            user
+            for (user, stars), found in zip(acknowledged.items(), stored, strict=True)
+            if found.get(movie) != stars
+        ]
+        fault = events["fault"]
+        after = [(t, code) for t, code, _ in outcomes if t >= fault]
+        first_ok = next((t for t, code in after if code == "OK"), None)
+        self.findings = {
+            "checker_writes": len(outcomes),
+            "checker_acknowledged": len(acknowledged),
+            "checker_failed_by_code": dict(Counter(c for _, c, _ in outcomes if c != "OK")),
+            "checker_unconfirmed": sum(1 for _, _, d in outcomes if "applied on the master" in d),
+            "acknowledged_writes_lost": len(lost),
+            "writes_back_after_fault_s": (first_ok - fault) / NS if first_ok else None,
+            "new_master_port": int(new[1]),
+        }
+        return events
+
+
 SCENARIOS = {
     s.name: s
     for s in (
@@ -211,6 +305,14 @@ SCENARIOS = {
             "a new model version appears in MODEL_DIR (hot reload), features loaded later",
             model_swap,
             lambda phases, start_s: phases.fault_s + 2 * start_s + 15,
+        ),
+        Scenario(
+            "sentinel-failover",
+            "Redis Sentinel: the master is SIGKILLed under reads and writes, a replica promoted",
+            SentinelFailover(),
+            lambda phases, start_s: phases.fault_s + 8,
+            sentinel=True,
+            workload="recommend-stored=0.8,rate=0.2",
         ),
     )
 }
@@ -288,7 +390,7 @@ async def run_scenario(
     """The load (stored-user Recommend through the gateway, closed loop) with the fault
     injected `before_s` seconds into the measured window."""
     targets = Targets(gateway=stack.address("gateway"), feature=stack.address("feature"))
-    workload = await build_workload("recommend-stored", targets, data=data, seed=1)
+    workload = await build_workload(scenario.workload, targets, data=data, seed=1)
     duration_s = phases.before_s + scenario.budget_s(phases, start_s) + phases.after_s
     settings = LoadSettings(
         concurrency=concurrency,
@@ -302,6 +404,8 @@ async def run_scenario(
     events = await asyncio.to_thread(scenario.inject, stack, phases, data)
     report = await load
     result = analyze(report.samples, events, deadline_ms)
+    result["by_rpc"] = by_rpc(report.samples, events["fault"])
+    result.update(getattr(scenario.inject, "findings", {}))
     result["processes"] = {
         name: process_state(p, pids.get(name), name in scenario.restarts)
         for name, p in stack.processes.items()
@@ -311,6 +415,7 @@ async def run_scenario(
     result.update(
         scenario=scenario.name,
         what=scenario.what,
+        workload=workload.name,
         concurrency=concurrency,
         duration_s=duration_s,
         phases=vars(phases),
@@ -318,6 +423,31 @@ async def run_scenario(
         p99_ms=report.latency.p99 if report.latency else None,
     )
     return result
+
+
+def by_rpc(samples: list[Sample], fault_ns: int) -> dict[str, dict[str, object]]:
+    """Per request kind: requests, status codes, and the first success answered after the
+    first failure (seconds after the fault; None: no failure, or no success after it)."""
+    kinds: dict[str, dict[str, object]] = {}
+    for rpc in sorted({s.rpc for s in samples}):
+        mine = sorted((s for s in samples if s.rpc == rpc), key=lambda s: s.sent_ns)
+        first_failed = next((s.sent_ns for s in mine if s.status != "OK"), None)
+        back = None
+        if first_failed is not None:
+            back = next(
+                (
+                    (s.sent_ns + s.latency_ns - fault_ns) / NS
+                    for s in mine
+                    if s.status == "OK" and s.sent_ns > first_failed
+                ),
+                None,
+            )
+        kinds[rpc] = {
+            "requests": len(mine),
+            "status_codes": dict(Counter(s.status for s in mine).most_common()),
+            "ok_again_after_fault_s": back,
+        }
+    return kinds
 
 
 def process_state(process: subprocess.Popen, pid: int | None, restarted: bool) -> str:
@@ -330,22 +460,32 @@ def process_state(process: subprocess.Popen, pid: int | None, restarted: bool) -
     return "alive" if process.pid == pid else "replaced"
 
 
-def start_stack(model_dir: Path, data: RatingData, redis_dir: Path, replicas: int):
+def start_stack(model_dir: Path, data: RatingData, redis_dir: Path, replicas: int, sentinel=None):
     """Redis (append-only, in `redis_dir`) with the features loaded and the services;
     returns (stack, seconds from starting the services to all of them SERVING, which the
-    model service's loading dominates)."""
+    model service's loading dominates). With `sentinel` (a started LocalSentinel) the
+    feature service finds the master through its sentinels (REDIS_SENTINELS, default WAIT
+    for one replica) instead."""
     from recsys.artifacts import resolve_version
     from services.feature.loader import load_features
 
+    environment = {"MODEL_POLL_S": "0.5"}  # for model-swap
+    if sentinel is not None:
+        environment["REDIS_SENTINELS"] = sentinel.sentinels
     stack = LocalStack(
         model_dir=model_dir,
         redis_dir=redis_dir,
+        redis_url=sentinel.master.url if sentinel is not None else None,
         log_level="ERROR",
         model_replicas=replicas,
-        environment={"MODEL_POLL_S": "0.5"},  # for model-swap
+        environment=environment,
     )
     try:
-        with sync_client(stack.start_redis()) as client:
+        if sentinel is not None:
+            client = sync_client("", sentinels=sentinel.sentinels)
+        else:
+            client = sync_client(stack.start_redis())
+        with client:
             load_features(client, resolve_version(model_dir), data.ratings, data.items)
         started = time.monotonic()
         stack.start_services()
@@ -395,12 +535,34 @@ def main(argv=None) -> int:
 
             newest = resolve_version(args.model_dir)
             shutil.copytree(newest, model_dir / newest.name)
-        # one stack per number of model replicas; each scenario leaves it whole again
-        for replicas in sorted({SCENARIOS[name].model_replicas for name in names}):
-            stack, start_s = start_stack(model_dir, data, work / f"redis-{replicas}", replicas)
+        # one stack per number of model replicas and kind of Redis; each scenario leaves it
+        # whole again
+        for replicas, on_sentinel in sorted(
+            {(SCENARIOS[name].model_replicas, SCENARIOS[name].sentinel) for name in names}
+        ):
+            sentinel = None
+            if on_sentinel:
+                from recsys.redis_server import LocalSentinel
+
+                sentinel = LocalSentinel(work / f"sentinel-{replicas}", n_replicas=2).start()
             try:
-                for name in (n for n in names if SCENARIOS[n].model_replicas == replicas):
+                stack, start_s = start_stack(
+                    model_dir, data, work / f"redis-{replicas}", replicas, sentinel
+                )
+            except BaseException:
+                if sentinel is not None:
+                    sentinel.cleanup()
+                raise
+            group = [
+                n
+                for n in names
+                if (SCENARIOS[n].model_replicas, SCENARIOS[n].sentinel) == (replicas, on_sentinel)
+            ]
+            try:
+                for name in group:
                     scenario = SCENARIOS[name]
+                    if isinstance(scenario.inject, SentinelFailover):
+                        scenario.inject.sentinel = sentinel
                     wait_serving(stack.address("gateway"), 60)
                     print(f"{name}: {scenario.what} ...", flush=True)
                     result = asyncio.run(
@@ -419,6 +581,8 @@ def main(argv=None) -> int:
                     results.append(result)
             finally:
                 stack.stop()
+                if sentinel is not None:
+                    sentinel.cleanup()
         results.sort(key=lambda r: names.index(r["scenario"]))
 
     rows = [
@@ -455,9 +619,23 @@ def main(argv=None) -> int:
         "all up",
     ]
     print(format_table(headers, rows))
+    for r in results:
+        if "acknowledged_writes_lost" in r:
+            print(
+                f"{r['scenario']}: checker writes {r['checker_writes']}, acknowledged "
+                f"{r['checker_acknowledged']}, lost {r['acknowledged_writes_lost']}, failed "
+                f"{r['checker_failed_by_code']} (unconfirmed by a replica "
+                f"{r['checker_unconfirmed']}); writes OK again "
+                f"{r['writes_back_after_fault_s']} s after the kill; per rpc "
+                + "; ".join(
+                    f"{rpc} {v['status_codes']} OK again {v['ok_again_after_fault_s']} s"
+                    for rpc, v in r["by_rpc"].items()
+                )
+            )
     redis_timeout_s = Settings.from_env().redis_timeout_s  # what the services run with
     print(
         f"deadline {args.deadline_ms:g} ms, closed loop c={args.concurrency}, stored-user Recommend"
+        " (sentinel-failover: 0.8 of it, 0.2 RateItems)"
         f", REDIS_TIMEOUT_S {redis_timeout_s:g}"
     )
     write_json(
