@@ -36,6 +36,7 @@ READS = {
     "/recsys.model.v1.ModelService/Predict",
     "/recsys.model.v1.ModelService/BatchPredict",
     "/recsys.model.v1.ModelService/SimilarItems",
+    "/recsys.model.v1.ModelService/BatchSimilarItems",
     "/recsys.model.v1.ModelService/GetModelInfo",
     "/recsys.model.v1.ModelService/Explain",
 }

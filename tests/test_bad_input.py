@@ -573,6 +573,27 @@ ROWS = [
     ),
     Row(
         "model",
+        "BatchSimilarItems",
+        "no `requests`, or more than 256",
+        mpb.BatchSimilarItemsRequest(),
+        IA,
+        "requests",
+    ),
+    Row(
+        "model",
+        "BatchSimilarItems",
+        "an invalid request (fields prefixed `requests[i].`)",
+        mpb.BatchSimilarItemsRequest(
+            requests=[
+                mpb.SimilarItemsRequest(movie_id=1, k=3),
+                mpb.SimilarItemsRequest(movie_id=1, k=5000),
+            ]
+        ),
+        IA,
+        "requests[1].k",
+    ),
+    Row(
+        "model",
         "SimilarItems",
         "`movie_id` ≤ 0",
         mpb.SimilarItemsRequest(movie_id=-1, k=5),

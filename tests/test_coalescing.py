@@ -158,6 +158,9 @@ def mixed_requests(stack) -> list[tuple[str, object, float]]:
         ("Recommend", pb.RecommendRequest(inline_ratings=inline({movies[0]: 5.0})), 10.0),
         ("PredictRatings", pb.PredictRatingsRequest(user_id=users[2], movie_ids=movies[:4]), 10),
         ("PredictRatings", pb.PredictRatingsRequest(user_id=users[3], movie_ids=[999_999]), 10),
+        ("SimilarItems", pb.SimilarItemsRequest(movie_id=movies[5], k=6), 10.0),
+        ("SimilarItems", pb.SimilarItemsRequest(movie_id=movies[6], farthest=True), 10.0),
+        ("SimilarItems", pb.SimilarItemsRequest(movie_id=999_999), 10.0),  # unknown movie
         ("Recommend", pb.RecommendRequest(user_id=users[4], k=3), 0.0001),  # too short
     ]
     return calls
@@ -187,7 +190,7 @@ def test_concurrent_answers_equal_one_at_a_time_answers_byte_for_byte(stack):
     calls = mixed_requests(stack)
     alone = send_alone(stack, calls)
     codes = [code for code, _, _ in alone]
-    assert codes.count("OK") == 27 and codes[-1] == "DEADLINE_EXCEEDED"
+    assert codes.count("OK") == 29 and codes[-1] == "DEADLINE_EXCEEDED"
     assert {"NOT_FOUND", "INVALID_ARGUMENT"} <= set(codes)
     before = batches_sent()
     for _ in range(3):

@@ -115,6 +115,25 @@ class Batches:
         ]
 
 
+    async def similar(
+        self,
+        version: str,
+        requests: list[model_pb2.SimilarItemsRequest],
+        timeout_s: float,
+        request_ids: list,
+    ) -> list[model_pb2.SimilarItemsResponse | RecsysError]:
+        """Each request's SimilarItems answer from model version `version`."""
+        reply = await self.upstreams.call_batch(
+            "model",
+            self.upstreams.model.BatchSimilarItems,
+            model_pb2.BatchSimilarItemsRequest(requests=requests),
+            timeout_s,
+            request_ids,
+        )
+        errors = {e.row: row_error(e.code, e.message, e.field) for e in reply.errors}
+        return [errors.get(j, answer) for j, answer in enumerate(reply.responses)]
+
+
 def _rows(offsets: bytes, movie_ids: bytes, values: bytes = b"") -> Rows:
     """Rows of an upstream's packed answer (trusted: no checks beyond the sizes)."""
     return Rows(

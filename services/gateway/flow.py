@@ -169,6 +169,7 @@ class PredictFlow:
         bounds = {"max_batch": max_batch, "max_in_flight": max_in_flight}
         self.feature_batches = Coalescer("feature", batches.users, **bounds)
         self.model_batches = Coalescer("model", batches.predictions, **bounds)
+        self.similar_batches = Coalescer("model-similar", batches.similar, **bounds)
         self._versions: dict[str, VersionData] = {}
         self._model_version: str | None = None
         self._model_version_at = 0.0  # time.monotonic() of the last answer
@@ -526,8 +527,8 @@ class PredictFlow:
                 direction=direction,
                 model_version=data.version,
             )
-            return await self.upstreams.call(
-                "model", self.upstreams.model.SimilarItems, request, context
+            return await self.similar_batches.submit(
+                data.version, request, self.upstreams.timeout(context)
             )
 
         data, reply = await self.on_model(context, call)

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
-from recsys.errors import InvalidArgument
+from recsys.errors import InvalidArgument, NotFound
 from recsys.packed import INT32, MAX_MOVIE_ID, Rows
 from recsys.serving import metrics
 from services.model.batching import Batcher
@@ -204,15 +204,43 @@ def packed_response(
         model_version=predictor.version,
         predictions=packed_message(predictions.predictions),
         ignored_movie_ids=packed_message(predictions.ignored),
-        errors=[
-            model_pb2.RowError(
-                row=row,
-                code=grpc.StatusCode[error.status].value[0],
-                message=str(error),
-                field=getattr(error, "field", None) or "",
-            )
-            for row, error in sorted(predictions.errors.items())
-        ],
+        errors=[row_error(row, error) for row, error in sorted(predictions.errors.items())],
+    )
+
+
+def check_similar_request(request: model_pb2.SimilarItemsRequest, field: str) -> None:
+    if request.movie_id <= 0:
+        raise InvalidArgument("movie_id must be positive", field=f"{field}movie_id")
+    if request.metric not in METRICS:
+        raise InvalidArgument(f"unknown metric {request.metric}", field=f"{field}metric")
+    if request.direction not in model_pb2.Direction.values():
+        raise InvalidArgument(f"unknown direction {request.direction}", field=f"{field}direction")
+    check_k(request.k, f"{field}k")
+
+
+def similar_response(
+    predictor: Predictor, request: model_pb2.SimilarItemsRequest, field: str
+) -> model_pb2.SimilarItemsResponse:
+    check_similar_request(request, field)
+    items = predictor.similar(
+        request.movie_id,
+        request.k,
+        METRICS[request.metric],
+        farthest=request.direction == model_pb2.DIRECTION_FARTHEST,
+    )
+    return model_pb2.SimilarItemsResponse(
+        model_version=predictor.version,
+        items=[model_pb2.ScoredItem(movie_id=s.item_id, distance=s.value) for s in items],
+    )
+
+
+def row_error(row: int, error) -> model_pb2.RowError:
+    """A row's own failure in a batch answer."""
+    return model_pb2.RowError(
+        row=row,
+        code=grpc.StatusCode[error.status].value[0],
+        message=str(error),
+        field=getattr(error, "field", None) or "",
     )
 
 
@@ -262,22 +290,29 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
 
     async def SimilarItems(self, request, context):
         predictor = self.holder.get(request.model_version)
-        if request.movie_id <= 0:
-            raise InvalidArgument("movie_id must be positive", field="movie_id")
-        if request.metric not in METRICS:
-            raise InvalidArgument(f"unknown metric {request.metric}", field="metric")
-        if request.direction not in model_pb2.Direction.values():
-            raise InvalidArgument(f"unknown direction {request.direction}", field="direction")
-        items = predictor.similar(
-            request.movie_id,
-            check_k(request.k),
-            METRICS[request.metric],
-            farthest=request.direction == model_pb2.DIRECTION_FARTHEST,
-        )
-        return model_pb2.SimilarItemsResponse(
-            model_version=predictor.version,
-            items=[model_pb2.ScoredItem(movie_id=s.item_id, distance=s.value) for s in items],
-        )
+        return similar_response(predictor, request, "")
+
+    async def BatchSimilarItems(self, request, context):
+        if not 1 <= len(request.requests) <= MAX_BATCH:
+            raise InvalidArgument(f"give 1 to {MAX_BATCH} requests", field="requests")
+        versions = {r.model_version for r in request.requests}
+        if len(versions) > 1:
+            raise InvalidArgument(
+                f"all requests of a batch must name the same model version, got {sorted(versions)}",
+                field="requests.model_version",
+            )
+        predictor = self.holder.get(versions.pop())
+        for n, one in enumerate(request.requests):  # bad input fails the call, as in BatchPredict
+            check_similar_request(one, f"requests[{n}].")
+        responses, errors = [], []
+        for n, one in enumerate(request.requests):
+            try:
+                responses.append(similar_response(predictor, one, f"requests[{n}]."))
+            except NotFound as error:  # an anchor not in the model: that row's own failure
+                responses.append(model_pb2.SimilarItemsResponse(model_version=predictor.version))
+                errors.append(row_error(n, error))
+        metrics.BATCH_SIZE.labels("BatchSimilarItems").observe(len(request.requests))
+        return model_pb2.BatchSimilarItemsResponse(responses=responses, errors=errors)
 
     async def GetModelInfo(self, request, context):
         predictor = self.holder.get()

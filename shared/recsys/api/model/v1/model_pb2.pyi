@@ -589,6 +589,56 @@ class SimilarItemsResponse(_message.Message):
 Global___SimilarItemsResponse: _TypeAlias = SimilarItemsResponse  # noqa: Y015
 
 @_typing.final
+class BatchSimilarItemsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimilarItemsRequest]:
+        """1 to 256 requests, all naming the same model_version, answered in order."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___SimilarItemsRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchSimilarItemsRequest: _TypeAlias = BatchSimilarItemsRequest  # noqa: Y015
+
+@_typing.final
+class BatchSimilarItemsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSES_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimilarItemsResponse]:
+        """One per request, in order; a failed request's has no items."""
+
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]:
+        """The requests that failed on their own (an anchor not in the model), ascending by row."""
+
+    def __init__(
+        self,
+        *,
+        responses: _abc.Iterable[Global___SimilarItemsResponse] | None = ...,
+        errors: _abc.Iterable[Global___RowError] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "responses", b"responses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchSimilarItemsResponse: _TypeAlias = BatchSimilarItemsResponse  # noqa: Y015
+
+@_typing.final
 class GetModelInfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

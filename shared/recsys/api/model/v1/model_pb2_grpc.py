@@ -50,6 +50,11 @@ class ModelServiceStub:
                 request_serializer=recsys_dot_model_dot_v1_dot_model__pb2.SimilarItemsRequest.SerializeToString,
                 response_deserializer=recsys_dot_model_dot_v1_dot_model__pb2.SimilarItemsResponse.FromString,
                 _registered_method=True)
+        self.BatchSimilarItems = channel.unary_unary(
+                '/recsys.model.v1.ModelService/BatchSimilarItems',
+                request_serializer=recsys_dot_model_dot_v1_dot_model__pb2.BatchSimilarItemsRequest.SerializeToString,
+                response_deserializer=recsys_dot_model_dot_v1_dot_model__pb2.BatchSimilarItemsResponse.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/recsys.model.v1.ModelService/GetModelInfo',
                 request_serializer=recsys_dot_model_dot_v1_dot_model__pb2.GetModelInfoRequest.SerializeToString,
@@ -81,6 +86,14 @@ class ModelServiceServicer:
 
     def SimilarItems(self, request, context):
         """Items nearest to (or farthest from) an item in decoder-embedding space.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchSimilarItems(self, request, context):
+        """SimilarItems for several anchors in one call (what the gateway sends when it coalesces
+        concurrent requests); one anchor's failure is that anchor's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,6 +132,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.SimilarItems,
                     request_deserializer=recsys_dot_model_dot_v1_dot_model__pb2.SimilarItemsRequest.FromString,
                     response_serializer=recsys_dot_model_dot_v1_dot_model__pb2.SimilarItemsResponse.SerializeToString,
+            ),
+            'BatchSimilarItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchSimilarItems,
+                    request_deserializer=recsys_dot_model_dot_v1_dot_model__pb2.BatchSimilarItemsRequest.FromString,
+                    response_serializer=recsys_dot_model_dot_v1_dot_model__pb2.BatchSimilarItemsResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
@@ -212,6 +230,33 @@ class ModelService:
             '/recsys.model.v1.ModelService/SimilarItems',
             recsys_dot_model_dot_v1_dot_model__pb2.SimilarItemsRequest.SerializeToString,
             recsys_dot_model_dot_v1_dot_model__pb2.SimilarItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchSimilarItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.model.v1.ModelService/BatchSimilarItems',
+            recsys_dot_model_dot_v1_dot_model__pb2.BatchSimilarItemsRequest.SerializeToString,
+            recsys_dot_model_dot_v1_dot_model__pb2.BatchSimilarItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

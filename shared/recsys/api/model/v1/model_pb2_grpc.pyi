@@ -40,6 +40,10 @@ class ModelServiceStub:
     """Predict for several users in one call (one matrix product)."""
     SimilarItems: _grpc.UnaryUnaryMultiCallable[_model_pb2.SimilarItemsRequest, _model_pb2.SimilarItemsResponse]
     """Items nearest to (or farthest from) an item in decoder-embedding space."""
+    BatchSimilarItems: _grpc.UnaryUnaryMultiCallable[_model_pb2.BatchSimilarItemsRequest, _model_pb2.BatchSimilarItemsResponse]
+    """SimilarItems for several anchors in one call (what the gateway sends when it coalesces
+    concurrent requests); one anchor's failure is that anchor's.
+    """
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_model_pb2.GetModelInfoRequest, _model_pb2.GetModelInfoResponse]
     """Which model is loaded: version, sizes, training metrics."""
     Explain: _grpc.UnaryUnaryMultiCallable[_model_pb2.ExplainRequest, _model_pb2.ExplainResponse]
@@ -57,6 +61,10 @@ class ModelServiceAsyncStub(ModelServiceStub):
     """Predict for several users in one call (one matrix product)."""
     SimilarItems: _aio.UnaryUnaryMultiCallable[_model_pb2.SimilarItemsRequest, _model_pb2.SimilarItemsResponse]  # type: ignore[assignment]
     """Items nearest to (or farthest from) an item in decoder-embedding space."""
+    BatchSimilarItems: _aio.UnaryUnaryMultiCallable[_model_pb2.BatchSimilarItemsRequest, _model_pb2.BatchSimilarItemsResponse]  # type: ignore[assignment]
+    """SimilarItems for several anchors in one call (what the gateway sends when it coalesces
+    concurrent requests); one anchor's failure is that anchor's.
+    """
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_model_pb2.GetModelInfoRequest, _model_pb2.GetModelInfoResponse]  # type: ignore[assignment]
     """Which model is loaded: version, sizes, training metrics."""
     Explain: _aio.UnaryUnaryMultiCallable[_model_pb2.ExplainRequest, _model_pb2.ExplainResponse]  # type: ignore[assignment]
@@ -89,6 +97,16 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_model_pb2.SimilarItemsResponse, _abc.Awaitable[_model_pb2.SimilarItemsResponse]]:
         """Items nearest to (or farthest from) an item in decoder-embedding space."""
+
+    @_abc_1.abstractmethod
+    def BatchSimilarItems(
+        self,
+        request: _model_pb2.BatchSimilarItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.BatchSimilarItemsResponse, _abc.Awaitable[_model_pb2.BatchSimilarItemsResponse]]:
+        """SimilarItems for several anchors in one call (what the gateway sends when it coalesces
+        concurrent requests); one anchor's failure is that anchor's.
+        """
 
     @_abc_1.abstractmethod
     def GetModelInfo(
