@@ -114,7 +114,6 @@ class Batches:
             for j in range(len(rows))
         ]
 
-
     async def similar(
         self,
         version: str,
