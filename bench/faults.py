@@ -196,7 +196,7 @@ class SentinelFailover:
 
         movie = int(data.ratings["item_id"].iloc[0])
         acknowledged: dict[int, float] = {}
-        outcomes: list[tuple[int, str, str]] = []  # (answered ns, code, details)
+        outcomes: list[tuple[int, int, str, str]] = []  # (sent ns, answered ns, code, details)
         stop = threading.Event()
 
         def checker() -> None:
@@ -209,14 +209,15 @@ class SentinelFailover:
                     request = gateway_pb2.RateItemsRequest(
                         user_id=user, ratings=[gateway_pb2.Rating(movie_id=movie, rating=stars)]
                     )
+                    sent = now()
                     try:
                         stub.RateItems(request, timeout=1.0)
                     except grpc.RpcError as error:
-                        outcomes.append((now(), error.code().name, error.details() or ""))
+                        outcomes.append((sent, now(), error.code().name, error.details() or ""))
                         time.sleep(0.01)
                         continue
                     acknowledged[user] = stars
-                    outcomes.append((now(), "OK", ""))
+                    outcomes.append((sent, now(), "OK", ""))
 
         thread = threading.Thread(target=checker, daemon=True)
         thread.start()
@@ -248,13 +249,15 @@ class SentinelFailover:
             if found.get(movie) != stars
         ]
         fault = events["fault"]
-        after = [(t, code) for t, code, _ in outcomes if t >= fault]
-        first_ok = next((t for t, code in after if code == "OK"), None)
+        # the first write sent after the kill that succeeded, when it was answered
+        first_ok = next(
+            (t for sent, t, code, _ in outcomes if sent >= fault and code == "OK"), None
+        )
         self.findings = {
             "checker_writes": len(outcomes),
             "checker_acknowledged": len(acknowledged),
-            "checker_failed_by_code": dict(Counter(c for _, c, _ in outcomes if c != "OK")),
-            "checker_unconfirmed": sum(1 for _, _, d in outcomes if "applied on the master" in d),
+            "checker_failed_by_code": dict(Counter(c for *_, c, _ in outcomes if c != "OK")),
+            "checker_unconfirmed": sum(1 for *_, d in outcomes if "applied on the master" in d),
             "acknowledged_writes_lost": len(lost),
             "writes_back_after_fault_s": (first_ok - fault) / NS if first_ok else None,
             "new_master_port": int(new[1]),
