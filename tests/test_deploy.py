@@ -11,7 +11,7 @@ import yaml
 from recsys.healthcheck import check
 from recsys.redis_server import free_port
 from recsys.serving.config import ENV_NAMES, Settings
-from recsys.serving.server import Service
+from recsys.serving.server import LIVENESS, Service
 from tests.servers import ServiceThread
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,9 @@ def test_ports_addresses_and_health_checks_line_up():
     assert env["gateway"]["FEATURE_ADDR"] == f"feature:{ports['feature']}"
     assert env["gateway"]["MODEL_ADDR"] == f"model:{ports['model']}"
     for name, port in ports.items():
+        # readiness (no --service): depends_on waits on it, so it must follow the upstreams
         assert SERVICES[name]["healthcheck"]["test"][-1] == f"127.0.0.1:{port}"
+        assert "--service" not in SERVICES[name]["healthcheck"]["test"]
         assert env[name]["BIND_HOST"] == "0.0.0.0"
         service_settings(name)  # values parse
     assert SERVICES["gateway"]["ports"] == [f"{ports['gateway']}:{ports['gateway']}"]
@@ -108,11 +110,14 @@ def test_healthcheck_probe():
         return True
 
     assert not check(f"127.0.0.1:{free_port()}", timeout=0.5)
+    assert not check(f"127.0.0.1:{free_port()}", LIVENESS, timeout=0.5)
     with ServiceThread(bare) as running:
         deadline = time.monotonic() + 10
         while not check(running.address) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert check(running.address)
+        assert check(running.address, LIVENESS)
+        assert not check(running.address, "no.such.Service")  # NOT_FOUND is a failure
 
 
 def test_the_gateway_sends_the_token_the_services_accept():

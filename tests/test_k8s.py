@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from recsys.serving.config import ENV_NAMES, Settings
+from recsys.serving.server import LIVENESS
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 SERVICE_PORTS = {
@@ -90,8 +91,14 @@ def test_deployments_match_the_code(name):
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(metrics_port)
     assert annotations["prometheus.io/path"] == "/metrics"
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == port
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        if probe in container:
+            assert container[probe]["grpc"]["port"] == port
+    # readiness (and start-up) ask the overall status, which follows the dependencies;
+    # liveness asks the name that stays SERVING while the process answers
+    assert "service" not in container["readinessProbe"]["grpc"]
+    assert "service" not in container.get("startupProbe", {"grpc": {}})["grpc"]
+    assert container["livenessProbe"]["grpc"]["service"] == LIVENESS
     assert container["image"] == "recsys:latest"
     assert container["command"] == ["python", "-m", f"services.{name.split('-')[1]}.server"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -214,8 +221,12 @@ def test_the_tls_component_mounts_the_files_the_settings_name():
         assert plain_env(container).get("TLS_CLIENT_AUTH") == (
             None if name == "recsys-gateway" else "true"
         )
-        for probe in ("readinessProbe", "livenessProbe"):
+        base = by_kind("Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
+        probes = {p for p in ("readinessProbe", "livenessProbe", "startupProbe") if p in base}
+        assert probes <= set(container)  # every gRPC probe of the base is replaced
+        for probe in probes:
             assert container[probe]["grpc"] is None  # kubelet's gRPC probe cannot do TLS
             command = container[probe]["exec"]["command"]
             assert command[:4] == ["python", "-m", "recsys.healthcheck", f"127.0.0.1:{port}"]
-            assert command[4:] == ["--server-name", name]
+            liveness = ["--service", LIVENESS] if probe == "livenessProbe" else []
+            assert command[4:] == ["--server-name", name, *liveness]

@@ -1,7 +1,7 @@
 """Prometheus metrics of the services: RPC counts by method and status code, latency and
 calls in flight by method (recorded by the server interceptor), the gateway's stage times,
 Redis latency per feature-store operation, the model version in use, and the model
-service's batch sizes and queue time; served over HTTP on METRICS_PORT (0: off)."""
+service's batch sizes and queue time, readiness; served over HTTP on METRICS_PORT (0: off)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,10 @@ QUEUE_SECONDS = Histogram(
     "recsys_model_queue_seconds",
     "Time a Predict call waited in the model service's batching queue",
     buckets=(0.00005, 0.0001, 0.0002, 0.0005, *LATENCY_BUCKETS),
+)
+READY = Gauge(
+    "recsys_ready",
+    "Readiness of this process: 1 while its health says SERVING (dependencies answer), else 0",
 )
 QUEUE_REFUSED = Counter(
     "recsys_model_queue_refused",

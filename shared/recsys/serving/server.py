@@ -1,6 +1,14 @@
 """Server bootstrap shared by the three services: an asyncio gRPC server with the error
 interceptor and message-size limits, health checking and reflection, readiness probes that
-drive the health status, and graceful shutdown on SIGTERM / SIGINT."""
+drive the health status, and graceful shutdown on SIGTERM / SIGINT.
+
+Health has two meanings. The overall status ("") and each service's name are *readiness*:
+SERVING while the process can serve now (its probe says so: Redis answers, the upstreams
+are SERVING, a model is loaded). The name "liveness" is SERVING from `start()` until the
+stop begins, whatever the dependencies do: it is answered by the health servicer on the
+process's event loop, so it fails only when that loop no longer answers (or the server is
+shutting down). Kubernetes' liveness probes ask "liveness", so a dependency's outage takes
+pods out of the load balancer without restarting them."""
 
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+LIVENESS = "liveness"  # the health service name liveness probes ask
 
 
 def message_options(settings: Settings) -> list[tuple[str, int]]:
@@ -82,9 +91,11 @@ class Service:
         return self.port
 
     async def set_serving(self, serving: bool) -> None:
+        """Readiness: the overall status and every service name (not "liveness")."""
         status = SERVING if serving else NOT_SERVING
         for name in ("", *self.service_names):
             await self.health.set(name, status)
+        metrics.READY.set(1 if serving else 0)
 
     def watch_readiness(self, probe: Callable[[], Awaitable[bool]], every_s: float = 1.0):
         """From `start()` on, run `probe` every `every_s` seconds; health follows it."""
@@ -117,12 +128,14 @@ class Service:
 
     async def start(self) -> None:
         await self.set_serving(False)
+        await self.health.set(LIVENESS, SERVING)
         await self.server.start()
         metrics.serve_metrics(self.settings.metrics_port, self.settings.bind_host)
         self._tasks += [self._watch(probe, every_s) for probe, every_s in self._probes]
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health NOT_SERVING first, then let in-flight calls finish within `grace`."""
+        """Health NOT_SERVING first (readiness and liveness), then let in-flight calls
+        finish within `grace`."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
