@@ -147,6 +147,19 @@ class KeyLayout:
         """SCAN MATCH pattern for every key of one version's namespace."""
         return self._versioned(version, "*")
 
+    def namespaces_pattern(self) -> bytes:
+        """SCAN MATCH pattern for every key of every version's namespace."""
+        return f"{self.prefix}:ver:*".encode()
+
+    def version_of_key(self, key: bytes) -> str | None:
+        """The version whose namespace holds `key` (b"P:ver:V:..." → "V"), else None."""
+        head = f"{self.prefix}:ver:".encode()
+        if not key.startswith(head):
+            return None
+        version, sep, _ = key[len(head) :].partition(b":")
+        name = version.decode(errors="replace")
+        return name if sep and is_valid_version(name) else None
+
     def _versioned(self, version: str, suffix: str) -> bytes:
         if not is_valid_version(version):
             raise ValueError(f"bad model version {version!r}")

@@ -40,6 +40,7 @@ class LoadSummary:
     catalog_items: int
     seconds: float
     retired_versions: list[str]
+    orphan_keys_removed: int = 0  # keys of unregistered namespaces swept after the switch
 
 
 def load_features(
@@ -66,7 +67,8 @@ def load_features(
     registered in P:versions, so online writes from then on maintain its user hashes too;
     then every user's features (compare-and-set on the user's revision, so a concurrent
     online write is never overwritten); then status ready, P:active, and finally the
-    namespaces of versions older than the previous active one are removed.
+    namespaces of versions older than the previous active one are removed, and then the
+    keys of any namespace no longer registered (`sweep_namespaces`).
     Refuses a version that is already loaded; a half-finished load of it is cleared first.
     """
     started = time.perf_counter()
@@ -107,6 +109,7 @@ def load_features(
     client.set(keys.active(), version)
     keep = {version} | ({previous.decode()} if previous else set())
     retired = retire_versions(client, keys, keep)
+    swept = sweep_namespaces(client, prefix)
 
     summary = LoadSummary(
         version=version,
@@ -116,6 +119,7 @@ def load_features(
         catalog_items=len(catalog),
         seconds=time.perf_counter() - started,
         retired_versions=retired,
+        orphan_keys_removed=swept.keys_removed,
     )
     log.info("features loaded", extra=vars(summary))
     return summary
@@ -130,6 +134,71 @@ def retire_versions(client: SyncClient, keys: KeyLayout, keep: set[str]) -> list
         _unlink_matching(client, keys.version_pattern(version))
         log.info("model version removed from redis", extra={"version": version})
     return retired
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What a namespace sweep did: the unregistered versions whose keys it removed, the
+    count of keys removed, and the unregistered versions it left because a load of them
+    may be under way (their meta says "loading")."""
+
+    versions: list[str]
+    keys_removed: int
+    left_loading: list[str]
+
+
+def sweep_namespaces(client: SyncClient, prefix: str = "recsys", batch: int = 1000) -> SweepSummary:
+    """Remove the keys of every version namespace that P:versions does not register: what a
+    write racing a version's retirement leaves behind (a `ver:<old>:user:{U}` hash written
+    after the version was retired). SCAN over P:ver:* (every master of a Cluster),
+    UNLINK in pipelines of `batch` keys. A version is spared while it is registered, is
+    P:active, or has a meta hash with status "loading" (a load writes its meta before it
+    registers the version); the check is repeated before each batch is removed, so a
+    version registered meanwhile keeps its keys."""
+    keys = KeyLayout(prefix)
+    spared: dict[str, bool] = {}  # version → spared, as last checked
+    left_loading: set[str] = set()
+    pending: dict[str, list[bytes]] = {}
+    removed: dict[str, int] = {}
+
+    def spare(version: str) -> bool:
+        if client.hexists(keys.versions(), version):
+            return True
+        active = client.get(keys.active())
+        if active is not None and active.decode() == version:
+            return True
+        if client.hget(keys.meta(version), "status") == layout.STATUS_LOADING.encode():
+            left_loading.add(version)
+            return True
+        return False
+
+    def flush(version: str) -> None:
+        found = pending.pop(version, [])
+        if found and not spare(version):
+            _unlink(client, found)
+            removed[version] = removed.get(version, 0) + len(found)
+
+    for key in client.scan_iter(match=keys.namespaces_pattern(), count=batch):
+        version = keys.version_of_key(key)
+        if version is None:
+            continue
+        if version not in spared:
+            spared[version] = spare(version)
+        if spared[version]:
+            continue
+        pending.setdefault(version, []).append(key)
+        if len(pending[version]) >= batch:
+            flush(version)
+    for version in list(pending):
+        flush(version)
+    summary = SweepSummary(
+        versions=sorted(removed),
+        keys_removed=sum(removed.values()),
+        left_loading=sorted(left_loading),
+    )
+    if summary.keys_removed or summary.left_loading:
+        log.info("unregistered namespaces swept", extra=vars(summary))
+    return summary
 
 
 def _unlink_matching(client: SyncClient, pattern: bytes) -> None:

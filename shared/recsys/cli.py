@@ -1,5 +1,6 @@
 """The `recsys` command line: train, evaluate, sweep, recommend, explain, similar, serve,
-versions, load-features, download, synthesize. Tables go to stdout, progress and logs to stderr."""
+versions, load-features, sweep-namespaces, download, synthesize. Tables go to stdout,
+progress and logs to stderr."""
 
 from __future__ import annotations
 
@@ -284,14 +285,11 @@ def cmd_synthesize(args) -> int:
     return 0
 
 
-def cmd_load_features(args) -> int:
-    import redis
-
-    from recsys.artifacts import resolve_version
-    from recsys.data.movielens import load_movielens
+def _redis_for(args):
+    """(client, key prefix) from --redis-url / --cluster / --prefix and the environment
+    (REDIS_URL, REDIS_CLUSTER, REDIS_SENTINELS, REDIS_KEY_PREFIX)."""
     from recsys.redis_client import sync_client
     from recsys.serving.config import ConfigError, Settings
-    from services.feature.loader import load_features
 
     try:
         settings = Settings.from_env()
@@ -300,7 +298,6 @@ def cmd_load_features(args) -> int:
     redis_url = args.redis_url or settings.redis_url
     if not redis_url:
         raise InvalidArgument("no Redis: pass --redis-url or set REDIS_URL", field="redis_url")
-    artifact_dir = resolve_version(args.model_dir, args.version)
     client = sync_client(
         redis_url,
         cluster=args.cluster or settings.redis_cluster,
@@ -308,10 +305,41 @@ def cmd_load_features(args) -> int:
         sentinel_master=settings.redis_sentinel_master,
         sentinel_password=settings.redis_sentinel_password,
     )
+    return client, args.prefix or settings.redis_key_prefix
+
+
+def cmd_sweep_namespaces(args) -> int:
+    import redis
+
+    from services.feature.loader import sweep_namespaces
+
+    client, prefix = _redis_for(args)
+    try:
+        summary = sweep_namespaces(client, prefix)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Unavailable(f"redis unavailable: {exc}") from exc
+    finally:
+        client.close()
+    print(
+        f"removed {summary.keys_removed} keys of unregistered versions"
+        + (f" {', '.join(summary.versions)}" if summary.versions else "")
+        + (f"; left {', '.join(summary.left_loading)} (loading)" if summary.left_loading else "")
+    )
+    return 0
+
+
+def cmd_load_features(args) -> int:
+    import redis
+
+    from recsys.artifacts import resolve_version
+    from recsys.data.movielens import load_movielens
+    from services.feature.loader import load_features
+
+    artifact_dir = resolve_version(args.model_dir, args.version)
+    client, prefix = _redis_for(args)
     try:
         client.ping()  # fail before reading a million ratings
         data = load_movielens(args.data)
-        prefix = args.prefix or settings.redis_key_prefix
         summary = load_features(
             client,
             artifact_dir,
@@ -331,6 +359,11 @@ def cmd_load_features(args) -> int:
         + (
             f"; removed old versions {', '.join(summary.retired_versions)}"
             if summary.retired_versions
+            else ""
+        )
+        + (
+            f"; removed {summary.orphan_keys_removed} keys of unregistered versions"
+            if summary.orphan_keys_removed
             else ""
         )
     )
@@ -675,6 +708,20 @@ def build_parser() -> argparse.ArgumentParser:
         "including online writes, are kept and only new users are seeded)",
     )
     p.set_defaults(run=cmd_load_features)
+
+    p = sub.add_parser(
+        "sweep-namespaces",
+        help="remove the Redis keys of model versions no longer registered "
+        "(what a write racing a version's retirement leaves; load-features runs it too)",
+    )
+    p.add_argument("--redis-url", help="default: $REDIS_URL")
+    p.add_argument("--prefix", help="Redis key prefix (default: $REDIS_KEY_PREFIX or recsys)")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the URL names a Redis Cluster node (default: $REDIS_CLUSTER)",
+    )
+    p.set_defaults(run=cmd_sweep_namespaces)
 
     p = sub.add_parser("download", help="fetch a MovieLens zip from GroupLens (md5-checked)")
     p.add_argument("dataset", choices=["ml-1m", "ml-100k"])
