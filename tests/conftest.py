@@ -59,10 +59,11 @@ def redis_cluster():
 @pytest.fixture(scope="session")
 def redis_sentinel():
     """A real master, its replica and three sentinels on loopback for the whole run (no
-    test fails this one over: the failover tests start their own)."""
+    test fails this one over: the failover tests start their own). Down after 10 s, so a
+    stall of a busy machine does not fail it over behind the tests' back."""
     from recsys.redis_server import LocalSentinel
 
-    sentinel = LocalSentinel().start()
+    sentinel = LocalSentinel(down_after_ms=10_000).start()
     yield sentinel
     sentinel.cleanup()
 
@@ -85,9 +86,7 @@ class RedisBackend:
     def asyncio(self):
         from recsys.redis_client import async_client
 
-        return async_client(
-            self.url, cluster=self.cluster, sentinels=self.sentinels, timeout_s=5.0
-        )
+        return async_client(self.url, cluster=self.cluster, sentinels=self.sentinels, timeout_s=5.0)
 
     def settings(self, **overrides):
         """Service settings that reach this backend the way production would."""

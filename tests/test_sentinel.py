@@ -169,7 +169,11 @@ def test_a_failover_loses_no_acknowledged_write(n_replicas, data, tmp_path):
     replica follows the new master); with one, the new master has no replica, so writes are
     applied but answered UNAVAILABLE until the old master, started again, has become its
     replica. Every write acknowledged before and after is on the new master."""
-    with LocalSentinel(tmp_path / "sentinel", n_replicas=n_replicas) as sentinel:
+    # down after 3 s: with 1 s, a second of stall on a loaded machine once made the
+    # sentinels fail over again, onto the restarted (empty) old master
+    with LocalSentinel(tmp_path / "sentinel", n_replicas=n_replicas, down_after_ms=3000) as (
+        sentinel
+    ):
         with sync_client("", sentinels=sentinel.sentinels) as client:
             load_features(client, data.artifact, data.ratings, data.items)
         movies = [int(m) for m in data.index.item_ids[:10]]
