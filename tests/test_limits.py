@@ -173,7 +173,7 @@ def test_every_downstream_call_carries_the_callers_deadline(trained_run, redis_u
     assert {
         "BatchGetUserFeatures",  # the gateway's coalesced calls
         "BatchPredict",
-        "SimilarItems",
+        "BatchSimilarItems",
         "UpsertRatings",
         "DeleteRatings",
         "DeleteUser",
