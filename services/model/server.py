@@ -7,7 +7,6 @@ appearing in MODEL_DIR are then loaded and swapped in (`reload.ModelWatcher`).""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
@@ -19,7 +18,7 @@ from recsys.serving.config import Settings
 from recsys.serving.server import Service, run_service
 from services.model.batching import Batcher
 from services.model.predictor import Predictor, PredictorHolder
-from services.model.reload import ModelWatcher
+from services.model.reload import ModelWatcher, in_daemon_thread
 from services.model.servicer import ModelServicer
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ async def serve(settings: Settings) -> None:
     await service.start()
     log.info("model service listening", extra={"port": service.port})
     try:
-        predictor = await asyncio.to_thread(
+        predictor = await in_daemon_thread(
             Predictor.load, settings.model_dir, settings.model_version
         )
     except RecsysError as exc:
