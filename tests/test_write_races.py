@@ -394,7 +394,9 @@ def test_hundreds_of_concurrent_writers_on_one_user_none_fails_none_is_lost(
                 newest[movie] = (stamp, stars)
     lost = [m for m, (_, stars) in newest.items() if stored.get(m) != stars]
     p99 = float(np.percentile([seconds for _, seconds in results], 99))
-    backend = "cluster" if redis_backend.cluster else "single"
+    backend = (
+        "cluster" if redis_backend.cluster else "sentinel" if redis_backend.sentinels else "single"
+    )
     print(f"\n{writers} writers ({backend}): failed {len(failed)}, lost {len(lost)}, "
           f"p99 {p99 * 1000:.0f} ms, {rounds} rounds")  # fmt: skip
     assert failed == [] and lost == []

@@ -330,10 +330,9 @@ class LocalSentinel:
                         raise RuntimeError(f"a sentinel exited: see {self.data_dir}")
                     try:
                         state = sentinel.sentinel_master(self.master_name)
-                        if (
-                            state["num-other-sentinels"] == len(self.sentinel_ports) - 1
-                            and state["num-slaves"] == len(self.replicas)
-                        ):
+                        if state["num-other-sentinels"] == len(self.sentinel_ports) - 1 and state[
+                            "num-slaves"
+                        ] == len(self.replicas):
                             break
                     except (redis.ConnectionError, redis.ResponseError):
                         pass
