@@ -67,7 +67,8 @@ def redis_memory(url: str) -> dict[str, int]:
 
 def sample(processes: dict[str, psutil.Process], redis_url: str, t_s: float) -> dict:
     """One sample: seconds since the soak started, RSS (bytes) and open descriptors of each
-    service process (and Redis's RSS), Redis's memory figures."""
+    service process (and Redis's RSS), Redis's memory figures, the machine's load average
+    (to tell errors of a busy machine from the system's own)."""
     rss, fds = {}, {}
     for name, process in processes.items():
         try:
@@ -75,7 +76,13 @@ def sample(processes: dict[str, psutil.Process], redis_url: str, t_s: float) -> 
             fds[name] = process.num_fds()
         except psutil.NoSuchProcess:  # a crashed process: the report says so
             rss[name] = fds[name] = None
-    return {"t_s": t_s, "rss": rss, "fds": fds, "redis": redis_memory(redis_url)}
+    return {
+        "t_s": t_s,
+        "rss": rss,
+        "fds": fds,
+        "redis": redis_memory(redis_url),
+        "load_average_1m": os.getloadavg()[0],  # the machine's, other jobs included
+    }
 
 
 async def soak(
@@ -123,7 +130,8 @@ def progress(taken: dict) -> str:
     fds = " ".join(f"{name} {value}" for name, value in taken["fds"].items())
     return (
         f"  {taken['t_s']:7.1f}s  rss: {rss}  fds: {fds}  "
-        f"redis used_memory {taken['redis']['used_memory'] / MB:.1f}MB"
+        f"redis used_memory {taken['redis']['used_memory'] / MB:.1f}MB  "
+        f"load {taken['load_average_1m']:.1f}"
     )
 
 
@@ -147,7 +155,7 @@ def growth(samples: list[dict], warmup_s: float, value) -> dict[str, float | Non
     after = [s for s in samples if s["t_s"] >= warmup_s]
     values = [value(s) for s in after]
     if len(values) < 2 or any(v is None for v in values):
-        return {"baseline": None, "end": None, "growth": None}
+        return {"baseline": None, "end": None, "growth": None, "trend_per_hour": None}
     tail = min(TAIL, len(values) // 2)
     baseline = sum(values[:tail]) / tail
     end = sum(values[-tail:]) / tail
@@ -155,7 +163,21 @@ def growth(samples: list[dict], warmup_s: float, value) -> dict[str, float | Non
         "baseline": baseline,
         "end": end,
         "growth": (end - baseline) / baseline if baseline else None,
+        "trend_per_hour": trend([s["t_s"] for s in after], values, baseline),
     }
+
+
+def trend(times_s: list[float], values: list[float], baseline: float) -> float | None:
+    """Least-squares slope of `values` over time after the warm-up, as a share of
+    `baseline` per hour: a step (a pool that grew once, then stayed) and a steady climb (a
+    leak) can have the same end-to-end growth, not the same slope over the second half."""
+    n = len(times_s)
+    mean_t, mean_v = sum(times_s) / n, sum(values) / n
+    spread = sum((t - mean_t) ** 2 for t in times_s)
+    if not spread or not baseline:
+        return None
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in zip(times_s, values, strict=True)) / spread
+    return slope * 3600 / baseline
 
 
 def write_png(samples: list[dict], warmup_s: float, title: str, path: Path) -> Path:
@@ -176,6 +198,10 @@ def write_png(samples: list[dict], warmup_s: float, title: str, path: Path) -> P
         minutes, [s["redis"]["used_memory_dataset"] / MB for s in samples], label="dataset"
     )
     error_axes.plot(minutes, [s["errors_so_far"] for s in samples], color="#c44e52")
+    load_axes = error_axes.twinx()
+    load_axes.plot(minutes, [s["load_average_1m"] for s in samples], color="grey", linewidth=0.8)
+    load_axes.set_ylabel("load average, 1 min (grey)")
+    load_axes.set_ylim(bottom=0)
     for axes, ylabel in (
         (rss_axes, "RSS (MB)"),
         (fd_axes, "open file descriptors"),
@@ -334,13 +360,15 @@ def main(argv=None) -> int:
             shown(name, g["baseline"]),
             shown(name, g["end"]),
             100 * g["growth"] if g["growth"] is not None else None,
+            100 * g["trend_per_hour"] if g["trend_per_hour"] is not None else None,
             ("flat" if flat[name] else "GROWS") if name in flat else "data",
         ]
         for name, g in resources.items()
     ]
     print(
         format_table(
-            ["resource (memory in MB)", "after warm-up", "end", "growth %", "verdict"], rows
+            ["resource (memory in MB)", "after warm-up", "end", "growth %", "trend %/h", "verdict"],
+            rows,
         )
     )
     print(

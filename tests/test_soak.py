@@ -47,3 +47,16 @@ def test_errors_so_far_count_requests_answered_by_each_sample():
         (3, 2),
     ]
     assert all("t_ns" not in s for s in samples)
+
+
+def test_the_trend_tells_a_step_from_a_climb():
+    """Both grow 10% from the first samples to the last; only the climb keeps growing."""
+    soak = load_soak()
+    times = [600.0 * i for i in range(7)]  # an hour, every 10 minutes
+    step = [100, 110, 110, 110, 110, 110, 110]
+    climb = [100, 101.7, 103.3, 105, 106.7, 108.3, 110]
+    stepped = soak.trend(times[1:], step[1:], 110)
+    climbing = soak.trend(times, climb, 100)
+    assert stepped == 0
+    assert abs(climbing - 0.10) < 0.01
+    assert soak.trend([5.0, 5.0], [1, 2], 1) is None
