@@ -95,6 +95,17 @@ def test_download_extracts_and_writes_marker(server: Server, cache_dir: Path) ->
     assert sorted(p.name for p in cache_dir.iterdir()) == ["ml-test"]
 
 
+def test_download_shows_progress_on_stderr(
+    server: Server, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _download(server, cache_dir, progress=True)
+    err = capsys.readouterr().err
+    progress = [line for line in err.splitlines() if line.startswith("ml-test.zip:")]
+    assert progress and "100%" in progress[-1] and "\r" not in err
+    _download(server, cache_dir, progress=False)  # cached: nothing to show either way
+    assert capsys.readouterr().err == ""
+
+
 def test_second_call_uses_cache_without_network(server: Server, cache_dir: Path) -> None:
     first = _download(server, cache_dir)
     server.stop()

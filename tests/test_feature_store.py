@@ -314,10 +314,14 @@ def test_cli_load_features(synthetic_dir, data, single_client, redis_url, capsys
         "other",
     ]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     ratings = data.ratings[data.ratings["user_id"] != OUTSIDER]
     users = ratings["user_id"].nunique()
     assert out.startswith(f"model version {VERSION} active: {users} users, {len(ratings)} ratings")
+    # progress on stderr: not a terminal here, so whole lines, the last one complete
+    progress = [line for line in err.splitlines() if line.startswith("load-features:")]
+    assert progress and "\r" not in err
+    assert f"{users}/{users}" in progress[-1] and "100%" in progress[-1]
     assert single_client.get(b"other:active") == VERSION.encode()
     assert single_client.get(KEYS.active()) is None
     assert main(argv) == 2  # a ready version is never overwritten

@@ -330,8 +330,10 @@ def test_cli_against_the_echo_server(tmp_path, capsys):
             + ["--png", str(tmp_path / "latency.png")]
         )
     assert code == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "Requests/sec" in out and "Latency histogram (ms)" in out and "OK" in out
+    progress = [line for line in err.splitlines() if line.startswith("loadtest:")]
+    assert progress and "100%" in progress[-1] and "requests=" in progress[-1]
     document = json.loads((tmp_path / "r.json").read_text())
     assert document["settings"]["rpc"] == "health"
     assert document["settings"]["targets"] == {"health": address}

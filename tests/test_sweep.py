@@ -48,7 +48,10 @@ def test_sweep_command_writes_the_table(synthetic_dir, tmp_path, capsys):
     args += ["--set", "encoding_size=8", "--set", "max_epochs=4", "--vary", "hidden_layers=[],[12]"]
     args += ["--config", "activation=selu input_dropout=0.1"]
     assert main(args) == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
+    progress = [line for line in err.splitlines() if line.startswith("sweep:")]
+    counts = [line.split("|")[2].split()[0] for line in progress]  # a line per configuration
+    assert list(dict.fromkeys(counts)) == ["0/3", "1/3", "2/3", "3/3"]  # (closing: 3/3 again)
     result = json.loads((out / "sweep.json").read_text())
     assert [r["label"] for r in result["rows"]] == [
         "(base)",

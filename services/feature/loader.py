@@ -16,6 +16,7 @@ import pandas as pd
 
 from recsys.artifacts import FeatureSpec, load_features_spec
 from recsys.errors import ArtifactError, FailedPrecondition, InvalidArgument
+from recsys.progress import bar
 from recsys.redis_client import SyncClient
 from services.feature import layout
 from services.feature.layout import KeyLayout
@@ -52,6 +53,7 @@ def load_features(
     batch_users: int = 500,
     *,
     replace_ratings: bool = False,
+    progress: bool = False,
 ) -> LoadSummary:
     """Build the namespace of the model version in `artifact_dir` beside the active one,
     then switch to it.
@@ -70,6 +72,7 @@ def load_features(
     namespaces of versions older than the previous active one are removed, and then the
     keys of any namespace no longer registered (`sweep_namespaces`).
     Refuses a version that is already loaded; a half-finished load of it is cleared first.
+    `progress` shows the users written on stderr (recsys.progress).
     """
     started = time.perf_counter()
     spec = load_features_spec(artifact_dir)
@@ -98,7 +101,9 @@ def load_features(
     _write_items_and_catalog(client, keys, spec, catalog)
     client.hset(keys.versions(), version, layout.STATUS_LOADING)
     others = [v.decode() for v in client.hkeys(keys.versions()) if v.decode() != version]
-    users, rated = _write_users(client, keys, spec, ratings, batch_users, replace_ratings, others)
+    users, rated = _write_users(
+        client, keys, spec, ratings, batch_users, replace_ratings, others, progress
+    )
 
     loaded_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     client.hset(
@@ -296,6 +301,7 @@ def _write_users(
     batch_users: int,
     replace_ratings: bool,
     others: list[str],
+    progress: bool = False,
 ) -> tuple[int, int]:
     """Every user's features under the new version, `batch_users` per round trip; returns
     (users written, their ratings). Users whose revision moved between the read and the
@@ -305,24 +311,26 @@ def _write_users(
     dataset = _dataset_ratings(ratings)
     pending = sorted(set(dataset) | _stored_users(client, keys))
     done: dict[int, int] = {}
-    for _ in range(MAX_ROUNDS):
-        moved: list[int] = []
-        batches = [pending[i : i + batch_users] for i in range(0, len(pending), batch_users)]
-        with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
-            results = writers.map(
-                lambda batch: _write_user_batch(
-                    client, keys, spec, batch, dataset, replace_ratings, others
-                ),
-                batches,
-            )
-            for written, lost in results:
-                done.update(written)
-                moved += lost
-        if not moved:
-            break
-        pending = moved
-    else:
-        log.warning("users left to derive on read", extra={"users": len(pending)})
+    with bar(len(pending), "load-features", unit="users", enabled=progress) as shown:
+        for _ in range(MAX_ROUNDS):
+            moved: list[int] = []
+            batches = [pending[i : i + batch_users] for i in range(0, len(pending), batch_users)]
+            with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
+                results = writers.map(
+                    lambda batch: _write_user_batch(
+                        client, keys, spec, batch, dataset, replace_ratings, others
+                    ),
+                    batches,
+                )
+                for written, lost in results:
+                    done.update(written)
+                    moved += lost
+                    shown.update(len(written))
+            if not moved:
+                break
+            pending = moved
+        else:
+            log.warning("users left to derive on read", extra={"users": len(pending)})
     return len(done), sum(done.values())
 
 

@@ -254,7 +254,7 @@ def cmd_sweep(args) -> int:
     )
     source = find_data(args.data, download=None if args.no_download else "ml-1m")
     log.info("sweep of %d configurations on %s (%s)", len(configs), source.path, source.how)
-    result = run_sweep(source, configs, base)
+    result = run_sweep(source, configs, base, progress=True)
     out = args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     markdown, data = write_sweep(result, out)
     print(result.markdown())
@@ -271,7 +271,7 @@ def command_line() -> str:
 def cmd_download(args) -> int:
     from recsys.data.download import download_dataset
 
-    print(download_dataset(args.dataset, args.cache_dir))
+    print(download_dataset(args.dataset, args.cache_dir, progress=True))
     return 0
 
 
@@ -347,6 +347,7 @@ def cmd_load_features(args) -> int:
             data.items,
             prefix,
             replace_ratings=args.replace_ratings,
+            progress=True,
         )
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise Unavailable(f"redis unavailable: {exc}") from exc  # the URL may hold a password
@@ -449,7 +450,7 @@ def cmd_loadtest(args) -> int:
         workload = await build_workload(
             args.rpc or args.mix, targets, data=data, users=args.users, seed=args.seed
         )
-        return await run_load(settings, targets, workload)
+        return await run_load(settings, targets, workload, progress=True)
 
     report = asyncio.run(load_test())
     print(report.to_text(), end="")

@@ -214,51 +214,60 @@ class SweepResult:
         )
 
 
-def run_sweep(source, configs: list[TrainConfig], base: TrainConfig) -> SweepResult:
-    """Train and score every configuration on one split; EASE fits are shared."""
+def run_sweep(
+    source, configs: list[TrainConfig], base: TrainConfig, *, progress: bool = False
+) -> SweepResult:
+    """Train and score every configuration on one split; EASE fits are shared. `progress`
+    shows the configurations done on stderr (recsys.progress)."""
     from recsys.data.split import split_ratings
     from recsys.pipeline import SPLIT_SEED, train_and_score
+    from recsys.progress import bar
 
     started = time.perf_counter()
     split = split_ratings(source.data.ratings, seed=SPLIT_SEED)
     ease_cache: dict = {}
     rows: list[SweepRow] = []
     baselines: list[dict] = []
-    for n, config in enumerate(configs, 1):
-        name = label(config, base)
-        log.info("sweep %d/%d: %s", n, len(configs), name)
-        scored = train_and_score(source, config, split=split, ease_cache=ease_cache)
-        by_name = {s.name: s for s in scored.scores}
-        model = by_name["autoencoder"]
-        by_rating = by_name.get("autoencoder by rating")
-        history = scored.trained.history
-        rows.append(
-            SweepRow(
-                label=name,
-                config=config.to_dict(),
-                epochs=len(history.get("loss", [])),
-                best_epoch=scored.trained.best_epoch,
-                validation_rmse=validation_rmse(scored.trained),
-                test_rmse=model.rmse,
-                test_mae=model.mae,
-                recall_at_10=model.recall_at_10,
-                ndcg_at_10=model.ndcg_at_10,
-                rating_ndcg_at_10=by_rating.ndcg_at_10 if by_rating else None,
-                preference_weight=scored.ranking.ranking.preference_weight,
-                seconds=scored.trained.seconds,
-                leaked_pairs=scored.leaked_pairs,
+    with bar(len(configs), "sweep", unit="configs", enabled=progress, mininterval=0) as shown:
+        for n, config in enumerate(configs, 1):
+            name = label(config, base)
+            log.info("sweep %d/%d: %s", n, len(configs), name)
+            scored = train_and_score(source, config, split=split, ease_cache=ease_cache)
+            by_name = {s.name: s for s in scored.scores}
+            model = by_name["autoencoder"]
+            by_rating = by_name.get("autoencoder by rating")
+            history = scored.trained.history
+            rows.append(
+                SweepRow(
+                    label=name,
+                    config=config.to_dict(),
+                    epochs=len(history.get("loss", [])),
+                    best_epoch=scored.trained.best_epoch,
+                    validation_rmse=validation_rmse(scored.trained),
+                    test_rmse=model.rmse,
+                    test_mae=model.mae,
+                    recall_at_10=model.recall_at_10,
+                    ndcg_at_10=model.ndcg_at_10,
+                    rating_ndcg_at_10=by_rating.ndcg_at_10 if by_rating else None,
+                    preference_weight=scored.ranking.ranking.preference_weight,
+                    seconds=scored.trained.seconds,
+                    leaked_pairs=scored.leaked_pairs,
+                )
             )
-        )
-        if not baselines:
-            baselines = [s.to_dict() for s in scored.scores if not s.name.startswith("autoencoder")]
-        log.info(
-            "sweep %d/%d: val RMSE %s test RMSE %.4f NDCG@10 %s",
-            n,
-            len(configs),
-            rows[-1].validation_rmse,
-            model.rmse,
-            model.ndcg_at_10,
-        )
+            if not baselines:
+                baselines = [
+                    s.to_dict() for s in scored.scores if not s.name.startswith("autoencoder")
+                ]
+            log.info(
+                "sweep %d/%d: val RMSE %s test RMSE %.4f NDCG@10 %s",
+                n,
+                len(configs),
+                rows[-1].validation_rmse,
+                model.rmse,
+                model.ndcg_at_10,
+            )
+            shown.set_postfix_str(name, refresh=False)
+            shown.update(1)
     return SweepResult(
         data=str(source.path),
         base=base.to_dict(),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from recsys.errors import DownloadError, InvalidArgument
+from recsys.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def download_dataset(
     base_url: str = GROUPLENS_URL,
     timeout: float = 30.0,
     datasets: Mapping[str, RemoteDataset] = DATASETS,
+    progress: bool = False,
 ) -> Path:
     """Return `cache_dir / folder` for dataset `name`, downloading it first if needed.
 
@@ -83,6 +85,7 @@ def download_dataset(
     checked, extracted, and renamed into place with the marker already inside; a folder
     without a valid marker (left by an older run) is replaced. `timeout` bounds each socket
     operation, not the whole transfer. Nothing partial is left in `cache_dir` on failure.
+    `progress` shows the bytes received on stderr (recsys.progress).
 
     Raises:
         InvalidArgument: `name` is not in `datasets` (field "dataset").
@@ -107,7 +110,7 @@ def download_dataset(
     try:
         archive = staging / dataset.filename
         log.info("downloading %s from %s", name, url)
-        digest = _fetch(url, archive, timeout)
+        digest = _fetch(url, archive, timeout, progress)
         if digest != dataset.md5:
             raise DownloadError(
                 f"checksum mismatch for dataset {name!r} from {url}: "
@@ -133,7 +136,7 @@ def _is_complete(target: Path, md5: str) -> bool:
         return False
 
 
-def _fetch(url: str, dest: Path, timeout: float) -> str:
+def _fetch(url: str, dest: Path, timeout: float, progress: bool = False) -> str:
     """Stream `url` into `dest` in chunks and return the md5 hex digest of what was written.
 
     Network-side failures become DownloadError naming `url`; errors writing `dest` propagate.
@@ -146,7 +149,10 @@ def _fetch(url: str, dest: Path, timeout: float) -> str:
         raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         raise DownloadError(f"could not download {url}: {_describe(exc)}") from exc
-    with response, dest.open("wb") as out:
+    length = response.headers.get("Content-Length")
+    total = int(length) if length and length.isdigit() else None
+    shown = bar(total, dest.name, unit="B", unit_scale=True, unit_divisor=1024, enabled=progress)
+    with response, dest.open("wb") as out, shown:
         while True:
             try:
                 chunk = response.read(_CHUNK_SIZE)
@@ -156,6 +162,7 @@ def _fetch(url: str, dest: Path, timeout: float) -> str:
                 break
             out.write(chunk)
             md5.update(chunk)
+            shown.update(len(chunk))
     return md5.hexdigest()
 
 

@@ -6,6 +6,7 @@ shared by all requests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from recsys.loadtest.channels import open_channel
 from recsys.loadtest.report import LoadReport, Sample, summarize
 from recsys.loadtest.settings import LoadSettings, Targets
 from recsys.loadtest.workloads import Call, Method, Workload
+from recsys.progress import bar
 
 NS_PER_S = 1_000_000_000
 
@@ -48,13 +50,16 @@ class _Run:
             self.samples.append(Sample(call.rpc, finished - started, status, details, started))
 
 
-async def run_load(settings: LoadSettings, targets: Targets, workload: Workload) -> LoadReport:
+async def run_load(
+    settings: LoadSettings, targets: Targets, workload: Workload, *, progress: bool = False
+) -> LoadReport:
     """Run `workload` against `targets` for `settings.warmup_s + settings.duration_s` and
     report what was recorded after the warm-up. RPC errors are recorded, never raised;
     the run ends by itself (every call has the deadline `settings.deadline_ms`).
 
     Usable from any asyncio program, e.g. `asyncio.run(run_load(settings, targets, w))`.
-    Raises InvalidArgument when the workload needs a target that `targets` lacks."""
+    Raises InvalidArgument when the workload needs a target that `targets` lacks.
+    `progress` shows the seconds run and the requests answered on stderr (recsys.progress)."""
     addresses = {method.role: targets.address(method.role) for method in workload.methods}
     channels = {address: open_channel(address) for address in set(addresses.values())}
     try:
@@ -71,10 +76,16 @@ async def run_load(settings: LoadSettings, targets: Targets, workload: Workload)
             end_ns=record_from_ns + round(settings.duration_s * NS_PER_S),
             callables=callables,
         )
-        if settings.open_loop:
-            await _open_loop(run, settings.rate, settings.in_flight_limit, settings.seed)
-        else:
-            await _closed_loop(run, settings.concurrency)
+        shown = asyncio.get_running_loop().create_task(_show_progress(run, start_ns, progress))
+        try:
+            if settings.open_loop:
+                await _open_loop(run, settings.rate, settings.in_flight_limit, settings.seed)
+            else:
+                await _closed_loop(run, settings.concurrency)
+        finally:
+            shown.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await shown
         elapsed_s = (time.monotonic_ns() - record_from_ns) / NS_PER_S
     finally:
         await asyncio.gather(*(channel.close() for channel in channels.values()))
@@ -90,6 +101,21 @@ async def run_load(settings: LoadSettings, targets: Targets, workload: Workload)
         },
         targets=addresses,
     )
+
+
+async def _show_progress(run: _Run, start_ns: int, enabled: bool) -> None:
+    """Seconds of the run (warm-up included) and requests answered, once a second."""
+    total_s = (run.end_ns - start_ns) / NS_PER_S
+    with bar(round(total_s, 1), "loadtest", unit="s", enabled=enabled) as shown:
+        try:
+            while True:
+                await asyncio.sleep(1.0)
+                elapsed = min((time.monotonic_ns() - start_ns) / NS_PER_S, total_s)
+                shown.set_postfix(requests=len(run.samples), refresh=False)
+                shown.update(round(elapsed - shown.n, 1))
+        finally:  # the run is over (cancelled): show it complete
+            shown.set_postfix(requests=len(run.samples), refresh=False)
+            shown.update(round(shown.total - shown.n, 1))
 
 
 def _bind(channel: grpc.aio.Channel, method: Method) -> grpc.aio.UnaryUnaryMultiCallable:
