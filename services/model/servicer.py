@@ -251,6 +251,18 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self.holder = holder
         self.batcher = batcher or Batcher(max_size=1, max_wait_us=0, queue_limit=1)
 
+    def batch_predictor(self, requests) -> Predictor:
+        """The predictor of a batch of 1 to MAX_BATCH requests, which all name one version."""
+        if not 1 <= len(requests) <= MAX_BATCH:
+            raise InvalidArgument(f"give 1 to {MAX_BATCH} requests", field="requests")
+        versions = {r.model_version for r in requests}
+        if len(versions) > 1:
+            raise InvalidArgument(
+                f"all requests of a batch must name the same model version, got {sorted(versions)}",
+                field="requests.model_version",
+            )
+        return self.holder.get(versions.pop())
+
     async def Predict(self, request, context):
         predictor = self.holder.get(request.model_version)
         preferences, outputs = rows_of(
@@ -268,15 +280,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             metrics.BATCH_SIZE.labels("BatchPredict").observe(len(preferences))
             predictions = predictor.predict_rows(preferences, outputs)
             return model_pb2.BatchPredictResponse(packed=packed_response(predictor, predictions))
-        if not 1 <= len(request.requests) <= MAX_BATCH:
-            raise InvalidArgument(f"give 1 to {MAX_BATCH} requests", field="requests")
-        versions = {r.model_version for r in request.requests}
-        if len(versions) > 1:
-            raise InvalidArgument(
-                f"all requests of a batch must name the same model version, got {sorted(versions)}",
-                field="requests.model_version",
-            )
-        predictor = self.holder.get(versions.pop())
+        predictor = self.batch_predictor(request.requests)
         vectors, outputs = [], []
         for n, one in enumerate(request.requests):
             field = f"requests[{n}]."
@@ -293,15 +297,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         return similar_response(predictor, request, "")
 
     async def BatchSimilarItems(self, request, context):
-        if not 1 <= len(request.requests) <= MAX_BATCH:
-            raise InvalidArgument(f"give 1 to {MAX_BATCH} requests", field="requests")
-        versions = {r.model_version for r in request.requests}
-        if len(versions) > 1:
-            raise InvalidArgument(
-                f"all requests of a batch must name the same model version, got {sorted(versions)}",
-                field="requests.model_version",
-            )
-        predictor = self.holder.get(versions.pop())
+        predictor = self.batch_predictor(request.requests)
         for n, one in enumerate(request.requests):  # bad input fails the call, as in BatchPredict
             check_similar_request(one, f"requests[{n}].")
         responses, errors = [], []
