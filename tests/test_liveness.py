@@ -10,6 +10,7 @@ import time
 import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from recsys.healthcheck import check
 from recsys.redis_server import LocalRedis
@@ -34,6 +35,11 @@ def status(channel: grpc.Channel, service: str = "") -> int:
     return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0).status
 
 
+def ready_gauge(service: str) -> float | None:
+    """recsys_ready of `service` in this process's registry (the in-process servers')."""
+    return REGISTRY.get_sample_value("recsys_ready", {"service": service})
+
+
 def wait_status(channel: grpc.Channel, service: str, wanted: int, timeout: float = 20.0):
     """Poll until `service`'s health is `wanted`; fail naming what it was."""
     deadline = time.monotonic() + timeout
@@ -56,9 +62,11 @@ def test_a_redis_outage_turns_readiness_off_and_liveness_stays_on(tmp_path):
             assert status(channel, FEATURE_SERVICE) == SERVING
             assert status(channel, LIVENESS) == SERVING
 
+            assert ready_gauge(FEATURE_SERVICE) == 1
             server.stop()  # Redis gone
             wait_status(channel, "", NOT_SERVING)
             assert status(channel, FEATURE_SERVICE) == NOT_SERVING
+            assert ready_gauge(FEATURE_SERVICE) == 0  # what the dashboard and alerts read
             for _ in range(5):  # and it stays alive while the probes keep failing
                 assert status(channel, LIVENESS) == SERVING
                 time.sleep(0.2)

@@ -52,7 +52,8 @@ QUEUE_SECONDS = Histogram(
 )
 READY = Gauge(
     "recsys_ready",
-    "Readiness of this process: 1 while its health says SERVING (dependencies answer), else 0",
+    "Readiness: 1 while the health of the service says SERVING (its dependencies answer)",
+    ["service"],
 )
 QUEUE_REFUSED = Counter(
     "recsys_model_queue_refused",

@@ -95,7 +95,8 @@ class Service:
         status = SERVING if serving else NOT_SERVING
         for name in ("", *self.service_names):
             await self.health.set(name, status)
-        metrics.READY.set(1 if serving else 0)
+        for name in self.service_names or [""]:
+            metrics.READY.labels(name).set(1 if serving else 0)
 
     def watch_readiness(self, probe: Callable[[], Awaitable[bool]], every_s: float = 1.0):
         """From `start()` on, run `probe` every `every_s` seconds; health follows it."""
