@@ -129,6 +129,7 @@ def sync_client(
     `sentinels` (host:port,…) the master named `sentinel_master` (credentials and database
     from `url`, which may then be empty)."""
     options = dict(socket_timeout=timeout_s, socket_connect_timeout=min(timeout_s, 5.0))
+    retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=1)
     if sentinels:
         manager = redis.sentinel.Sentinel(
             sentinel_addresses(sentinels),
@@ -138,14 +139,12 @@ def sync_client(
         return manager.master_for(
             sentinel_master,
             redis_class=_SyncSentinelMaster,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=1),
+            retry=retry,
             **_url_options(url),
         )
     if cluster:
         return redis.RedisCluster.from_url(url, **options)
-    return redis.Redis.from_url(
-        url, retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=1), **options
-    )
+    return redis.Redis.from_url(url, retry=retry, **options)
 
 
 def async_client(
