@@ -33,8 +33,8 @@ sys.path[:0] = [str(REPO / "shared"), str(REPO)]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from recsys.cli import format_table, write_json  # noqa: E402
-from recsys.data.movielens import RatingData, load_movielens  # noqa: E402
-from recsys.launcher import LocalStack, train_version, wait_serving  # noqa: E402
+from recsys.data.movielens import RatingData  # noqa: E402
+from recsys.launcher import LocalStack, bench_inputs, wait_serving  # noqa: E402
 from recsys.loadtest import LoadSettings, Targets, build_workload, run_load  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
@@ -93,7 +93,6 @@ TARGET_PROCESSES = {
     "model-batched": ["model-batched"],
 }
 ARTICLE_USERS = 20
-SMOKE_MODEL = {"encoding_size": 8, "max_epochs": 2}  # seconds to train, for CI
 
 
 def article_predict_ms(model_dir: Path, data: RatingData, user_ids: list[int]) -> float | None:
@@ -255,18 +254,9 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data_dir = args.data
         if args.smoke:
-            from recsys.data.synthetic import write_synthetic_movielens
-
-            data_dir = write_synthetic_movielens(work / "data")
             args.duration, args.warmup = 1.0, 0.5
-        data = load_movielens(data_dir)
-        model_dir = args.model_dir
-        if model_dir is None:
-            model_dir = work / "models"
-            print("training the default preset ...", flush=True)
-            train_version(data_dir, model_dir, SMOKE_MODEL if args.smoke else {})
+        data_dir, data, model_dir = bench_inputs(work, args.data, args.model_dir, smoke=args.smoke)
         echo_ports = {name: free_port() for name in ECHO_UPSTREAMS}
         echoes = {
             name: subprocess.Popen(

@@ -35,15 +35,13 @@ sys.path[:0] = [str(REPO / "shared"), str(REPO)]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from recsys.cli import format_table, write_json  # noqa: E402
-from recsys.data.movielens import load_movielens  # noqa: E402
-from recsys.launcher import LocalStack, train_version  # noqa: E402
+from recsys.launcher import LocalStack, bench_inputs  # noqa: E402
 from recsys.loadtest import LoadSettings, Sample, Targets, build_workload, run_load  # noqa: E402
 from recsys.loadtest.workloads import MAX_RATED_PER_CALL  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
 
 MIX = "recommend-stored=0.6,rate=0.2,similar=0.2"
-SMOKE_MODEL = {"encoding_size": 8, "max_epochs": 2}  # seconds to train, for CI
 FLAT = 0.05  # at most 5% growth after the warm-up
 TAIL = 3  # samples averaged at each end
 NS = 1_000_000_000
@@ -249,17 +247,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data_dir = args.data
-        if args.smoke:
-            from recsys.data.synthetic import write_synthetic_movielens
-
-            data_dir = write_synthetic_movielens(work / "data")
-        data = load_movielens(data_dir)
-        model_dir = args.model_dir
-        if model_dir is None:
-            model_dir = work / "models"
-            print("training the default preset ...", flush=True)
-            train_version(data_dir, model_dir, SMOKE_MODEL if args.smoke else {})
+        data_dir, data, model_dir = bench_inputs(work, args.data, args.model_dir, smoke=args.smoke)
         from recsys.artifacts import resolve_version
         from services.feature.loader import load_features
 

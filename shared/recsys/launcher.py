@@ -38,6 +38,27 @@ def train_version(data_dir: Path, model_dir: Path, settings: dict[str, object]) 
     )
 
 
+SMOKE_MODEL = {"encoding_size": 8, "max_epochs": 2}  # a model trained in seconds, for CI smokes
+
+
+def bench_inputs(work: Path, data_dir: Path, model_dir: Path | None, *, smoke: bool):
+    """(data directory, loaded data, model directory) of a benchmark run: with `smoke`,
+    synthetic data written under `work`; without `model_dir`, the default preset trained
+    under `work` (SMOKE_MODEL's settings with `smoke`)."""
+    from recsys.data.movielens import load_movielens
+
+    if smoke:
+        from recsys.data.synthetic import write_synthetic_movielens
+
+        data_dir = write_synthetic_movielens(work / "data")
+    data = load_movielens(data_dir)
+    if model_dir is None:
+        model_dir = work / "models"
+        print("training the default preset ...", flush=True)
+        train_version(data_dir, model_dir, SMOKE_MODEL if smoke else {})
+    return data_dir, data, model_dir
+
+
 def wait_channel_serving(
     channel: grpc.Channel,
     timeout: float,
