@@ -498,6 +498,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--version", help="model version to use (default: the newest)")
 
+    def with_redis(p):
+        p.add_argument("--redis-url", help="default: $REDIS_URL")
+        p.add_argument("--prefix", help="Redis key prefix (default: $REDIS_KEY_PREFIX or recsys)")
+        p.add_argument(
+            "--cluster",
+            action="store_true",
+            help="the URL names a Redis Cluster node (default: $REDIS_CLUSTER)",
+        )
+
     p = sub.add_parser("train", help="train a model, evaluate it and save it as a new version")
     p.add_argument(
         "--data",
@@ -695,13 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", type=Path, required=True, help="MovieLens directory of the ratings")
     with_model(p)
-    p.add_argument("--redis-url", help="default: $REDIS_URL")
-    p.add_argument("--prefix", help="Redis key prefix (default: $REDIS_KEY_PREFIX or recsys)")
-    p.add_argument(
-        "--cluster",
-        action="store_true",
-        help="the URL names a Redis Cluster node (default: $REDIS_CLUSTER)",
-    )
+    with_redis(p)
     p.add_argument(
         "--replace-ratings",
         action="store_true",
@@ -715,13 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove the Redis keys of model versions no longer registered "
         "(what a write racing a version's retirement leaves; load-features runs it too)",
     )
-    p.add_argument("--redis-url", help="default: $REDIS_URL")
-    p.add_argument("--prefix", help="Redis key prefix (default: $REDIS_KEY_PREFIX or recsys)")
-    p.add_argument(
-        "--cluster",
-        action="store_true",
-        help="the URL names a Redis Cluster node (default: $REDIS_CLUSTER)",
-    )
+    with_redis(p)
     p.set_defaults(run=cmd_sweep_namespaces)
 
     p = sub.add_parser("download", help="fetch a MovieLens zip from GroupLens (md5-checked)")
