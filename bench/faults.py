@@ -37,13 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "shared"), str(REPO)]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from recsys.cli import format_table, write_json  # noqa: E402
 from recsys.data.movielens import RatingData, load_movielens  # noqa: E402
 from recsys.launcher import LocalStack, train_version, wait_serving  # noqa: E402
 from recsys.loadtest import LoadSettings, Sample, Targets, build_workload, run_load  # noqa: E402
+from recsys.output import format_table, write_json  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
 from recsys.serving.config import Settings  # noqa: E402
@@ -145,8 +144,8 @@ def model_swap(stack: LocalStack, phases: Phases, data: RatingData) -> Events:
     features are loaded, and the gateway moves to it. Back: the gateway answers with it."""
     from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
     from recsys.artifacts import copy_version, new_version_name, resolve_version
+    from recsys.featurestore.loader import load_features
     from recsys.serving import tls
-    from services.feature.loader import load_features
 
     version = new_version_name()
     events = {"fault": now()}
@@ -236,7 +235,7 @@ class SentinelFailover:
         thread.join(10)
 
         with sync_client("", sentinels=self.sentinel.sentinels) as client:
-            from services.feature.layout import KeyLayout, decode_ratings
+            from recsys.featurestore.layout import KeyLayout, decode_ratings
 
             keys = KeyLayout(stack.redis_key_prefix)
             pipe = client.pipeline(transaction=False)
@@ -470,7 +469,7 @@ def start_stack(model_dir: Path, data: RatingData, redis_dir: Path, replicas: in
     feature service finds the master through its sentinels (REDIS_SENTINELS, default WAIT
     for one replica) instead."""
     from recsys.artifacts import resolve_version
-    from services.feature.loader import load_features
+    from recsys.featurestore.loader import load_features
 
     environment = {"MODEL_POLL_S": "0.5"}  # for model-swap
     if sentinel is not None:

@@ -29,13 +29,12 @@ import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "shared"), str(REPO)]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from recsys.cli import format_table, write_json  # noqa: E402
 from recsys.data.movielens import RatingData  # noqa: E402
 from recsys.launcher import LocalStack, bench_inputs, wait_serving  # noqa: E402
 from recsys.loadtest import LoadSettings, Targets, build_workload, run_load  # noqa: E402
+from recsys.output import format_table, write_json  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
 from recsys.redis_server import free_port  # noqa: E402
@@ -284,7 +283,7 @@ def main(argv=None) -> int:
                 wait_serving(f"127.0.0.1:{echo_ports[name]}", 30, process)
             wait_serving(f"127.0.0.1:{batched_port}", 120, batched)
             from recsys.artifacts import resolve_version
-            from services.feature.loader import load_features
+            from recsys.featurestore.loader import load_features
 
             with sync_client(stack.start_redis()) as client:
                 load_features(client, resolve_version(model_dir), data.ratings, data.items)

@@ -31,13 +31,12 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "shared"), str(REPO)]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from recsys.cli import format_table, write_json  # noqa: E402
 from recsys.launcher import LocalStack, bench_inputs  # noqa: E402
 from recsys.loadtest import LoadSettings, Sample, Targets, build_workload, run_load  # noqa: E402
 from recsys.loadtest.workloads import MAX_RATED_PER_CALL  # noqa: E402
+from recsys.output import format_table, write_json  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
 
@@ -249,7 +248,7 @@ def main(argv=None) -> int:
         work = Path(tmp)
         data_dir, data, model_dir = bench_inputs(work, args.data, args.model_dir, smoke=args.smoke)
         from recsys.artifacts import resolve_version
-        from services.feature.loader import load_features
+        from recsys.featurestore.loader import load_features
 
         version = resolve_version(model_dir)
         stack = LocalStack(model_dir=model_dir, redis_dir=work / "redis", log_level="WARNING")

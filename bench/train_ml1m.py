@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "shared"))
 
-from recsys.cli import format_table, write_json  # noqa: E402
+from recsys.output import format_table, write_json  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 
 SMOKE_SETTINGS = ["encoding_size=8", "max_epochs=3"]

@@ -13,9 +13,9 @@ import redis
 from recsys.api.gateway.v1 import gateway_pb2_grpc
 from recsys.artifacts import Artifact, load_artifact
 from recsys.data.movielens import RatingData
+from recsys.featurestore.loader import load_features
 from recsys.serving import tls
 from recsys.serving.config import Settings
-from services.feature.loader import load_features
 from services.feature.server import connect_redis
 from services.feature.server import create_server as feature_server
 from services.gateway.server import create_server as gateway_server

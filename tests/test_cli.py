@@ -4,8 +4,9 @@ import sys
 
 import pytest
 
-from recsys.cli import format_table, main, parse_ratings, parse_settings
+from recsys.cli import main, parse_ratings, parse_settings
 from recsys.errors import InvalidArgument
+from recsys.output import format_table
 
 
 def test_parse_ratings():

@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 from recsys.api.gateway.v1 import gateway_pb2 as pb
 from recsys.artifacts import copy_version
 from recsys.errors import DeadlineExceeded, NotFound, Unavailable
+from recsys.featurestore.loader import load_features
 from recsys.serving.coalesce import Coalescer
-from services.feature.loader import load_features
 from services.model.predictor import Predictor
 from tests.stack import running_stack
 

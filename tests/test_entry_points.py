@@ -14,9 +14,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
 from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
+from recsys.featurestore.loader import load_features
 from recsys.launcher import LocalStack, wait_serving
 from recsys.redis_server import LocalRedis, free_port
-from services.feature.loader import load_features
 from tests.test_metrics import scrape
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ import redis
 from prometheus_client import REGISTRY
 
 from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from recsys.featurestore.loader import load_features
 from recsys.redis_server import LocalRedis
 from recsys.serving.config import Settings
-from services.feature.loader import load_features
 from services.feature.server import connect_redis
 from services.feature.server import create_server as feature_server
 from services.gateway.server import create_server as gateway_server

@@ -6,8 +6,8 @@ import struct
 import numpy as np
 import pytest
 
-from services.feature import layout
-from services.feature.layout import KeyLayout
+from recsys.featurestore import layout
+from recsys.featurestore.layout import KeyLayout
 
 V = "20260101T000000000000Z"
 

@@ -19,10 +19,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from recsys.api.feature.v1 import feature_pb2 as pb
 from recsys.api.feature.v1 import feature_pb2_grpc
 from recsys.features import preference_matrix
+from recsys.featurestore.loader import load_features
 from recsys.redis_server import LocalRedis, free_port
 from recsys.serving.config import Settings
 from recsys.serving.errors import field_violations
-from services.feature.loader import load_features
 from services.feature.server import SERVICE_NAME, connect_redis, create_server
 from services.feature.servicer import encode_page_token
 from tests.feature_data import OUTSIDER, VERSION, build_feature_data

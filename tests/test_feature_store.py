@@ -13,9 +13,9 @@ import redis.asyncio
 from recsys.artifacts import load_artifact, load_features_spec
 from recsys.errors import FailedPrecondition, InvalidArgument, NotFound
 from recsys.features import preference_matrix
-from services.feature import layout
-from services.feature.layout import KeyLayout
-from services.feature.loader import load_features
+from recsys.featurestore import layout
+from recsys.featurestore.layout import KeyLayout
+from recsys.featurestore.loader import load_features
 from tests.feature_data import (
     NEXT_VERSION,
     OUTSIDER,

@@ -8,10 +8,10 @@ import pytest
 
 from recsys.errors import NotFound
 from recsys.features import Normalization
-from services.feature import layout
-from services.feature.layout import KeyLayout
-from services.feature.loader import load_features
-from services.feature.writes import compute_features
+from recsys.featurestore import layout
+from recsys.featurestore.layout import KeyLayout
+from recsys.featurestore.loader import load_features
+from recsys.featurestore.writes import compute_features
 from tests.feature_data import VERSION, build_feature_data, with_store, write_artifact
 
 KEYS = KeyLayout("recsys")

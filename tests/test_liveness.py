@@ -12,11 +12,11 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
+from recsys.featurestore.layout import KeyLayout
 from recsys.healthcheck import check
 from recsys.redis_server import LocalRedis
 from recsys.serving.config import Settings
 from recsys.serving.server import LIVENESS, Service
-from services.feature.layout import KeyLayout
 from services.feature.server import SERVICE_NAME as FEATURE_SERVICE
 from services.feature.server import connect_redis
 from services.feature.server import create_server as feature_server

@@ -413,7 +413,7 @@ def revisions(stack) -> dict[int, int]:
     """Every user's write revision in the stack's Redis."""
     import redis
 
-    from services.feature.layout import KeyLayout
+    from recsys.featurestore.layout import KeyLayout
 
     with redis.Redis.from_url(stack.redis_url) as client:
         keys = list(client.scan_iter(match=b"recsys:rev:{*}"))
@@ -428,8 +428,8 @@ def test_rate_writes_through_the_stack(stack):
     their stored ratings."""
     import redis
 
-    from services.feature import layout
-    from services.feature.layout import KeyLayout
+    from recsys.featurestore import layout
+    from recsys.featurestore.layout import KeyLayout
 
     before = revisions(stack)
     report = load_stack(stack, "rate", warmup_s=0.0, data=stack.data)  # every write counted

@@ -20,8 +20,8 @@ from recsys.api.gateway.v1 import gateway_pb2_grpc
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.artifacts import copy_version
 from recsys.errors import FailedPrecondition
+from recsys.featurestore.loader import load_features
 from recsys.launcher import LocalStack
-from services.feature.loader import load_features
 from services.model.predictor import Predictor, PredictorHolder
 from services.model.reload import ModelWatcher
 

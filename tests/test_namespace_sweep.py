@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from recsys.cli import main
-from services.feature import layout
-from services.feature.layout import KeyLayout
-from services.feature.loader import load_features, sweep_namespaces
+from recsys.featurestore import layout
+from recsys.featurestore.layout import KeyLayout
+from recsys.featurestore.loader import load_features, sweep_namespaces
 from tests.feature_data import VERSION, build_feature_data, write_artifact
 
 KEYS = KeyLayout("recsys")

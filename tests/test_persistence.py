@@ -6,10 +6,10 @@ import redis
 import redis.asyncio
 
 from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
+from recsys.featurestore.layout import KeyLayout
+from recsys.featurestore.loader import load_features
 from recsys.redis_server import LocalRedis
 from recsys.serving.config import Settings
-from services.feature.layout import KeyLayout
-from services.feature.loader import load_features
 from services.feature.server import create_server
 from tests.feature_data import build_feature_data
 from tests.servers import serving

@@ -16,12 +16,12 @@ import redis.exceptions
 
 from recsys.api.feature.v1 import feature_pb2 as pb
 from recsys.api.feature.v1 import feature_pb2_grpc
+from recsys.featurestore import layout
+from recsys.featurestore.layout import KeyLayout
+from recsys.featurestore.loader import load_features
 from recsys.redis_client import sync_client, unavailable
 from recsys.redis_server import LocalSentinel
 from recsys.serving.config import Settings
-from services.feature import layout
-from services.feature.layout import KeyLayout
-from services.feature.loader import load_features
 from services.feature.server import connect_redis, create_server
 from tests.feature_data import VERSION, build_feature_data
 from tests.servers import serving, wait_serving

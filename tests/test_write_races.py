@@ -19,13 +19,10 @@ import redis
 from recsys.api.feature.v1 import feature_pb2 as pb
 from recsys.api.feature.v1 import feature_pb2_grpc
 from recsys.errors import Aborted, DeadlineExceeded, NotFound
-from recsys.serving.errors import field_violations
-from services.feature import layout
-from services.feature.layout import KeyLayout
-from services.feature.loader import load_features
-from services.feature.server import connect_redis, create_server
-from services.feature.store import FeatureStore
-from services.feature.writes import (
+from recsys.featurestore import layout
+from recsys.featurestore.layout import KeyLayout
+from recsys.featurestore.loader import load_features
+from recsys.featurestore.writes import (
     APPLY_SCRIPT,
     MAX_ATTEMPTS,
     PAST_DEADLINE,
@@ -38,6 +35,9 @@ from services.feature.writes import (
     compute_features,
     state_diff,
 )
+from recsys.serving.errors import field_violations
+from services.feature.server import connect_redis, create_server
+from services.feature.store import FeatureStore
 from tests.feature_data import VERSION, build_feature_data, with_store
 from tests.servers import ServiceThread, wait_serving
 

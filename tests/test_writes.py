@@ -14,9 +14,9 @@ import redis
 from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
 from recsys.api.gateway.v1 import gateway_pb2 as pb
 from recsys.artifacts import load_artifact
+from recsys.featurestore.loader import load_features
 from recsys.model.config import PRESETS
 from recsys.serving.errors import field_violations
-from services.feature.loader import load_features
 from services.model.predictor import Predictor
 from tests.conftest import TINY_TRAINING
 from tests.stack import running_stack

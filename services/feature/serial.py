@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from recsys.errors import DeadlineExceeded, Unavailable
-from services.feature.writes import Change, Outcome
+from recsys.featurestore.writes import Change, Outcome
 
 log = logging.getLogger(__name__)
 

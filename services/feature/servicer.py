@@ -12,9 +12,9 @@ import numpy as np
 
 from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
 from recsys.errors import InvalidArgument, NotFound
+from recsys.featurestore.writes import arrival_stamp
 from recsys.packed import FLOAT64, INT64
 from services.feature.store import CatalogItem, FeatureStore, PackedUsers, UserFeatures
-from services.feature.writes import arrival_stamp
 
 MAX_IDS = 1000
 MAX_RATINGS_PER_WRITE = 1000

@@ -1,4 +1,4 @@
-"""Reads a model version's features from Redis (layout: services.feature.layout) into domain
+"""Reads a model version's features from Redis (layout: recsys.featurestore.layout) into domain
 objects: one pipeline per call, decoded by pure functions. No gRPC in here."""
 
 from __future__ import annotations
@@ -24,13 +24,9 @@ from recsys.errors import (
     Unavailable,
 )
 from recsys.features import ItemIndex, Normalization
-from recsys.packed import Rows
-from recsys.redis_client import unavailable
-from recsys.serving import metrics
-from services.feature import layout
-from services.feature.layout import KeyLayout
-from services.feature.serial import PendingWrite, SerialWrites
-from services.feature.writes import (
+from recsys.featurestore import layout
+from recsys.featurestore.layout import KeyLayout
+from recsys.featurestore.writes import (
     APPLY_SCRIPT,
     MAX_ATTEMPTS,
     PAST_DEADLINE,
@@ -48,6 +44,10 @@ from services.feature.writes import (
     decode_revision,
     state_diff,
 )
+from recsys.packed import Rows
+from recsys.redis_client import unavailable
+from recsys.serving import metrics
+from services.feature.serial import PendingWrite, SerialWrites
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +345,7 @@ class FeatureStore:
         return cached
 
     # --- writes --------------------------------------------------------------------------------
-    # Last writer wins per movie by acceptance stamp (services.feature.writes); one user's
+    # Last writer wins per movie by acceptance stamp (recsys.featurestore.writes); one user's
     # writes are serialized in the process and merged into rounds (services.feature.serial).
 
     # Awaited with (user id, the round's changes) after a round's read, before its script:

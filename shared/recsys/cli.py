@@ -14,6 +14,7 @@ from pathlib import Path
 
 from recsys.errors import InvalidArgument, RecsysError, Unavailable
 from recsys.logs import configure_logging, quiet_tensorflow
+from recsys.output import format_table, scores_table, write_json
 
 log = logging.getLogger("recsys")
 
@@ -54,44 +55,6 @@ def parse_settings(pairs: list[str]) -> dict[str, object]:
             except ValueError:
                 settings[key] = value
     return settings
-
-
-def format_table(headers: list[str], rows: list[list[object]]) -> str:
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [
-        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
-    ]
-    numeric = [all(_is_number(row[i]) for row in rows) for i in range(len(headers))]
-
-    def line(values):
-        return "  ".join(
-            v.rjust(w) if num else v.ljust(w)
-            for v, w, num in zip(values, widths, numeric, strict=True)
-        ).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) or value is None
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def scores_table(scores) -> str:
-    return format_table(
-        ["model", "RMSE", "MAE", "Recall@10", "NDCG@10", "test pairs", "coverage"],
-        [
-            [s.name, s.rmse, s.mae, s.recall_at_10, s.ndcg_at_10, s.test_pairs, s.coverage]
-            for s in scores
-        ],
-    )
 
 
 def _load(args):
@@ -311,7 +274,7 @@ def _redis_for(args):
 def cmd_sweep_namespaces(args) -> int:
     import redis
 
-    from services.feature.loader import sweep_namespaces
+    from recsys.featurestore.loader import sweep_namespaces
 
     client, prefix = _redis_for(args)
     try:
@@ -333,7 +296,7 @@ def cmd_load_features(args) -> int:
 
     from recsys.artifacts import resolve_version
     from recsys.data.movielens import load_movielens
-    from services.feature.loader import load_features
+    from recsys.featurestore.loader import load_features
 
     artifact_dir = resolve_version(args.model_dir, args.version)
     client, prefix = _redis_for(args)
@@ -380,10 +343,10 @@ def cmd_serve(args) -> int:
 
     from recsys.artifacts import resolve_version
     from recsys.data.movielens import load_movielens
+    from recsys.featurestore.layout import KeyLayout
+    from recsys.featurestore.loader import load_features
     from recsys.launcher import LocalStack
     from recsys.redis_client import redact_url
-    from services.feature.layout import KeyLayout
-    from services.feature.loader import load_features
 
     version = resolve_version(args.model_dir, args.version)
     ports = {"gateway": args.gateway_port, "feature": args.feature_port, "model": args.model_port}
@@ -469,13 +432,6 @@ def add_report_options(p: argparse.ArgumentParser) -> None:
         "(default: reports/<version>)",
     )
     p.add_argument("--no-report", action="store_true", help="write no report or figures")
-
-
-def write_json(path: Path, value: object) -> None:
-    """A report as indented JSON, creating the directory; logged."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(value, indent=2) + "\n")
-    log.info("wrote %s", path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,8 +19,8 @@ import redis
 
 from recsys.api.gateway.v1 import gateway_pb2 as pb
 from recsys.api.gateway.v1 import gateway_pb2_grpc
-from recsys.cli import format_table, scores_table, write_json
 from recsys.logs import configure_logging, quiet_tensorflow
+from recsys.output import format_table, scores_table, write_json
 
 log = logging.getLogger("recsys.demo")
 
@@ -116,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow()
     configure_logging(json_lines=False)
 
+    from recsys.featurestore.loader import load_features
     from recsys.launcher import LocalStack
     from recsys.model.config import PRESETS
     from recsys.pipeline import find_data, train_and_evaluate
-    from services.feature.loader import load_features
 
     source = find_data(args.data)
     print(

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import grpc
 import numpy as np
 
-from recsys.cli import format_table
+from recsys.output import format_table
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 HISTOGRAM_BUCKETS = 10

@@ -21,7 +21,7 @@ import numpy as np
 
 from recsys.errors import NotFound
 from recsys.features import ItemIndex, Normalization, user_preferences
-from services.feature import layout
+from recsys.featurestore import layout
 
 # KEYS: ratings hash, revision, stamps hash, one user hash per version to write, then
 #       `n_stale` user hashes to delete (versions whose features the caller does not

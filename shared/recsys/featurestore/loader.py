@@ -1,4 +1,4 @@
-"""Bulk load of a model version's features into Redis (layout: services.feature.layout):
+"""Bulk load of a model version's features into Redis (layout: recsys.featurestore.layout):
 normalization, catalog, every user's ratings and preference vector, written with pipelines
 in batches; the version becomes active only once all of it is in place."""
 
@@ -16,11 +16,11 @@ import pandas as pd
 
 from recsys.artifacts import FeatureSpec, load_features_spec
 from recsys.errors import ArtifactError, FailedPrecondition, InvalidArgument
+from recsys.featurestore import layout
+from recsys.featurestore.layout import KeyLayout
+from recsys.featurestore.writes import APPLY_SCRIPT, apply_args, compute_features, decode_revision
 from recsys.progress import bar
 from recsys.redis_client import SyncClient
-from services.feature import layout
-from services.feature.layout import KeyLayout
-from services.feature.writes import APPLY_SCRIPT, apply_args, compute_features, decode_revision
 
 log = logging.getLogger(__name__)
 
