@@ -14,7 +14,7 @@ from recsys import errors
 from recsys.api.gateway.v1 import gateway_pb2 as pb
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.serving.config import Settings
-from recsys.serving.limits import keepalive_options
+from recsys.serving.keepalive import keepalive_options
 from recsys.serving.server import Service
 from services.gateway import upstream as upstream_module
 from services.gateway.upstream import Upstreams

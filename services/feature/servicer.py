@@ -13,13 +13,10 @@ import numpy as np
 from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
 from recsys.errors import InvalidArgument, NotFound
 from recsys.featurestore.writes import arrival_stamp
+from recsys.limits import MAX_MOVIE_ID, MAX_PAGE_SIZE, MAX_RATINGS_PER_WRITE, MAX_USERS_PER_BATCH
 from recsys.packed import FLOAT64, INT64
 from services.feature.store import CatalogItem, FeatureStore, PackedUsers, UserFeatures
 
-MAX_IDS = 1000
-MAX_RATINGS_PER_WRITE = 1000
-MAX_MOVIE_ID = 2**31 - 1  # stored as int32 in the packed vectors
-MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 _TOKEN = re.compile(rb"^after:([1-9][0-9]{0,18})$")
 
@@ -44,8 +41,10 @@ def decode_page_token(token: str) -> int:
 def _check_ids(ids: Sequence[int], field: str) -> None:
     if not ids:
         raise InvalidArgument(f"{field} is empty", field=field)
-    if len(ids) > MAX_IDS:
-        raise InvalidArgument(f"{field} has {len(ids)} ids; at most {MAX_IDS}", field=field)
+    if len(ids) > MAX_USERS_PER_BATCH:
+        raise InvalidArgument(
+            f"{field} has {len(ids)} ids; at most {MAX_USERS_PER_BATCH}", field=field
+        )
     bad = next((i for i in ids if i <= 0), None)
     if bad is not None:
         raise InvalidArgument(f"{field} contains {bad}; ids must be > 0", field=field)

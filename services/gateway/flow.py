@@ -26,6 +26,7 @@ from recsys.errors import (
     VersionMismatch,
 )
 from recsys.features import ItemIndex, Normalization, user_preferences
+from recsys.limits import MAX_INLINE_RATINGS, MAX_MOVIE_ID, MAX_PAGE_SIZE, MAX_RATINGS_PER_WRITE
 from recsys.serving import tracing
 from recsys.serving.coalesce import Coalescer
 from services.gateway.batches import Batches, PredictRow, UserInput
@@ -38,13 +39,9 @@ RANK_BY = {
     gateway_pb2.RANK_BY_PREFERENCE: model_pb2.RANK_BY_PREFERENCE,
     gateway_pb2.RANK_BY_RELEVANCE: model_pb2.RANK_BY_RELEVANCE,
 }
-MAX_INLINE_RATINGS = 10_000
 CACHED_VERSIONS = 3
 MODEL_VERSION_TTL_S = 1.0  # how long the gateway trusts its idea of the model's version
 MISSING_RETRY_S = 0.5  # how soon to look again for features found not loaded
-MAX_RATINGS_PER_WRITE = 1000  # RateItems: the documented limit per call
-MAX_MOVIE_ID = 2**31 - 1  # stored as int32 in the packed vectors
-CATALOG_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -269,7 +266,7 @@ class PredictFlow:
                 "feature",
                 feature.ListItems,
                 feature_pb2.ListItemsRequest(
-                    page_size=CATALOG_PAGE, page_token=token, model_version=version
+                    page_size=MAX_PAGE_SIZE, page_token=token, model_version=version
                 ),
                 context,
             )

@@ -7,16 +7,13 @@ import logging
 
 from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.errors import InvalidArgument
-from recsys.packed import MAX_MOVIE_ID
+from recsys.limits import DEFAULT_CONTRIBUTIONS, MAX_GIVEN_MOVIES, MAX_K, MAX_MOVIE_ID
 from recsys.serving import metrics
 from services.gateway.flow import PredictFlow, Stages
 
 log = logging.getLogger(__name__)
 
 DEFAULT_K = 10
-DEFAULT_CONTRIBUTIONS = 10
-MAX_K = 1000
-MAX_MOVIE_IDS = 10_000
 
 
 STAGES_METADATA_KEY = "recsys-stage-ms"
@@ -71,8 +68,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def PredictRatings(self, request, context):
         movie_ids = list(request.movie_ids)
-        if not 1 <= len(movie_ids) <= MAX_MOVIE_IDS:
-            raise InvalidArgument(f"give 1 to {MAX_MOVIE_IDS} movie ids", field="movie_ids")
+        if not 1 <= len(movie_ids) <= MAX_GIVEN_MOVIES:
+            raise InvalidArgument(f"give 1 to {MAX_GIVEN_MOVIES} movie ids", field="movie_ids")
         if any(not 0 < m <= MAX_MOVIE_ID for m in movie_ids):
             raise InvalidArgument(f"movie ids must be in 1..{MAX_MOVIE_ID}", field="movie_ids")
         with observed_stages("PredictRatings") as stages:

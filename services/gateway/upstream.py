@@ -18,7 +18,7 @@ from recsys.serving import request_id, tls, tracing
 from recsys.serving.auth import bearer_metadata
 from recsys.serving.config import Settings
 from recsys.serving.errors import error_reasons, field_violations
-from recsys.serving.limits import keepalive_options
+from recsys.serving.keepalive import keepalive_options
 from recsys.serving.server import message_options
 
 MODEL_SERVICE = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name

@@ -10,7 +10,8 @@ import numpy as np
 
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.errors import InvalidArgument, NotFound
-from recsys.packed import INT32, MAX_MOVIE_ID, Rows
+from recsys.limits import MAX_MOVIE_ID
+from recsys.packed import INT32, Rows
 from recsys.serving import metrics
 from services.model.batching import Batcher
 from services.model.predictor import (

@@ -18,7 +18,6 @@ INT32 = np.dtype("<i4")
 INT64 = np.dtype("<i8")
 FLOAT32 = np.dtype("<f4")
 FLOAT64 = np.dtype("<f8")
-MAX_MOVIE_ID = 2**31 - 1  # movie ids travel as int32
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity

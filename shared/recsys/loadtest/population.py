@@ -14,6 +14,7 @@ import numpy as np
 from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
 from recsys.data.movielens import RatingData
 from recsys.errors import InvalidArgument, Unavailable
+from recsys.limits import MAX_PAGE_SIZE, MAX_USERS_PER_BATCH
 from recsys.loadtest.channels import open_channel
 from recsys.loadtest.settings import Targets
 
@@ -22,8 +23,6 @@ log = logging.getLogger(__name__)
 DEFAULT_USERS = 6040  # ML-1M's users, ids 1..6040
 DEFAULT_SAMPLE_USERS = 200  # users whose features `predict` fetches at start-up
 STARTUP_DEADLINE_S = 30.0  # deadline of each start-up call to the feature service
-BATCH_USERS = 1000  # most users per BatchGetUserFeatures (the feature service's limit)
-PAGE_SIZE = 1000  # ListItems page size (the feature service's limit)
 
 # What each kind of request needs from the population.
 USERS, MOVIES, USER_RATINGS, PREFERENCES = "users", "movies", "user_ratings", "preferences"
@@ -194,7 +193,7 @@ async def _catalog_movie_ids(stub, address: str) -> list[int]:
     while True:
         reply = await _call(
             stub.ListItems(
-                feature_pb2.ListItemsRequest(page_size=PAGE_SIZE, page_token=token),
+                feature_pb2.ListItemsRequest(page_size=MAX_PAGE_SIZE, page_token=token),
                 timeout=STARTUP_DEADLINE_S,
             ),
             address,
@@ -212,11 +211,11 @@ async def _catalog_movie_ids(stub, address: str) -> list[int]:
 async def _stored_users(stub, address: str, user_ids: list[int]) -> list[StoredUser]:
     """Features of the given users that the feature service holds (missing ones skipped)."""
     stored: list[StoredUser] = []
-    for start in range(0, len(user_ids), BATCH_USERS):
+    for start in range(0, len(user_ids), MAX_USERS_PER_BATCH):
         reply = await _call(
             stub.BatchGetUserFeatures(
                 feature_pb2.BatchGetUserFeaturesRequest(
-                    user_ids=user_ids[start : start + BATCH_USERS]
+                    user_ids=user_ids[start : start + MAX_USERS_PER_BATCH]
                 ),
                 timeout=STARTUP_DEADLINE_S,
             ),

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from recsys.limits import MAX_PREDICT_BATCH
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
@@ -146,8 +148,10 @@ class Settings:
             raise ConfigError(
                 f"MODEL_BATCH_WAIT_US={self.model_batch_wait_us} must be in 0..1000000"
             )
-        if not 1 <= self.coalesce_max_batch <= 256:
-            raise ConfigError(f"COALESCE_MAX_BATCH={self.coalesce_max_batch} must be in 1..256")
+        if not 1 <= self.coalesce_max_batch <= MAX_PREDICT_BATCH:
+            raise ConfigError(
+                f"COALESCE_MAX_BATCH={self.coalesce_max_batch} must be in 1..{MAX_PREDICT_BATCH}"
+            )
         if self.coalesce_max_in_flight < 1:
             raise ConfigError(f"COALESCE_MAX_IN_FLIGHT={self.coalesce_max_in_flight} must be ≥ 1")
         if self.blas_threads < 0:

@@ -28,7 +28,7 @@ from recsys.serving import metrics, tls, tracing
 from recsys.serving.auth import AuthInterceptor
 from recsys.serving.config import ConfigError, Settings
 from recsys.serving.errors import ErrorInterceptor
-from recsys.serving.limits import keepalive_options
+from recsys.serving.keepalive import keepalive_options
 
 log = logging.getLogger(__name__)
 
