@@ -121,7 +121,7 @@ def test_hot_reload_under_load_fails_no_request(trained_run, model_dir, tmp_path
     The fallback is observed: requests sent once the gateway must have learnt that the
     model serves the new version (its cache of it expired), but before the new features
     exist, are all answered OK with the old version — of each kind, rate included."""
-    from services.gateway.flow import MODEL_VERSION_TTL_S
+    from services.gateway.versions import MODEL_VERSION_TTL_S
 
     source, run = trained_run
     stack = LocalStack(

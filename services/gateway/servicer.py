@@ -9,7 +9,8 @@ from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.errors import InvalidArgument
 from recsys.limits import DEFAULT_CONTRIBUTIONS, MAX_GIVEN_MOVIES, MAX_K, MAX_MOVIE_ID
 from recsys.serving import metrics
-from services.gateway.flow import PredictFlow, Stages
+from services.gateway.flow import PredictFlow
+from services.gateway.stages import Stages
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def Recommend(self, request, context):
         k = k_of(request)
         with observed_stages("Recommend") as stages:
-            version, items, ignored = await self.flow.recommend(request, k, context, stages)
+            version, items, ignored = await self.flow.predictions.recommend(
+                request, k, context, stages
+            )
         report_stages(context, "Recommend", stages)
         return gateway_pb2.RecommendResponse(
             items=[
@@ -73,7 +76,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if any(not 0 < m <= MAX_MOVIE_ID for m in movie_ids):
             raise InvalidArgument(f"movie ids must be in 1..{MAX_MOVIE_ID}", field="movie_ids")
         with observed_stages("PredictRatings") as stages:
-            version, items, ignored = await self.flow.predict_ratings(
+            version, items, ignored = await self.flow.predictions.predict_ratings(
                 request, movie_ids, context, stages
             )
         report_stages(context, "PredictRatings", stages)
@@ -93,7 +96,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InvalidArgument("movie_id must be positive", field="movie_id")
         if request.metric not in gateway_pb2.Metric.values():
             raise InvalidArgument(f"unknown metric {request.metric}", field="metric")
-        version, items = await self.flow.similar(
+        version, items = await self.flow.predictions.similar(
             request.movie_id, k_of(request), request.metric, request.farthest, context
         )
         return gateway_pb2.SimilarItemsResponse(
@@ -107,13 +110,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
     async def RateItems(self, request, context):
-        reply = await self.flow.rate_items(request.user_id, list(request.ratings), context)
+        reply = await self.flow.writes.rate_items(request.user_id, list(request.ratings), context)
         return gateway_pb2.RateItemsResponse(
             user=user_state(reply.features, reply.unused_movie_ids), created=reply.created
         )
 
     async def DeleteRatings(self, request, context):
-        reply = await self.flow.delete_ratings(request.user_id, list(request.movie_ids), context)
+        reply = await self.flow.writes.delete_ratings(
+            request.user_id, list(request.movie_ids), context
+        )
         return gateway_pb2.DeleteRatingsResponse(
             user=user_state(reply.features, reply.unused_movie_ids),
             missing_movie_ids=reply.missing_movie_ids,
@@ -126,7 +131,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 f"max_contributions must be between 1 and {MAX_K}, got {request.max_contributions}",
                 field="max_contributions",
             )
-        explanation = await self.flow.explain(request, limit, context)
+        explanation = await self.flow.explanations.explain(request, limit, context)
         return gateway_pb2.ExplainPredictionResponse(
             movie_id=explanation.movie_id,
             title=explanation.title,
@@ -148,7 +153,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
     async def DeleteUser(self, request, context):
-        reply = await self.flow.delete_user(request.user_id, context)
+        reply = await self.flow.writes.delete_user(request.user_id, context)
         return gateway_pb2.DeleteUserResponse(ratings_deleted=reply.ratings_deleted)
 
 
