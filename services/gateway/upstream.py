@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from recsys import errors
+from recsys import errors, request_id
 from recsys.api.feature.v1 import feature_pb2_grpc
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
-from recsys.serving import request_id, tls, tracing
+from recsys.serving import tls, tracing
 from recsys.serving.auth import bearer_metadata
 from recsys.serving.config import Settings
 from recsys.serving.errors import error_reasons, field_violations

@@ -11,7 +11,7 @@ import time
 
 from opentelemetry import trace
 
-from recsys.serving.request_id import current as current_request_id
+from recsys.request_id import current as current_request_id
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 

@@ -24,8 +24,9 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 
+from recsys import request_id
 from recsys.errors import DeadlineExceeded, RecsysError
-from recsys.serving import metrics, request_id
+from recsys.serving import metrics
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from recsys import request_id
 from recsys.errors import InvalidArgument, RecsysError, Unavailable
-from recsys.serving import metrics, request_id
+from recsys.serving import metrics
 
 log = logging.getLogger(__name__)
 
