@@ -1,6 +1,6 @@
 """Benchmark: the served system against the ceiling of this machine, in one run.
 
-Starts a trivial echo gRPC server (health only, in its own process: the ceiling, DESIGN §7),
+Starts a trivial echo gRPC server (health only, in its own process: the ceiling),
 the topology floors (echo servers chained as the gateway chains its upstreams, with no work:
 two processes as for `SimilarItems`, inline `Recommend` and `RateItems`, three as for a
 stored user's `Recommend`) and the real stack (Redis, feature, model, gateway services as

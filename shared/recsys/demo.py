@@ -1,6 +1,6 @@
 """The README's main job: train the default configuration and the article's, evaluate both
-on the DESIGN §6 split, then run the served system (Redis, feature, model and gateway
-services), load the features, ask the article's questions through the gateway (its two
+on the evaluation split (docs/model.md), then run the served system (Redis, feature, model
+and gateway services), load the features, ask the article's questions through the gateway (its two
 sample users, a stored user, Star Wars's nearest and farthest items) and shut down.
 
     python -m recsys.demo [--data DIR] [--model-dir DIR] [--json FILE]

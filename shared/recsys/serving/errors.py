@@ -1,4 +1,5 @@
-"""One server interceptor maps the project's exceptions to gRPC status codes (DESIGN §4).
+"""One server interceptor maps the project's exceptions to gRPC status codes (the table is in
+docs/api.md).
 
 Handlers raise `recsys.errors` exceptions; nothing else calls `abort` or `set_code`. An
 INVALID_ARGUMENT carries a `google.rpc.BadRequest` detail naming the field; an unexpected
