@@ -218,3 +218,28 @@ def test_users_with_thousands_of_ratings_load(redis_backend, client, data):
     ratings = pd.concat([data.ratings, big], ignore_index=True)
     load_features(client, data.artifact, ratings, data.items)
     assert len(stored(redis_backend, VERSION, 123456).ratings) == 5000
+
+
+def test_a_load_keeps_the_last_of_repeated_pairs_in_any_row_order(redis_backend, client, data):
+    """The loader sorts the dataset itself: users in any order, a (user, movie) pair given
+    twice keeps the rating given last."""
+    import pandas as pd
+
+    movies = [int(m) for m in data.index.item_ids[:3]]
+    extra = pd.DataFrame(
+        {
+            "user_id": [NEW_USER + 1, NEW_USER, NEW_USER + 1, NEW_USER, NEW_USER],
+            "item_id": [movies[0], movies[1], movies[0], movies[2], movies[1]],
+            "rating": [1.0, 2.0, 5.0, 3.0, 4.0],
+            "timestamp": 0,
+        }
+    )
+    shuffled = data.ratings.sample(frac=1.0, random_state=7)
+    load_features(
+        client, data.artifact, pd.concat([extra, shuffled], ignore_index=True), data.items
+    )
+    assert stored(redis_backend, VERSION, NEW_USER).ratings == {movies[1]: 4.0, movies[2]: 3.0}
+    assert stored(redis_backend, VERSION, NEW_USER + 1).ratings == {movies[0]: 5.0}
+    mine = data.ratings[data.ratings["user_id"] == 3]
+    dataset = dict(zip(mine["item_id"], mine["rating"].astype(float), strict=True))
+    assert stored(redis_backend, VERSION, 3).ratings == dataset

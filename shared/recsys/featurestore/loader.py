@@ -84,7 +84,6 @@ def load_features(
     except ValueError as exc:
         raise InvalidArgument(str(exc), field="prefix") from None
     _clear_unfinished(client, keys, version)
-    ratings = ratings.drop_duplicates(["user_id", "item_id"], keep="last")
     catalog = _catalog(spec, items)
     previous = client.get(keys.active())
 
@@ -269,20 +268,39 @@ def _write_items_and_catalog(
     pipe.execute()
 
 
-def _dataset_ratings(ratings: pd.DataFrame) -> dict[int, dict[int, float]]:
-    """{user id: {movie id: stars}} of the dataset."""
-    if ratings.empty:
-        return {}
-    users = ratings["user_id"].to_numpy(np.int64)
-    order = np.argsort(users, kind="stable")
-    users = users[order]
-    movies = ratings["item_id"].to_numpy(np.int64)[order].tolist()
-    stars = ratings["rating"].to_numpy(np.float32)[order].astype(float).tolist()
-    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1, len(users)].tolist()
-    return {
-        int(users[a]): dict(zip(movies[a:b], stars[a:b], strict=True))
-        for a, b in zip(starts[:-1], starts[1:], strict=True)
-    }
+class DatasetRatings:
+    """The dataset's ratings as three arrays sorted by (user, movie), one rating per pair (the
+    last given wins): memory proportional to the ratings, no Python object per rating. A
+    user's ratings become a dict only when that user's batch is written."""
+
+    def __init__(self, ratings: pd.DataFrame):
+        users = ratings["user_id"].to_numpy(np.int64)
+        movies = ratings["item_id"].to_numpy(np.int64)
+        pair = (users << 32) | movies  # movie ids < 2**31 (the layout stores them as int32)
+        order = np.argsort(pair, kind="stable")
+        pair = pair[order]
+        last = np.ones(len(pair), bool)
+        last[:-1] = pair[1:] != pair[:-1]  # the last of equal pairs, in input order
+        order = order[last]
+        self.users = users[order]
+        self.movies = movies[order].astype(np.int32)
+        self.stars = ratings["rating"].to_numpy(np.float32)[order]
+        self.user_ids = np.unique(self.users)
+        self._starts = np.searchsorted(self.users, self.user_ids)
+        self._ends = np.r_[self._starts[1:], len(self.users)]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def of(self, user_id: int) -> dict[int, float]:
+        """{movie id: stars} of `user_id` ({} for a user the dataset does not have)."""
+        at = int(np.searchsorted(self.user_ids, user_id))
+        if at == len(self.user_ids) or self.user_ids[at] != user_id:
+            return {}
+        a, b = self._starts[at], self._ends[at]
+        return dict(
+            zip(self.movies[a:b].tolist(), self.stars[a:b].astype(float).tolist(), strict=True)
+        )
 
 
 def _stored_users(client: SyncClient, keys: KeyLayout) -> set[int]:
@@ -308,8 +326,10 @@ def _write_users(
     write (an online write meanwhile) are read again, up to MAX_ROUNDS times; the online
     writer has already written their features for this version, or the feature service
     derives them on read."""
-    dataset = _dataset_ratings(ratings)
-    pending = sorted(set(dataset) | _stored_users(client, keys))
+    dataset = DatasetRatings(ratings)
+    stored = _stored_users(client, keys)
+    pending = np.union1d(dataset.user_ids, np.fromiter(stored, np.int64, len(stored))).tolist()
+    del stored
     done: dict[int, int] = {}
     with bar(len(pending), "load-features", unit="users", enabled=progress) as shown:
         for _ in range(MAX_ROUNDS):
@@ -339,7 +359,7 @@ def _write_user_batch(
     keys: KeyLayout,
     spec: FeatureSpec,
     user_ids: list[int],
-    dataset: dict[int, dict[int, float]],
+    dataset: DatasetRatings,
     replace_ratings: bool,
     others: list[str],
 ) -> tuple[dict[int, int], list[int]]:
@@ -362,7 +382,7 @@ def _write_user_batch(
     ):
         stored = layout.decode_ratings(raw_ratings)
         revision = decode_revision(raw_revision)
-        seed = dataset.get(user_id, {})
+        seed = dataset.of(user_id)
         if replace_ratings and seed:
             after, to_set = seed, seed
             to_delete = [m for m in stored if m not in seed]
