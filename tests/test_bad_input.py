@@ -1,5 +1,5 @@
 """Every RPC's invalid inputs and the status each gets, one test per row, through the real
-stack. The README's "Bad input" table is rendered from ROWS (a test checks it is there
+stack. The "Bad input" table of docs/api.md is rendered from ROWS (a test checks it is there
 verbatim), so the documentation cannot drift from what is tested. A refused write changes
 nothing in Redis."""
 
@@ -23,7 +23,7 @@ from recsys.serving.errors import field_violations
 from tests.redis_snapshot import snapshot
 from tests.stack import running_stack
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 KNOWN_USER = 3
 UNKNOWN_USER = 999_999
 UNKNOWN_MOVIE = 99_999  # not in the synthetic catalog or the model
@@ -39,7 +39,7 @@ PACKAGES = {
 class Row(NamedTuple):
     service: str  # gateway, feature, model
     rpc: str
-    invalid: str  # what is wrong, as the README says it
+    invalid: str  # what is wrong, as docs/api.md says it
     request: object
     code: str
     field: str | None  # the BadRequest field violation, for INVALID_ARGUMENT
@@ -744,9 +744,9 @@ def test_invalid_input(stack, row):
 
 
 def test_the_readme_table_is_the_tested_one():
-    text = README.read_text()
+    text = API_DOC.read_text()
     missing = [row.markdown() for row in ROWS if row.markdown() not in text]
-    assert not missing, "README's bad-input table lacks:\n" + "\n".join(missing)
+    assert not missing, "docs/api.md's bad-input table lacks:\n" + "\n".join(missing)
 
 
 def test_every_rpc_has_a_row():
