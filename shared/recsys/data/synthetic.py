@@ -84,9 +84,9 @@ def write_synthetic_movielens(directory: Path | str, spec: SyntheticSpec | None 
 # --- A release's shape, in the ml-latest CSV format ---------------------------------------
 #
 # Every user gets a number of ratings (lognormal above `min_user_ratings`, summing to the exact
-# total) and each movie a popularity weight (lognormal, falling with the movie id, as MovieLens
-# numbers movies in the order it added them). Each movie is first handed to one user, so none
-# goes unrated; the rest of a user's movies are drawn by weight without repeats. Stars come
+# total) and each movie a popularity weight (a Zipf head and a fast-falling tail, loosely
+# falling with the movie id). Each movie is first handed to one user, so none goes unrated;
+# the rest of a user's movies are drawn by weight without repeats. Stars come
 # from a low-rank taste model (user bias + movie bias + user·movie factors + noise) cut at
 # ML-25M's half-star shares. Users are made and written a chunk at a time: memory follows the
 # catalog and the chunk, not the number of ratings.
@@ -237,8 +237,8 @@ class _Population:
     movie_ids: np.ndarray  # (n_movies,) int32 ascending
     log_weights: np.ndarray  # (n_movies,) float64 log popularity
     cdf: np.ndarray  # (n_movies,) float64 cumulative share of the popularity, ending at 1
-    first_seen: np.ndarray  # (n_users,) int64 earliest timestamp of each user
-    active_span: np.ndarray  # (n_users,) int64 seconds a user's ratings spread over at most
+    first_seen: np.ndarray  # (n_users,) int64 when each user's ratings start, at the earliest
+    active_span: np.ndarray  # (n_users,) int64 seconds after first_seen they spread over
 
 
 def _user_counts(rng: np.random.Generator, shape: CatalogShape) -> np.ndarray:
