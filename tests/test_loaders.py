@@ -25,7 +25,7 @@ def test_ml1m_format(tmp_path):
         "rating": [5.0, 3.0, 4.0],
         "timestamp": [978300760, 978302109, 0],
     }
-    assert data.ratings["rating"].dtype == np.float32
+    assert data.ratings.dtypes.tolist() == [np.int32, np.int32, np.float32, np.int64]
     assert data.items.set_index("item_id").loc[10, "title"] == "Amélie (2001)"  # latin-1
     assert data.rating_scale == (1.0, 5.0)
 
@@ -87,6 +87,30 @@ def test_malformed_ratings_name_file_and_line(tmp_path, content, line, problem):
     assert caught.value.line == line
     assert problem in str(caught.value)
     assert f"ratings.dat:{line}:" in str(caught.value)
+
+
+def test_unsorted_ratings_are_checked_for_repeated_pairs(tmp_path):
+    lines = ["userId,movieId,rating,timestamp", "2,5,4.0,1", "1,7,3.5,1", "1,5,2.0,1"]
+    write(tmp_path, "ratings.csv", "\n".join(lines) + "\n", "utf-8")
+    assert load_movielens(tmp_path).ratings["item_id"].tolist() == [5, 7, 5]
+    write(tmp_path, "ratings.csv", "\n".join([*lines, "3,1,1.0,1", "1,7,5.0,2"]) + "\n")
+    with pytest.raises(DataFormatError, match=r"ratings.csv:6: duplicate \(user, item\) pair"):
+        load_movielens(tmp_path)
+
+
+def test_ids_beyond_int32_are_named(tmp_path):
+    write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.5,1\n1,3000000000,4,1\n")
+    with pytest.raises(DataFormatError, match=r"ratings.csv:3: item id 3000000000 is out of range"):
+        load_movielens(tmp_path)
+    write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.5,1\n")
+    write(tmp_path, "movies.csv", "movieId,title,genres\n3000000000,Heat (1995),Action\n")
+    with pytest.raises(DataFormatError, match=r"movies.csv: movie id 3000000000 is out of range"):
+        load_movielens(tmp_path)
+
+
+def test_ratings_with_carriage_returns_only(tmp_path):
+    write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\r1,1,4.5,1\r1,2,3.0,1\r")
+    assert load_movielens(tmp_path).ratings["item_id"].tolist() == [1, 2]
 
 
 def test_malformed_csv_line_counts_the_header(tmp_path):

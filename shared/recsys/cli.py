@@ -239,12 +239,27 @@ def cmd_download(args) -> int:
 
 
 def cmd_synthesize(args) -> int:
-    from recsys.data.synthetic import SyntheticSpec, write_synthetic_movielens
-
-    spec = SyntheticSpec(
-        n_users=args.users, n_items=args.items, n_groups=args.groups, seed=args.seed
+    from recsys.data.synthetic import (
+        SHAPES,
+        SyntheticSpec,
+        write_shaped_movielens,
+        write_synthetic_movielens,
     )
-    print(write_synthetic_movielens(args.directory, spec))
+
+    if (args.directory is None) == (args.out is None):
+        raise InvalidArgument("give the output directory once: DIR or --out DIR", field="out")
+    directory = args.directory or args.out
+    if args.shape == "groups":
+        if args.ratings is not None:
+            raise InvalidArgument("--ratings needs a release's shape, e.g. --shape ml-25m")
+        given = {"n_users": args.users, "n_items": args.items, "n_groups": args.groups}
+        spec = SyntheticSpec(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+        print(write_synthetic_movielens(directory, spec))
+        return 0
+    if args.groups is not None:
+        raise InvalidArgument("--groups applies to --shape groups only")
+    shape = SHAPES[args.shape].resized(args.users, args.items, args.ratings)
+    print(write_shaped_movielens(directory, shape, seed=args.seed, progress=True))
     return 0
 
 
@@ -682,11 +697,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="default: $RECSYS_CACHE_DIR or ~/.cache/recsys")
     p.set_defaults(run=cmd_download)
 
-    p = sub.add_parser("synthesize", help="write a synthetic MovieLens (ML-1M format)")
-    p.add_argument("directory", type=Path)
-    p.add_argument("--users", type=int, default=600)
-    p.add_argument("--items", type=int, default=200)
-    p.add_argument("--groups", type=int, default=4)
+    p = sub.add_parser(
+        "synthesize",
+        help="write a synthetic MovieLens: small with planted groups (ML-1M format), or of a"
+        " release's shape (ml-latest CSV format)",
+    )
+    p.add_argument("directory", type=Path, nargs="?", help="where to write (or --out)")
+    p.add_argument("--out", type=Path, help="where to write (or DIR)")
+    p.add_argument(
+        "--shape",
+        choices=["groups", "ml-25m"],
+        default="groups",
+        help="groups: 600 users, 200 movies in 4 planted taste groups (default); ml-25m:"
+        " 162,541 users, 59,047 movies, 25,000,095 ratings like MovieLens 25M",
+    )
+    p.add_argument("--users", type=int, help="default: the shape's")
+    p.add_argument(
+        "--movies",
+        "--items",
+        dest="items",
+        type=int,
+        help="default: the shape's (ml-25m with fewer --users: the square root's share)",
+    )
+    p.add_argument("--ratings", type=int, help="ml-25m only; default: the shape's ratings per user")
+    p.add_argument("--groups", type=int, help="groups only; default 4")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_synthesize)
     return parser
