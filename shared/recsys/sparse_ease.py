@@ -1,0 +1,76 @@
+"""EASE with sparse item-item weights, for catalogs whose dense (n_items, n_items) weights do
+not fit in memory: each item's column of weights is the ridge regression of that item on its
+top `neighbors` items only, instead of on all other items.
+
+EASE's column j is exactly the ridge regression of item j on every other item (the diagonal
+constraint removes j from its own regression):
+
+    B[:, j] = argmin_w ‖X_j − X_{−j} w‖² + λ‖w‖²  =  (G_{−j,−j} + λI)⁻¹ G_{−j,j},  G = XᵀX
+
+Restricting the regressors to N(j), the `neighbors` items most similar to j by cosine of
+co-occurrence (G_ij / √(G_ii G_jj)), gives B[N(j), j] = (G_NN + λI)⁻¹ G_Nj and zeros elsewhere:
+memory O(n_items × neighbors), and exact EASE again when N(j) is every other item. On a large
+catalog the candidates are the `pool` most rated items (the only columns of G held densely);
+a tail item is then explained by popular ones, never the reverse."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+DEFAULT_NEIGHBORS = 400  # within 1% of dense EASE's Recall@10 and NDCG@10 on ML-1M (docs/model.md)
+DEFAULT_POOL = 8192  # most rated items whose Gram columns are held: 8192² float32 = 256 MiB
+BLOCK = 256  # target items solved together
+
+
+def fit_sparse_ease(
+    matrix: sp.spmatrix,
+    l2: float,
+    neighbors: int = DEFAULT_NEIGHBORS,
+    *,
+    pool: int = DEFAULT_POOL,
+) -> sp.csr_matrix:
+    """The weights of the binary (n_users, n_items) `matrix`: (n_items, n_items) float32 CSR,
+    row = the rated item, column = the scored item, at most `neighbors` entries per column and
+    none on the diagonal. A user's scores are x_u @ weights, as with dense EASE."""
+    if l2 <= 0:
+        raise ValueError("EASE needs a positive λ")
+    if neighbors < 1:
+        raise ValueError("give at least one neighbour per item")
+    ratings = sp.csc_matrix(matrix, dtype=np.float32)
+    n_items = ratings.shape[1]
+    counts = np.asarray(ratings.sum(axis=0), dtype=np.float64).ravel()
+    candidates = np.sort(np.argsort(-counts, kind="stable")[: min(pool, n_items)])
+    at_candidate = np.full(n_items, -1, np.int64)
+    at_candidate[candidates] = np.arange(len(candidates))
+    by_candidates = ratings[:, candidates]
+    gram = np.asarray((by_candidates.T @ by_candidates).todense(), dtype=np.float64)
+    norms = np.sqrt(np.maximum(counts[candidates], 1.0))
+    m = min(neighbors, len(candidates) - 1) if len(candidates) > 1 else 0
+
+    rows, cols, values = [], [], []
+    for start in range(0, n_items, BLOCK):
+        block = np.arange(start, min(start + BLOCK, n_items))
+        # G[candidates, block]: co-occurrence of each candidate with each target item
+        cooccurrence = np.asarray((by_candidates.T @ ratings[:, block]).todense(), np.float64)
+        cosine = cooccurrence / norms[:, None] / np.sqrt(np.maximum(counts[block], 1.0))[None, :]
+        own = at_candidate[block]
+        inside = own >= 0
+        cosine[own[inside], np.flatnonzero(inside)] = -np.inf  # an item is not its own regressor
+        if m == 0:
+            continue
+        chosen = np.argpartition(-cosine, m - 1, axis=0)[:m].T  # (block, m) candidate positions
+        systems = gram[chosen[:, :, None], chosen[:, None, :]]  # (block, m, m)
+        systems[:, np.arange(m), np.arange(m)] += l2
+        rhs = np.take_along_axis(cooccurrence.T, chosen, axis=1)  # (block, m)
+        weights = np.linalg.solve(systems, rhs[:, :, None])[:, :, 0]
+        rows.append(candidates[chosen].ravel())
+        cols.append(np.repeat(block, m))
+        values.append(weights.astype(np.float32).ravel())
+    if not rows:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    return sp.csr_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n_items, n_items),
+        dtype=np.float32,
+    )
