@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from recsys.errors import FailedPrecondition, InvalidArgument, NotFound
 from recsys.features import ItemIndex, Normalization, user_preferences
 from recsys.ranking import ItemItemRanking, check_mode, default_mode, rank_scores
+from recsys.rating_scale import DEFAULT_RATING_SCALE, check_rating
 
 METRICS = ("euclidean", "cosine")
 GRAM_MAX_ITEMS = 12_000  # the item kind keeps an item Gram matrix up to this many items
@@ -380,7 +381,7 @@ class Recommender:
         network: Network,
         index: ItemIndex,
         normalization: Normalization,
-        rating_scale: tuple[float, float] = (1.0, 5.0),
+        rating_scale: tuple[float, float] = DEFAULT_RATING_SCALE,
         ranking: ItemItemRanking | None = None,
     ):
         if network.n_items != len(index) or len(normalization.item_means) != len(index):
@@ -399,13 +400,8 @@ class Recommender:
 
     def user_vector(self, ratings: dict[int, float]) -> UserVector:
         """Normalize a user's {movie id: rating} with the trained μ and b_i and the user's b_u."""
-        low, high = self.rating_scale
         for item_id, rating in ratings.items():
-            if not low <= rating <= high:
-                raise InvalidArgument(
-                    f"rating {rating} for item {item_id} is outside [{low}, {high}]",
-                    field="ratings",
-                )
+            check_rating(item_id, rating, self.rating_scale, "ratings")
         user = user_preferences(ratings, self.index, self.normalization)
         vector = np.zeros(len(self.index), dtype=np.float32)
         vector[user.columns] = user.preferences

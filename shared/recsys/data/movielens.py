@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.errors import DataFormatError
+from recsys.rating_scale import DEFAULT_RATING_SCALE, HALF_STAR_RATING_SCALE, on_scale
 
 RATING_COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
 ITEM_COLUMNS = ["item_id", "title", "genres"]
@@ -103,7 +104,7 @@ def load_movielens(directory: Path | str) -> RatingData:
         items = _read_latest_items(items_path) if items_path.is_file() else None
     if items is None:
         items = _untitled_items(ratings)
-    scale = (0.5, 5.0) if name == "ml-latest" else (1.0, 5.0)
+    scale = HALF_STAR_RATING_SCALE if name == "ml-latest" else DEFAULT_RATING_SCALE
     _check_ratings(ratings_path, ratings, scale, header=(name == "ml-latest"))
     return RatingData(name=name, ratings=ratings, items=items, rating_scale=scale)
 
@@ -164,12 +165,12 @@ def _check_ratings(path: Path, ratings: pd.DataFrame, scale: tuple[float, float]
         (ratings["rating"].isna(), "rating is missing or not a number"),
         (ratings["user_id"] <= 0, "user id must be positive"),
         (ratings["item_id"] <= 0, "item id must be positive"),
-        ((ratings["rating"] < low) | (ratings["rating"] > high), f"rating outside [{low}, {high}]"),
+        (~on_scale(ratings["rating"], scale), f"rating outside [{low}, {high}]"),
         (ratings.duplicated(["user_id", "item_id"]), "duplicate (user, item) pair"),
     ]
     for bad, problem in checks:
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.flatnonzero(np.asarray(bad))[0])
             values = ratings.iloc[row]
             detail = (
                 f"user {int(values.user_id)}, item {int(values.item_id)}, rating {values.rating}"
