@@ -25,6 +25,7 @@ from recsys.evaluation.report import Scores, evaluate_all, leaked_pairs
 from recsys.evaluation.tuning import RankingFit, fit_relevance_ranking
 from recsys.features import preference_matrix
 from recsys.model.config import TrainConfig
+from recsys.model.registry import kind_of_version
 
 log = logging.getLogger(__name__)
 
@@ -162,22 +163,17 @@ def train_and_evaluate(
             "history": trained.history,
         },
         "ranking": scored.ranking.to_dict(),
-        **({"fold_in": trained.fold_in} if trained.fold_in else {}),
+        **trained.metadata,
         "leaked_pairs": scored.leaked_pairs,
         "metrics": {s.name: s.to_dict() for s in scores},
         "environment": environment(),
     }
     path = save_artifact(
         model_dir,
-        trained.serving_model(),
-        trained.index,
-        trained.normalization,
-        config=config.to_dict(),
+        trained,
         metadata=metadata,
-        rating_scale=source.data.rating_scale,
         catalog=source.data.items.set_index("item_id"),
         ranking=scored.ranking.ranking,
-        item_model=trained.folded,
     )
     report_path = None
     if report_dir is not None:
@@ -279,7 +275,7 @@ def write_model_report(
             history=training.get("history", {}),
             best_epoch=training.get("best_epoch"),
             ranking=metadata.get("ranking", {}),
-            fold_in=metadata.get("fold_in", {}),
+            model_section=kind_of_version(config).report_lines(metadata),
             command=command,
         ),
         embeddings=embeddings,

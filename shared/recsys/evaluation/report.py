@@ -12,8 +12,10 @@ import pandas as pd
 from recsys.ease import Ease
 from recsys.evaluation.metrics import mae, ndcg_at_k, recall_at_k, rmse
 from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
+from recsys.model.kind import Network
 from recsys.ranking import RANK_MODES, ItemItemRanking, default_mode, rank_scores
-from recsys.scoring import Network, top_k
+from recsys.rating_scale import DEFAULT_RATING_SCALE
+from recsys.topk import top_k
 
 RELEVANT_RATING = 4.0
 USERS_PER_CHUNK = 512
@@ -40,7 +42,7 @@ def evaluate_all(
     train: pd.DataFrame,
     test: pd.DataFrame,
     *,
-    rating_scale: tuple[float, float] = (1.0, 5.0),
+    rating_scale: tuple[float, float] = DEFAULT_RATING_SCALE,
     model_name: str = "autoencoder",
     k: int = 10,
     ranking: ItemItemRanking | None = None,
