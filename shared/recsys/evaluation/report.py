@@ -13,7 +13,7 @@ from recsys.ease import Ease
 from recsys.evaluation.metrics import mae, ndcg_at_k, recall_at_k, rmse
 from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
 from recsys.model.kind import Network
-from recsys.ranking import RANK_MODES, ItemItemRanking, default_mode, rank_scores
+from recsys.ranking import ItemItemRanking, available_modes, default_mode, rank_scores
 from recsys.rating_scale import DEFAULT_RATING_SCALE
 from recsys.topk import top_k
 
@@ -118,8 +118,8 @@ def evaluate_all(
             total,
         ),
     ]
-    for mode in RANK_MODES:
-        if mode != default and (mode != "relevance" or ranking is not None):
+    for mode in available_modes(ranking):
+        if mode != default:
             quality = ranking_quality(inputs, relevant, by_mode(mode), k)
             scores.append(Scores(f"{model_name} by {mode}", None, None, *quality, n, total))
     return scores
