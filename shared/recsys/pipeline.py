@@ -1,5 +1,6 @@
 """The offline jobs behind the command line: find data, train and evaluate a configuration
-on the DESIGN §6 split, save it as a model version, and score a saved version again."""
+on the evaluation split (docs/model.md), save it as a model version, and score a saved
+version again."""
 
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def train_and_score(
     progress: bool = False,
     ease_cache: dict | None = None,
 ) -> ScoredModel:
-    """Train `config` on the DESIGN §6 split, fit its relevance ranking (EASE + the rating
+    """Train `config` on the evaluation split, fit its relevance ranking (EASE + the rating
     weight chosen on validation) and score it and the baselines on the test ratings."""
     from recsys.model.training import train_autoencoder  # deferred: TensorFlow start-up
 

@@ -1,4 +1,4 @@
-"""`recsys sweep`: train several configurations on the same DESIGN §6 split and tabulate
+"""`recsys sweep`: train several configurations on the same evaluation split and tabulate
 their validation and test scores beside EASE and the baselines (Markdown and JSON).
 
 Configurations: the base (a preset plus --set), then the --vary grid (every combination,
@@ -191,7 +191,8 @@ class SweepResult:
         leaked = sum(r.leaked_pairs for r in self.rows)
         return "\n".join(
             [
-                f"Sweep on `{self.data}` (DESIGN §6 split), {len(self.rows)} configurations, "
+                f"Sweep on `{self.data}` (the evaluation split of docs/model.md), "
+                f"{len(self.rows)} configurations, "
                 f"{self.seconds / 60:.1f} min. Best by validation RMSE in bold.",
                 "",
                 table,

@@ -65,8 +65,8 @@ def write_report(
     lines = [
         f"# Evaluation of model version {report.version}",
         "",
-        f"Data: `{report.data}`; split of DESIGN §6 (seeded permutation, 90% train / 10% "
-        "test, 10% of train for validation).",
+        f"Data: `{report.data}`; the evaluation split of docs/model.md (seeded permutation, "
+        "90% train / 10% test, 10% of train for validation).",
         f"Produced by `{report.command}`." if report.command else "",
         "",
         "## Scores on the test ratings",

@@ -137,7 +137,7 @@ def leakage_free(train: pd.DataFrame, test: pd.DataFrame) -> bool:
 
 
 def relevant_items(covered: pd.DataFrame, index: ItemIndex) -> dict[int, set[int]]:
-    """user → columns of their held-out ratings ≥ 4 (DESIGN §6)."""
+    """user → columns of their held-out ratings ≥ 4, the relevant ones (docs/model.md)."""
     liked = covered[covered["rating"] >= RELEVANT_RATING]
     cols = index.columns(liked["item_id"].to_numpy())
     relevant: dict[int, set[int]] = {}
