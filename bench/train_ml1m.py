@@ -1,6 +1,6 @@
-"""Benchmark: train the presets on ML-1M with the DESIGN §6 split and report test RMSE / MAE /
-Recall@10 / NDCG@10 beside the global-mean and bias baselines scored in the same run, plus
-wall time and peak memory of each training process.
+"""Benchmark: train the presets on ML-1M with the evaluation split (docs/model.md) and report
+test RMSE / MAE / Recall@10 / NDCG@10 beside the global-mean and bias baselines scored in the
+same run, plus wall time and peak memory of each training process.
 
     python bench/train_ml1m.py [--data ../shared/data/ml-1m] [--presets default article]
     python bench/train_ml1m.py --smoke      # seconds, synthetic data (what CI runs)

@@ -91,4 +91,4 @@ def test_no_versions(tmp_path):
 def test_version_names_sort_by_time():
     assert new_version_name(1_800_000_000.5) == "20270115T080000500000Z"
     assert new_version_name(1_800_000_000.5) < new_version_name(1_800_000_001.0)
-    assert set(REQUIRED_FILES) >= {"model.keras", "items.json", "normalization.json"}
+    assert set(REQUIRED_FILES) >= {"items.json", "normalization.json", "config.json"}

@@ -5,11 +5,12 @@ import keras
 import numpy as np
 import pytest
 
+from recsys.activations import activate
 from recsys.artifacts import load_artifact
 from recsys.errors import InvalidArgument
 from recsys.model.config import TrainConfig
-from recsys.model.training import build_for, network_of
-from recsys.scoring import DeepAutoencoder, DenseLayer, LinearAutoencoder, activate
+from recsys.model.user.keras_model import build_for, network_of
+from recsys.model.user.network import DeepAutoencoder, DenseLayer, LinearAutoencoder
 
 
 def test_selu_and_elu_match_keras():
@@ -96,7 +97,6 @@ def test_deep_settings_round_trip_as_json():
     assert config.to_dict()["hidden_layers"] == [256, 128]
     assert TrainConfig.from_dict(config.to_dict()) == config
     assert TrainConfig(hidden_layers=64).hidden_layers == (64,)
-    assert not config.is_linear and TrainConfig().is_linear
 
 
 @pytest.mark.slow

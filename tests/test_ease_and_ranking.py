@@ -8,7 +8,7 @@ from recsys.ease import Ease, fit_ease
 from recsys.errors import FailedPrecondition, InvalidArgument
 from recsys.evaluation.report import leaked_pairs, ranking_quality
 from recsys.features import PreferenceMatrix
-from recsys.ranking import ItemItemRanking, default_mode, rank_scores
+from recsys.ranking import ItemItemRanking, available_modes, default_mode, rank_scores
 
 
 def test_ease_by_hand():
@@ -54,6 +54,8 @@ def test_rank_modes_by_hand():
         [[0.5, -0.5, 0.25]],  # a row with nothing stored: only 0.5 × pref
     )
     assert default_mode(ranking) == "relevance" and default_mode(None) == "rating"
+    assert available_modes(ranking) == ("rating", "preference", "relevance")
+    assert available_modes(None) == ("rating", "preference")  # relevance needs item-item weights
     with pytest.raises(FailedPrecondition):
         rank_scores("relevance", predicted, item_means, rated, None)
     with pytest.raises(InvalidArgument):

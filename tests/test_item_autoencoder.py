@@ -8,21 +8,24 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recsys.activations import activate
 from recsys.api.model.v1 import model_pb2 as pb
 from recsys.api.model.v1 import model_pb2_grpc
-from recsys.artifacts import FOLD_IN_FILE, ITEM_CODES_FILE, load_artifact
+from recsys.artifacts import load_artifact
 from recsys.data.split import split_ratings
 from recsys.errors import ArtifactError, InvalidArgument
-from recsys.features import preference_matrix
+from recsys.explain import explain_preferences
+from recsys.features import ItemIndex, preference_matrix
 from recsys.model.config import PRESETS, TrainConfig
-from recsys.model.item_autoencoder import (
+from recsys.model.item import FOLD_IN_FILE, ITEM_CODES_FILE
+from recsys.model.item.keras_model import (
     ItemColumnBatches,
     build_item_autoencoder,
     item_codes,
     observed_sse,
 )
+from recsys.model.item.network import ItemAutoencoder
 from recsys.pipeline import SPLIT_SEED
-from recsys.scoring import ItemAutoencoder, activate, explain_preferences
 from recsys.serving.config import Settings
 from services.model.predictor import Predictor, PredictorHolder
 from services.model.server import create_server
@@ -85,8 +88,6 @@ def test_contributions_add_up_and_explanations_are_allowed():
             parts = network.contributions(columns, values, target)
             assert parts.sum() == pytest.approx(predicted[target], abs=1e-5)
     # the item kind explains through the same function as the linear model
-    from recsys.features import ItemIndex
-
     index = ItemIndex(np.arange(1, 31))
     preference, listed, other, count = explain_preferences(
         network, index, columns, values, 5, limit=2
@@ -112,13 +113,13 @@ def test_a_zero_preference_is_no_rating_in_every_form():
 
 
 def test_without_the_gram_matrix_the_same_predictions(monkeypatch):
-    import recsys.scoring
+    import recsys.model.item.network
 
     rng = np.random.default_rng(3)
     codes = rng.random((50, 6)).astype(np.float32)
     users = np.where(rng.random((4, 50)) < 0.1, rng.normal(0, 1, (4, 50)), 0)
     with_gram = ItemAutoencoder(codes, 0.5).predict(users)
-    monkeypatch.setattr(recsys.scoring, "GRAM_MAX_ITEMS", 10)
+    monkeypatch.setattr(recsys.model.item.network, "GRAM_MAX_ITEMS", 10)
     without = ItemAutoencoder(codes, 0.5)
     assert without._gram is None
     np.testing.assert_allclose(without.predict(users), with_gram, rtol=1e-6, atol=1e-9)
@@ -134,7 +135,7 @@ def test_bad_item_models_are_refused(codes, l2):
 
 def test_item_settings():
     config = PRESETS["item"]
-    assert config.kind == "item" and not config.is_linear
+    assert config.kind == "item"
     assert TrainConfig.from_dict(config.to_dict()) == config
     assert TrainConfig.from_dict({k: v for k, v in TrainConfig().to_dict().items() if k != "kind"})
     for change, field in (
@@ -259,13 +260,3 @@ def test_model_service_serves_the_item_kind(trained_item_run):
         with pytest.raises(grpc.RpcError) as caught:
             stub.Explain(pb.ExplainRequest(preferences=vector, movie_id=99_999))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-def test_sweep_ranks_the_item_kind_by_its_fold_in():
-    from types import SimpleNamespace
-
-    from recsys.sweep import validation_rmse
-
-    item = SimpleNamespace(fold_in={"validation_rmse": 0.85}, history={"val_rmse": [0.9, 0.86]})
-    user = SimpleNamespace(fold_in={}, history={"val_rmse": [0.9, 0.86, 0.87]})
-    assert validation_rmse(item) == 0.85 and validation_rmse(user) == 0.86

@@ -2,8 +2,8 @@ import numpy as np
 import scipy.sparse as sp
 from keras import ops
 
-from recsys.model.autoencoder import article_loss, build_autoencoder, packed_loss
-from recsys.model.training import HiddenPreferenceBatches
+from recsys.model.user.keras_model import article_loss, build_autoencoder, packed_loss
+from recsys.model.user.training import HiddenPreferenceBatches
 
 
 def test_article_loss_by_hand():

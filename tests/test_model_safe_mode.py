@@ -9,8 +9,9 @@ import shutil
 import keras
 import pytest
 
-from recsys.artifacts import MODEL_FILE, load_artifact
+from recsys.artifacts import load_artifact
 from recsys.errors import ArtifactError
+from recsys.model.files import MODEL_FILE
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import pytest
 from recsys.evaluation.document import ReportInput, markdown_table, write_report
 from recsys.evaluation.plots import pca_2d, write_item_map, write_training_curves
 from recsys.evaluation.report import Scores
+from recsys.model.registry import get_kind
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -39,10 +40,14 @@ def test_pngs_and_report(tmp_path):
             test_ratings=10,
             history=history,
             best_epoch=2,
-            fold_in={
-                "l2": 100.0,
-                "validation": [{"l2": 30.0, "rmse": 0.9}, {"l2": 100.0, "rmse": 0.8}],
-            },
+            model_section=get_kind("item").report_lines(
+                {
+                    "fold_in": {
+                        "l2": 100.0,
+                        "validation": [{"l2": 30.0, "rmse": 0.9}, {"l2": 100.0, "rmse": 0.8}],
+                    }
+                }
+            ),
             command="recsys evaluate",
         ),
         embeddings=embeddings,

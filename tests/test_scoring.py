@@ -1,16 +1,13 @@
 import numpy as np
 import pytest
 
+from recsys.embeddings import ItemEmbeddings, item_distances
 from recsys.errors import InvalidArgument, NotFound
 from recsys.features import ItemIndex, Normalization
-from recsys.scoring import (
-    ItemEmbeddings,
-    LinearAutoencoder,
-    Recommender,
-    item_distances,
-    top_k,
-    top_k_rows,
-)
+from recsys.model.user.network import LinearAutoencoder
+from recsys.ranking import ItemItemRanking
+from recsys.recommender import Recommender
+from recsys.topk import top_k, top_k_rows
 
 
 def tiny_recommender():
@@ -116,8 +113,6 @@ def test_explain_by_hand():
 
 
 def test_relevance_ranking_by_hand():
-    from recsys.ranking import ItemItemRanking
-
     base = tiny_recommender()
     weights = np.array([[0, 0, 1], [0, 0, 0], [1, 0, 0]], np.float32)  # 10 ↔ 30
     model = Recommender(

@@ -67,3 +67,19 @@ def test_sweep_command_writes_the_table(synthetic_dir, tmp_path, capsys):
     table = (out / "sweep.md").read_text()
     assert "| **" + best["label"] + "** |" in table
     assert "Leakage check: 0 test ratings" in table
+
+
+def test_the_sweep_ranks_by_what_serves():
+    # a run's validation RMSE is the lowest per-epoch val_rmse (the epoch whose weights are
+    # kept), unless the kind measured its served form apart (the item kind: its fold-in)
+    from types import SimpleNamespace
+
+    from recsys.model.training import trained_model
+
+    history = SimpleNamespace(history={"loss": [1.0, 0.9, 0.95], "val_rmse": [0.9, 0.86, 0.87]})
+    run = (None, None, history, "val_rmse", None, None, None, (1.0, 5.0), 0.0)
+    assert trained_model(*run).validation_rmse == 0.86
+    assert trained_model(*run).best_epoch == 2
+    assert trained_model(*run, validation_rmse=0.85).validation_rmse == 0.85
+    no_validation = SimpleNamespace(history={"loss": [1.0, 0.9]})
+    assert trained_model(None, None, no_validation, "loss", *run[4:]).validation_rmse is None

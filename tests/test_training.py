@@ -37,7 +37,7 @@ def test_similar_items_come_from_the_same_group(trained_run):
 def test_training_is_reproducible(synthetic_dir):
     from recsys.data.movielens import load_movielens
     from recsys.data.split import split_ratings
-    from recsys.model.training import train_autoencoder
+    from recsys.model.registry import train_autoencoder
 
     split = split_ratings(load_movielens(synthetic_dir).ratings)
     config = TrainConfig(encoding_size=4, max_epochs=3, optimizer="adam", learning_rate=1e-2)

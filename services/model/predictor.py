@@ -11,9 +11,10 @@ import numpy as np
 
 from recsys.artifacts import Artifact, load_artifact, resolve_version
 from recsys.errors import InvalidArgument, NotFound, RecsysError, Unavailable, VersionMismatch
+from recsys.explain import Contribution, explain_preferences
 from recsys.packed import Rows
 from recsys.ranking import rank_scores
-from recsys.scoring import Contribution, explain_preferences, top_k_rows
+from recsys.topk import top_k_rows
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,10 @@ depend on the batch it came in (tests/test_batching.py checks it)."""
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class Outputs:
     """What to return for each of n rows: k[j] > 0, the top k[j] items not among the row's
-    `exclude` ids, ranked by rank_by[j], a mode of recsys.ranking ("rating": preference + b_i,
-    "preference", "relevance": EASE + weight × preference, "": the version's default);
-    k[j] == 0, the predictions at the row's `given` ids, in their order; k[j] == ALL_ITEMS,
-    every item in column order. Relevance ranks from the row's input items (a dense vector
-    cannot say which of its zeros are ratings)."""
+    `exclude` ids, ranked by rank_by[j], a mode of recsys.ranking ("" for the version's
+    default); k[j] == 0, the predictions at the row's `given` ids, in their order;
+    k[j] == ALL_ITEMS, every item in column order. Relevance ranks from the row's input items
+    (a dense vector cannot say which of its zeros are ratings)."""
 
     k: np.ndarray  # (n,) int64
     rank_by: tuple[str, ...]
@@ -103,7 +103,7 @@ class Predictor:
 
     def warm_up(self) -> None:
         """Touch every code path once so the first request pays no first-call costs: a
-        vector with one rating (an all-zero one would skip the item kind's solve)."""
+        vector with one rating (an all-zero one may skip work, as the item kind's solve)."""
         first = np.array([self.index.item_ids[0]])
         one_rating = Rows.from_lists([first], [np.ones(1, np.float32)])
         self.predict_rows(one_rating, Outputs.single(1))
@@ -171,9 +171,9 @@ class Predictor:
     def explain(
         self, movie_ids: np.ndarray, values: np.ndarray, movie_id: int, limit: int
     ) -> Explained:
-        """The predicted preference of `movie_id` as a sum over the input's items (the linear
-        network and the item kind: FailedPrecondition for a deep one; NotFound for a movie
-        not in it)."""
+        """The predicted preference of `movie_id` as a sum over the input's items
+        (FailedPrecondition for a network whose predictions are no such sums, as the deep
+        one; NotFound for a movie not in it)."""
         columns = self.index.columns(movie_ids)
         known = columns >= 0
         preference, listed, other, other_count = explain_preferences(

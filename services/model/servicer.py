@@ -13,6 +13,7 @@ from recsys.errors import InvalidArgument, NotFound
 from recsys.limits import MAX_MOVIE_ID
 from recsys.packed import INT32, Rows
 from recsys.serving import metrics
+from recsys.serving.enums import DIRECTION, METRIC, RANK_BY
 from services.model.batching import Batcher
 from services.model.predictor import (
     ALL_ITEMS,
@@ -30,11 +31,6 @@ MAX_PREFERENCES = 20_000
 MAX_ABS_PREFERENCE = 100.0  # stars; real preferences lie within a few stars of 0
 DEFAULT_CONTRIBUTIONS = 10  # Explain's max_contributions when 0
 _NO_IDS = np.empty(0, np.int64)
-METRICS = {
-    model_pb2.METRIC_UNSPECIFIED: "euclidean",
-    model_pb2.METRIC_EUCLIDEAN: "euclidean",
-    model_pb2.METRIC_COSINE: "cosine",
-}
 
 
 def sparse_vector(request: model_pb2.PredictRequest, field: str) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +83,7 @@ def output_of(request: model_pb2.PredictRequest, field: str) -> RowOutput:
     top = request.top_k
     return RowOutput(
         check_k(top.k, f"{field}top_k.k"),
-        rank_mode(top.rank_by, f"{field}top_k.rank_by"),
+        RANK_BY.name(top.rank_by, f"{field}top_k.rank_by"),
         exclude=np.array(  # an id beyond int32 is in no model: nothing to exclude
             [m for m in top.exclude_movie_ids if 0 < m <= MAX_MOVIE_ID], dtype=np.int64
         ),
@@ -126,10 +122,7 @@ def packed_rows(request: model_pb2.PackedPredictRequest):
     k = _per_row(request.k, n, "packed.k")
     if ((k < 0) | (k > MAX_K)).any():
         raise InvalidArgument(f"k must be 0 to {MAX_K} per row", field="packed.k")
-    rank_by = _per_row(request.rank_by, n, "packed.rank_by")
-    unknown = set(rank_by.tolist()) - set(RANK_MODES)
-    if unknown:
-        raise InvalidArgument(f"unknown rank_by {min(unknown)}", field="packed.rank_by")
+    modes = RANK_BY.names(_per_row(request.rank_by, n, "packed.rank_by").tolist(), "packed.rank_by")
     exclude = _rows(request.exclude_movie_ids, "packed.exclude_movie_ids", rows=n)
     given = _rows(request.given_movie_ids, "packed.given_movie_ids", rows=n)
     given_count = given.lengths()
@@ -138,7 +131,6 @@ def packed_rows(request: model_pb2.PackedPredictRequest):
             f"a row with k = 0 needs 1 to {MAX_GIVEN_ITEMS} given movie ids",
             field="packed.given_movie_ids",
         )
-    modes = tuple(RANK_MODES[r] for r in rank_by.tolist())
     return preferences, Outputs(k.astype(np.int64), modes, exclude, given)
 
 
@@ -161,20 +153,6 @@ def _per_row(raw: bytes, n: int, field: str) -> np.ndarray:
     if len(raw) != 4 * n:
         raise InvalidArgument(f"give one int32 per row ({n} rows), {len(raw)} bytes", field=field)
     return np.frombuffer(raw, INT32)
-
-
-RANK_MODES = {
-    model_pb2.RANK_BY_UNSPECIFIED: "",  # the version's default
-    model_pb2.RANK_BY_RATING: "rating",
-    model_pb2.RANK_BY_PREFERENCE: "preference",
-    model_pb2.RANK_BY_RELEVANCE: "relevance",
-}
-
-
-def rank_mode(rank_by: int, field: str) -> str:
-    if rank_by not in RANK_MODES:
-        raise InvalidArgument(f"unknown rank_by {rank_by}", field=field)
-    return RANK_MODES[rank_by]
 
 
 def predict_response(
@@ -209,26 +187,21 @@ def packed_response(
     )
 
 
-def check_similar_request(request: model_pb2.SimilarItemsRequest, field: str) -> None:
+def check_similar_request(request: model_pb2.SimilarItemsRequest, field: str) -> tuple[str, bool]:
+    """(metric, farthest) of a valid request."""
     if request.movie_id <= 0:
         raise InvalidArgument("movie_id must be positive", field=f"{field}movie_id")
-    if request.metric not in METRICS:
-        raise InvalidArgument(f"unknown metric {request.metric}", field=f"{field}metric")
-    if request.direction not in model_pb2.Direction.values():
-        raise InvalidArgument(f"unknown direction {request.direction}", field=f"{field}direction")
+    metric = METRIC.name(request.metric, f"{field}metric")
+    farthest = DIRECTION.name(request.direction, f"{field}direction") == "farthest"
     check_k(request.k, f"{field}k")
+    return metric, farthest
 
 
 def similar_response(
     predictor: Predictor, request: model_pb2.SimilarItemsRequest, field: str
 ) -> model_pb2.SimilarItemsResponse:
-    check_similar_request(request, field)
-    items = predictor.similar(
-        request.movie_id,
-        request.k,
-        METRICS[request.metric],
-        farthest=request.direction == model_pb2.DIRECTION_FARTHEST,
-    )
+    metric, farthest = check_similar_request(request, field)
+    items = predictor.similar(request.movie_id, request.k, metric, farthest=farthest)
     return model_pb2.SimilarItemsResponse(
         model_version=predictor.version,
         items=[model_pb2.ScoredItem(movie_id=s.item_id, distance=s.value) for s in items],

@@ -1,18 +1,18 @@
 """Versioned model artifacts: one directory per trained model.
 
     <model_dir>/<version>/
-        model.keras          the Keras recommender (native format, loaded with safe_mode=True)
         items.json           item ids in column order
         normalization.json   μ and b_i (one per item, column order), the rating scale
-        config.json          the TrainConfig it was trained with
+        config.json          the TrainConfig it was trained with; its "kind" (default
+                             "user") says which model kind wrote and reads the kind's files
         metadata.json        version, creation time, dataset, data fingerprint, training
-                             history, evaluation metrics
+                             history, evaluation metrics, the kind's own entries
         catalog.json         title and genres of each item (column order), for display
         item_item.npy        optional: EASE item-item weights (n_items, n_items) float32 for
                              the "relevance" ranking, and ranking.json: its λ and blend weight
-        item_codes.npy       the item kind (I-AutoRec) only: the item codes (n_items, k)
-                             float32 and fold_in.json: the fold-in λ. Serving reads these;
-                             model.keras (input width: the training users) is provenance.
+        the kind's files     ModelKind.files (recsys/model/<kind>/): both kinds so far keep
+                             model.keras, the Keras network (loaded with safe_mode=True); the
+                             item kind adds item_codes.npy and fold_in.json, what it serves
 
 A version directory is written under a temporary name and renamed into place, so a reader
 never sees half of one. Version names sort by creation time; the newest is the largest.
@@ -21,24 +21,28 @@ never sees half of one. Version names sort by creation time; the newest is the l
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from recsys.errors import ArtifactError
 from recsys.features import ItemIndex, Normalization
+from recsys.model.files import read_array, read_json, write_array, write_json
+from recsys.model.registry import kind_of_version
 from recsys.ranking import ItemItemRanking
-from recsys.scoring import ItemAutoencoder, Recommender
+from recsys.rating_scale import DEFAULT_RATING_SCALE
+from recsys.recommender import Recommender
 
-MODEL_FILE = "model.keras"
+if TYPE_CHECKING:
+    from recsys.model.training import TrainedModel
+
 ITEMS_FILE = "items.json"
 NORMALIZATION_FILE = "normalization.json"
 CONFIG_FILE = "config.json"
@@ -46,9 +50,7 @@ METADATA_FILE = "metadata.json"
 CATALOG_FILE = "catalog.json"
 ITEM_ITEM_FILE = "item_item.npy"
 RANKING_FILE = "ranking.json"
-ITEM_CODES_FILE = "item_codes.npy"
-FOLD_IN_FILE = "fold_in.json"
-REQUIRED_FILES = (MODEL_FILE, ITEMS_FILE, NORMALIZATION_FILE, CONFIG_FILE, METADATA_FILE)
+REQUIRED_FILES = (ITEMS_FILE, NORMALIZATION_FILE, CONFIG_FILE, METADATA_FILE)  # + the kind's
 
 
 @dataclass
@@ -69,6 +71,11 @@ class Artifact:
     def metrics(self) -> dict[str, Any]:
         return self.metadata.get("metrics", {})
 
+    @property
+    def kind(self) -> str:
+        """The model kind that saved it (recsys.model.registry)."""
+        return kind_of_version(self.config).name
+
 
 def data_fingerprint(ratings: pd.DataFrame) -> str:
     """sha256 of the (user, item, rating) triples in order: which data a model saw."""
@@ -87,52 +94,45 @@ def new_version_name(now: float | None = None) -> str:
 
 def save_artifact(
     model_dir: Path | str,
-    recommender_model,
-    index: ItemIndex,
-    normalization: Normalization,
+    trained: TrainedModel,
     *,
-    config: dict[str, Any],
     metadata: dict[str, Any],
-    rating_scale: tuple[float, float],
     catalog: pd.DataFrame | None = None,
     version: str | None = None,
     ranking: ItemItemRanking | None = None,
-    item_model: ItemAutoencoder | None = None,
 ) -> Path:
-    """Write a version directory atomically and return its path. `catalog`: title and genres
-    columns indexed by item id (missing items get an empty title). `item_model`: the item
-    kind's serving form (its codes and fold-in λ)."""
+    """Write a version directory of `trained` (what its kind's train returned: the kind
+    writes its own files) atomically and return its path. `catalog`: title and genres
+    columns indexed by item id (missing items get an empty title)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     version = version or new_version_name()
     final = model_dir / version
     if final.exists():
         raise ArtifactError(f"model version {version} already exists in {model_dir}")
+    config = trained.config.to_dict()
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir))
     os.chmod(staging, 0o755)  # readable by a serving process running as another user
     try:
-        recommender_model.save(staging / MODEL_FILE)
-        _write_json(staging / ITEMS_FILE, [int(i) for i in index.item_ids])
-        _write_json(
+        kind_of_version(config).save(trained, staging)
+        write_json(staging / ITEMS_FILE, [int(i) for i in trained.index.item_ids])
+        write_json(
             staging / NORMALIZATION_FILE,
             {
-                "global_mean": normalization.global_mean,
-                "item_means": [float(b) for b in normalization.item_means],
-                "rating_scale": list(rating_scale),
+                "global_mean": trained.normalization.global_mean,
+                "item_means": [float(b) for b in trained.normalization.item_means],
+                "rating_scale": list(trained.rating_scale),
             },
         )
-        _write_json(staging / CONFIG_FILE, config)
-        _write_json(staging / METADATA_FILE, {"version": version, **metadata})
-        _write_json(staging / CATALOG_FILE, _catalog_rows(index, catalog))
+        write_json(staging / CONFIG_FILE, config)
+        write_json(staging / METADATA_FILE, {"version": version, **metadata})
+        write_json(staging / CATALOG_FILE, _catalog_rows(trained.index, catalog))
         if ranking is not None:
-            np.save(staging / ITEM_ITEM_FILE, ranking.weights.astype(np.float32))
-            _write_json(
+            write_array(staging / ITEM_ITEM_FILE, ranking.weights)
+            write_json(
                 staging / RANKING_FILE,
                 {"l2": ranking.l2, "preference_weight": ranking.preference_weight},
             )
-        if item_model is not None:
-            np.save(staging / ITEM_CODES_FILE, item_model.item_codes.astype(np.float32))
-            _write_json(staging / FOLD_IN_FILE, {"l2": item_model.fold_in_l2})
         os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -146,8 +146,8 @@ def copy_version(source: Path | str, model_dir: Path | str, version: str) -> Pat
     watcher never sees half of it. Returns the new directory."""
     staging = Path(model_dir) / f".{version}"
     shutil.copytree(source, staging)
-    metadata = _read_json(staging / METADATA_FILE)
-    _write_json(staging / METADATA_FILE, {**metadata, "version": version})
+    metadata = read_json(staging / METADATA_FILE)
+    write_json(staging / METADATA_FILE, {**metadata, "version": version})
     return staging.rename(Path(model_dir) / version)
 
 
@@ -177,43 +177,35 @@ def resolve_version(model_dir: Path | str, version: str | None = None) -> Path:
 
 
 def load_artifact(path: Path | str) -> Artifact:
-    """Load a version directory: the Keras file with safe_mode=True, then its layers as
-    NumPy matrices for inference (the article's network or the deeper one); for the item
-    kind, its item codes and fold-in λ instead (its Keras file is not needed to serve)."""
+    """Load a version directory: its kind (config.json) reads the network it serves from its
+    own files (the user kind: the Keras file with safe_mode=True, its layers as NumPy)."""
     path = Path(path)
     missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if missing:
         raise ArtifactError(f"{path} is not a complete model version (missing {missing})")
-    config = _read_json(path / CONFIG_FILE)
-    is_item_kind = isinstance(config, dict) and config.get("kind") == "item"
-    network = _read_item_model(path) if is_item_kind else None
-    if network is None:
-        import keras  # deferred: reading metadata should not pay for TensorFlow start-up
-
-        from recsys.model.training import network_of
-
-        try:
-            model = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
-            network = network_of(model)
-        except Exception as exc:  # a corrupt or foreign file: say which, keep the cause
-            raise ArtifactError(f"cannot load {path / MODEL_FILE}: {exc}") from exc
+    config = read_json(path / CONFIG_FILE)
+    kind = kind_of_version(config)
+    missing = [name for name in kind.files if not (path / name).is_file()]
+    if missing:
+        raise ArtifactError(f"{path} is not a complete model version (missing {missing})")
+    network = kind.load(path)
     try:
-        item_ids = _read_json(path / ITEMS_FILE)
-        normalization_values = _read_json(path / NORMALIZATION_FILE)
+        item_ids = read_json(path / ITEMS_FILE)
+        normalization_values = read_json(path / NORMALIZATION_FILE)
         index = ItemIndex(np.array(item_ids, dtype=np.int64))
         normalization = Normalization(
             float(normalization_values["global_mean"]),
             np.array(normalization_values["item_means"], dtype=np.float64),
         )
-        scale = tuple(normalization_values.get("rating_scale", (1.0, 5.0)))
+        scale = tuple(normalization_values.get("rating_scale", DEFAULT_RATING_SCALE))
         recommender = Recommender(network, index, normalization, scale, _read_ranking(path))
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path}: malformed model version ({exc!r})") from exc
-    metadata = _read_json(path / METADATA_FILE)
+    metadata = read_json(path / METADATA_FILE)
     catalog_path = path / CATALOG_FILE
     catalog = {}
     if catalog_path.is_file():
-        catalog = {int(r["item_id"]): (r["title"], r["genres"]) for r in _read_json(catalog_path)}
+        catalog = {int(r["item_id"]): (r["title"], r["genres"]) for r in read_json(catalog_path)}
     return Artifact(
         version=metadata.get("version", path.name),
         path=path,
@@ -248,24 +240,24 @@ def load_features_spec(path: Path | str) -> FeatureSpec:
     missing = [name for name in FEATURE_FILES if not (path / name).is_file()]
     if missing:
         raise ArtifactError(f"{path} is not a model version (missing {missing})")
-    index = ItemIndex(np.array(_read_json(path / ITEMS_FILE), dtype=np.int64))
-    values = _read_json(path / NORMALIZATION_FILE)
+    index = ItemIndex(np.array(read_json(path / ITEMS_FILE), dtype=np.int64))
+    values = read_json(path / NORMALIZATION_FILE)
     try:
         normalization = Normalization(
             float(values["global_mean"]), np.array(values["item_means"], dtype=np.float64)
         )
-        low, high = values.get("rating_scale", (1.0, 5.0))
+        low, high = values.get("rating_scale", DEFAULT_RATING_SCALE)
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path / NORMALIZATION_FILE}: malformed ({exc!r})") from exc
     if normalization.item_means.shape != (len(index),):
         raise ArtifactError(
             f"{path}: {len(normalization.item_means)} item means for {len(index)} items"
         )
-    metadata = _read_json(path / METADATA_FILE) if (path / METADATA_FILE).is_file() else {}
+    metadata = read_json(path / METADATA_FILE) if (path / METADATA_FILE).is_file() else {}
     catalog = {}
     if (path / CATALOG_FILE).is_file():
         catalog = {
-            int(r["item_id"]): (r["title"], r["genres"]) for r in _read_json(path / CATALOG_FILE)
+            int(r["item_id"]): (r["title"], r["genres"]) for r in read_json(path / CATALOG_FILE)
         }
     return FeatureSpec(
         version=metadata.get("version", path.name),
@@ -277,26 +269,12 @@ def load_features_spec(path: Path | str) -> FeatureSpec:
     )
 
 
-def _read_item_model(path: Path) -> ItemAutoencoder:
-    """The item kind's serving form: item_codes.npy and the λ in fold_in.json."""
-    try:
-        codes = np.load(path / ITEM_CODES_FILE, allow_pickle=False)
-        return ItemAutoencoder(
-            np.asarray(codes, dtype=np.float32), float(_read_json(path / FOLD_IN_FILE)["l2"])
-        )
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"cannot read the item model in {path}: {exc}") from exc
-
-
 def _read_ranking(path: Path) -> ItemItemRanking | None:
     """The version's item-item ranking, or None for a version saved without one."""
     if not (path / ITEM_ITEM_FILE).is_file():
         return None
-    values = _read_json(path / RANKING_FILE)
-    try:
-        weights = np.load(path / ITEM_ITEM_FILE, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot read {path / ITEM_ITEM_FILE}: {exc}") from exc
+    values = read_json(path / RANKING_FILE)
+    weights = read_array(path / ITEM_ITEM_FILE)
     return ItemItemRanking(weights, float(values["l2"]), float(values["preference_weight"]))
 
 
@@ -310,14 +288,3 @@ def _catalog_rows(index: ItemIndex, catalog: pd.DataFrame | None) -> list[dict[s
             genres = entry["genres"] if isinstance(entry["genres"], str) else ""
         rows.append({"item_id": int(item_id), "title": title, "genres": genres})
     return rows
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot read {path}: {exc}") from exc

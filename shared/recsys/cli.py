@@ -450,7 +450,9 @@ def add_report_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from recsys.embeddings import METRICS
     from recsys.model.config import PRESETS
+    from recsys.ranking import RANK_MODES
 
     parser = argparse.ArgumentParser(
         prog="recsys",
@@ -547,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="how many (default: %(default)s)")
     p.add_argument(
         "--rank-by",
-        choices=["relevance", "rating", "preference"],
+        choices=RANK_MODES,
         help="ranking mode (default: the version's, relevance when it has item-item weights)",
     )
     p.set_defaults(run=cmd_recommend)
@@ -556,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_model(p)
     p.add_argument("item_id", type=int, help="MovieLens movie id, e.g. 260 (Star Wars)")
     p.add_argument("-k", type=int, default=10, help="how many (default: %(default)s)")
-    p.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean")
+    p.add_argument("--metric", choices=METRICS, default="euclidean")
     p.add_argument("--farthest", action="store_true", help="least similar first")
     p.set_defaults(run=cmd_similar)
 

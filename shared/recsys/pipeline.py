@@ -1,5 +1,6 @@
 """The offline jobs behind the command line: find data, train and evaluate a configuration
-on the DESIGN §6 split, save it as a model version, and score a saved version again."""
+on the evaluation split (docs/model.md), save it as a model version, and score a saved
+version again."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from recsys.evaluation.report import Scores, evaluate_all, leaked_pairs
 from recsys.evaluation.tuning import RankingFit, fit_relevance_ranking
 from recsys.features import preference_matrix
 from recsys.model.config import TrainConfig
+from recsys.model.registry import kind_of_version
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +106,9 @@ def train_and_score(
     progress: bool = False,
     ease_cache: dict | None = None,
 ) -> ScoredModel:
-    """Train `config` on the DESIGN §6 split, fit its relevance ranking (EASE + the rating
+    """Train `config` on the evaluation split, fit its relevance ranking (EASE + the rating
     weight chosen on validation) and score it and the baselines on the test ratings."""
-    from recsys.model.training import train_autoencoder  # deferred: TensorFlow start-up
+    from recsys.model.registry import train_autoencoder  # deferred: TensorFlow start-up
 
     split = split or split_ratings(source.data.ratings, seed=SPLIT_SEED)
     fit, validation = split_for(config, split)
@@ -162,22 +164,17 @@ def train_and_evaluate(
             "history": trained.history,
         },
         "ranking": scored.ranking.to_dict(),
-        **({"fold_in": trained.fold_in} if trained.fold_in else {}),
+        **trained.metadata,
         "leaked_pairs": scored.leaked_pairs,
         "metrics": {s.name: s.to_dict() for s in scores},
         "environment": environment(),
     }
     path = save_artifact(
         model_dir,
-        trained.serving_model(),
-        trained.index,
-        trained.normalization,
-        config=config.to_dict(),
+        trained,
         metadata=metadata,
-        rating_scale=source.data.rating_scale,
         catalog=source.data.items.set_index("item_id"),
         ranking=scored.ranking.ranking,
-        item_model=trained.folded,
     )
     report_path = None
     if report_dir is not None:
@@ -279,7 +276,7 @@ def write_model_report(
             history=training.get("history", {}),
             best_epoch=training.get("best_epoch"),
             ranking=metadata.get("ranking", {}),
-            fold_in=metadata.get("fold_in", {}),
+            model_section=kind_of_version(config).report_lines(metadata),
             command=command,
         ),
         embeddings=embeddings,

@@ -1,4 +1,5 @@
-"""How Recommend orders the items a user has not rated (NumPy; serving and evaluation).
+"""How Recommend orders the items a user has not rated (NumPy; serving and evaluation). One
+entry of RANK_BY per mode; the proto enums name each mode RANK_BY_<MODE> (recsys.serving.enums).
 
 - "rating": by predicted rating, pref + b_i (b_u and μ are the same for all of a user's
   items). Surfaces rarely rated movies with a high b_i: poor Recall@10 on the whole catalog.
@@ -10,10 +11,11 @@
   `preference_weight` is chosen on the validation part at training time. (Blending the predicted
   rating pref + b_i instead measured worse: b_i favours rarely rated movies again.)
 
-Evaluation measured every mode against EASE on the DESIGN §6 split (README, "Ranking")."""
+Evaluation measures every mode against EASE on the held-out split (docs/model.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +23,6 @@ import scipy.sparse as sp
 
 from recsys.errors import FailedPrecondition, InvalidArgument
 
-RANK_MODES = ("rating", "preference", "relevance")
 PREFERENCE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5)  # blend weights tried on the validation part
 
 
@@ -44,12 +45,53 @@ class ItemItemRanking:
         return np.asarray(binary @ self.weights, dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class RankMode:
+    """`score(predicted, item_means, rated, ranking)` → (batch, n_items) scores, larger
+    first: `predicted` the predicted preferences (batch, n_items), `item_means` b_i float32,
+    `rated` the users' rated items as ItemItemRanking.item_scores takes them, `ranking` the
+    version's item-item weights (None unless `needs_item_item`)."""
+
+    name: str
+    score: Callable[..., np.ndarray]
+    needs_item_item: bool = False
+
+
+def _by_rating(predicted, item_means, rated, ranking) -> np.ndarray:
+    return predicted + item_means[None, :].astype(np.float32)
+
+
+def _by_preference(predicted, item_means, rated, ranking) -> np.ndarray:
+    return np.array(predicted, dtype=np.float32, copy=True)
+
+
+def _by_relevance(predicted, item_means, rated, ranking) -> np.ndarray:
+    return ranking.item_scores(rated) + np.float32(ranking.preference_weight) * predicted
+
+
+RANK_BY: dict[str, RankMode] = {
+    mode.name: mode
+    for mode in (
+        RankMode("rating", _by_rating),
+        RankMode("preference", _by_preference),
+        RankMode("relevance", _by_relevance, needs_item_item=True),
+    )
+}
+RANK_MODES = tuple(RANK_BY)
+
+
 def check_mode(mode: str, ranking: ItemItemRanking | None) -> str:
-    if mode not in RANK_MODES:
+    if mode not in RANK_BY:
         raise InvalidArgument(f"rank_by must be one of {RANK_MODES}", field="rank_by")
-    if mode == "relevance" and ranking is None:
-        raise FailedPrecondition("this model version has no item-item weights for relevance")
+    if RANK_BY[mode].needs_item_item and ranking is None:
+        raise FailedPrecondition(f"this model version has no item-item weights for {mode}")
     return mode
+
+
+def available_modes(ranking: ItemItemRanking | None) -> tuple[str, ...]:
+    """The modes a version with (or without) item-item weights can rank by, in RANK_MODES
+    order."""
+    return tuple(m for m in RANK_MODES if ranking is not None or not RANK_BY[m].needs_item_item)
 
 
 def default_mode(ranking: ItemItemRanking | None) -> str:
@@ -68,9 +110,4 @@ def rank_scores(
     """(batch, n_items) scores to rank by, larger first; `predicted` are predicted
     preferences (batch, n_items), `rated` the users' rated items as ItemItemRanking takes
     them. Rated items are not excluded here."""
-    check_mode(mode, ranking)
-    if mode == "preference":
-        return np.array(predicted, dtype=np.float32, copy=True)
-    if mode == "rating":
-        return predicted + item_means[None, :].astype(np.float32)
-    return ranking.item_scores(rated) + np.float32(ranking.preference_weight) * predicted
+    return RANK_BY[check_mode(mode, ranking)].score(predicted, item_means, rated, ranking)

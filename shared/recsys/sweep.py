@@ -1,4 +1,4 @@
-"""`recsys sweep`: train several configurations on the same DESIGN §6 split and tabulate
+"""`recsys sweep`: train several configurations on the same evaluation split and tabulate
 their validation and test scores beside EASE and the baselines (Markdown and JSON).
 
 Configurations: the base (a preset plus --set), then the --vary grid (every combination,
@@ -76,16 +76,6 @@ def parse_config(text: str) -> dict[str, Any]:
     return settings
 
 
-def validation_rmse(trained) -> float | None:
-    """The validation RMSE of what serves: the item kind's fold-in (its network's own
-    per-epoch figure reads the training users' output rows, which serving never uses), else
-    the lowest per-epoch validation RMSE."""
-    if trained.fold_in:
-        return trained.fold_in["validation_rmse"]
-    history = trained.history
-    return min(history["val_rmse"]) if history.get("val_rmse") else None
-
-
 def configurations(
     base: TrainConfig,
     grid: dict[str, list[Any]],
@@ -124,7 +114,7 @@ class SweepRow:
     config: dict
     epochs: int
     best_epoch: int
-    validation_rmse: float | None
+    validation_rmse: float | None  # of what serves (TrainedModel.validation_rmse)
     test_rmse: float
     test_mae: float
     recall_at_10: float | None  # ranked as Recommend ranks by default (relevance)
@@ -201,7 +191,8 @@ class SweepResult:
         leaked = sum(r.leaked_pairs for r in self.rows)
         return "\n".join(
             [
-                f"Sweep on `{self.data}` (DESIGN §6 split), {len(self.rows)} configurations, "
+                f"Sweep on `{self.data}` (the evaluation split of docs/model.md), "
+                f"{len(self.rows)} configurations, "
                 f"{self.seconds / 60:.1f} min. Best by validation RMSE in bold.",
                 "",
                 table,
@@ -243,7 +234,7 @@ def run_sweep(
                     config=config.to_dict(),
                     epochs=len(history.get("loss", [])),
                     best_epoch=scored.trained.best_epoch,
-                    validation_rmse=validation_rmse(scored.trained),
+                    validation_rmse=scored.trained.validation_rmse,
                     test_rmse=model.rmse,
                     test_mae=model.mae,
                     recall_at_10=model.recall_at_10,

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.errors import DataFormatError
+from recsys.rating_scale import DEFAULT_RATING_SCALE, HALF_STAR_RATING_SCALE, on_scale
 
 RATING_COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
 RATING_DTYPES = {
@@ -113,7 +114,7 @@ def load_movielens(directory: Path | str) -> RatingData:
         items = _read_latest_items(items_path) if items_path.is_file() else None
     if items is None:
         items = _untitled_items(ratings)
-    scale = (0.5, 5.0) if name == "ml-latest" else (1.0, 5.0)
+    scale = HALF_STAR_RATING_SCALE if name == "ml-latest" else DEFAULT_RATING_SCALE
     _check_ratings(ratings_path, ratings, scale, header=(name == "ml-latest"))
     return RatingData(name=name, ratings=ratings, items=items, rating_scale=scale)
 
@@ -200,7 +201,7 @@ def _check_ratings(path: Path, ratings: pd.DataFrame, scale: tuple[float, float]
         (lambda: stars.isna().to_numpy(), "rating is missing or not a number"),
         (lambda: (ratings["user_id"] <= 0).to_numpy(), "user id must be positive"),
         (lambda: (ratings["item_id"] <= 0).to_numpy(), "item id must be positive"),
-        (lambda: ((stars < low) | (stars > high)).to_numpy(), f"rating outside [{low}, {high}]"),
+        (lambda: ~on_scale(stars, scale), f"rating outside [{low}, {high}]"),
         (lambda: _repeated_pairs(ratings), "duplicate (user, item) pair"),
     ]
     for find_bad, problem in checks:

@@ -1,4 +1,4 @@
-"""The evaluation split of DESIGN §6: one seeded permutation of the ratings in file order,
+"""The evaluation split (docs/model.md): one seeded permutation of the ratings in file order,
 test taken from its end, validation (for early stopping) from the end of what remains."""
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Held-out evaluation: metrics and the comparison against baselines (DESIGN §6)."""
+"""Held-out evaluation: metrics and the comparison against baselines (docs/model.md)."""

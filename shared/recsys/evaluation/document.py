@@ -27,7 +27,7 @@ class ReportInput:
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int | None = None
     ranking: dict = field(default_factory=dict)  # RankingFit.to_dict(), when recorded
-    fold_in: dict = field(default_factory=dict)  # the item kind's fold-in λ and its trials
+    model_section: list[str] = field(default_factory=list)  # ModelKind.report_lines
     command: str = ""  # the command that produced the report
 
 
@@ -65,8 +65,8 @@ def write_report(
     lines = [
         f"# Evaluation of model version {report.version}",
         "",
-        f"Data: `{report.data}`; split of DESIGN §6 (seeded permutation, 90% train / 10% "
-        "test, 10% of train for validation).",
+        f"Data: `{report.data}`; the evaluation split of docs/model.md (seeded permutation, "
+        "90% train / 10% test, 10% of train for validation).",
         f"Produced by `{report.command}`." if report.command else "",
         "",
         "## Scores on the test ratings",
@@ -100,19 +100,7 @@ def write_report(
             ),
             "",
         ]
-    if report.fold_in:
-        lines += [
-            "## Fold-in (item kind)",
-            "",
-            "Users are folded in by ridge regression on the item codes; λ chosen by "
-            f"validation RMSE (fit ratings as input): **{report.fold_in['l2']:g}**.",
-            "",
-            markdown_table(
-                ["λ", "validation RMSE"],
-                [[f"{r['l2']:g}", r["rmse"]] for r in report.fold_in.get("validation", [])],
-            ),
-            "",
-        ]
+    lines += report.model_section
     epochs = len(report.history.get("loss", []))
     lines += [
         "## Figures",

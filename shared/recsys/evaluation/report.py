@@ -12,8 +12,10 @@ import pandas as pd
 from recsys.ease import Ease
 from recsys.evaluation.metrics import mae, ndcg_at_k, recall_at_k, rmse
 from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
-from recsys.ranking import RANK_MODES, ItemItemRanking, default_mode, rank_scores
-from recsys.scoring import Network, top_k
+from recsys.network import Network
+from recsys.ranking import ItemItemRanking, available_modes, default_mode, rank_scores
+from recsys.rating_scale import DEFAULT_RATING_SCALE
+from recsys.topk import top_k
 
 RELEVANT_RATING = 4.0
 USERS_PER_CHUNK = 512
@@ -40,7 +42,7 @@ def evaluate_all(
     train: pd.DataFrame,
     test: pd.DataFrame,
     *,
-    rating_scale: tuple[float, float] = (1.0, 5.0),
+    rating_scale: tuple[float, float] = DEFAULT_RATING_SCALE,
     model_name: str = "autoencoder",
     k: int = 10,
     ranking: ItemItemRanking | None = None,
@@ -116,8 +118,8 @@ def evaluate_all(
             total,
         ),
     ]
-    for mode in RANK_MODES:
-        if mode != default and (mode != "relevance" or ranking is not None):
+    for mode in available_modes(ranking):
+        if mode != default:
             quality = ranking_quality(inputs, relevant, by_mode(mode), k)
             scores.append(Scores(f"{model_name} by {mode}", None, None, *quality, n, total))
     return scores
@@ -135,7 +137,7 @@ def leakage_free(train: pd.DataFrame, test: pd.DataFrame) -> bool:
 
 
 def relevant_items(covered: pd.DataFrame, index: ItemIndex) -> dict[int, set[int]]:
-    """user → columns of their held-out ratings ≥ 4 (DESIGN §6)."""
+    """user → columns of their held-out ratings ≥ 4, the relevant ones (docs/model.md)."""
     liked = covered[covered["rating"] >= RELEVANT_RATING]
     cols = index.columns(liked["item_id"].to_numpy())
     relevant: dict[int, set[int]] = {}

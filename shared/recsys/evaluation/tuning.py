@@ -12,8 +12,8 @@ from recsys.data.split import Split
 from recsys.ease import DEFAULT_L2, Ease
 from recsys.evaluation.report import ranking_quality, relevant_items
 from recsys.features import ItemIndex, Normalization, preference_matrix
+from recsys.network import Network
 from recsys.ranking import PREFERENCE_WEIGHTS, ItemItemRanking, rank_scores
-from recsys.scoring import Network
 
 
 @dataclass(frozen=True)

@@ -7,23 +7,21 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from recsys.activations import ACTIVATIONS
 from recsys.errors import InvalidArgument
 from recsys.features import ItemSelection
+from recsys.model.registry import DEFAULT_KIND, get_kind
 
 OPTIMIZERS = ("adadelta", "adam", "sgd")
-ACTIVATIONS = ("linear", "selu", "elu", "relu", "tanh", "sigmoid")  # as recsys.scoring has them
 STOPPING = ("loss", "validation")
-KINDS = ("user", "item")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # "user": the article's autoencoder over a user's preference vector (and its deeper
-    # option). "item": I-AutoRec, an autoencoder over an item's column of preferences, served
-    # by folding each user in by ridge regression on the item codes (recsys.scoring
-    # .ItemAutoencoder); hide_fraction, hidden_weight, input_dropout and rescale_input are
-    # settings of the user kind only, and batch_size counts items.
-    kind: str = "user"
+    # A kind of recsys.model.registry: "user", the article's autoencoder over a user's
+    # preference vector (and its deeper option); "item", I-AutoRec over an item's column of
+    # preferences (recsys.model.item says which settings apply to it).
+    kind: str = DEFAULT_KIND
     top_n: int | None = None  # keep the N most-rated items (article: 500) ...
     min_ratings: int | None = None  # ... or every item with at least M ratings; neither: all
     encoding_size: int = 25  # k, the width of the code layer (article: 25)
@@ -57,18 +55,8 @@ class TrainConfig:
         ):
             raise InvalidArgument("hidden_layers must be a list of widths", field="hidden_layers")
         object.__setattr__(self, "hidden_layers", tuple(self.hidden_layers))
+        get_kind(self.kind).check_config(self)  # an unknown kind, then the kind's own checks
         checks = [
-            (self.kind in KINDS, "kind", f"must be one of {KINDS}"),
-            (
-                self.kind == "user" or not self.hidden_layers,
-                "hidden_layers",
-                "must be empty for the item kind (I-AutoRec has one hidden layer, the code)",
-            ),
-            (
-                self.kind == "user" or self.early_stopping == "validation",
-                "early_stopping",
-                "must be validation for the item kind (its fold-in λ is chosen on validation)",
-            ),
             (self.encoding_size > 0, "encoding_size", "must be positive"),
             (all(w > 0 for w in self.hidden_layers), "hidden_layers", "widths must be positive"),
             (self.activation in ACTIVATIONS, "activation", f"must be one of {ACTIVATIONS}"),
@@ -87,12 +75,6 @@ class TrainConfig:
             if not ok:
                 raise InvalidArgument(f"{field} {problem}", field=field)
         ItemSelection(top_n=self.top_n, min_ratings=self.min_ratings)  # validates both
-
-    @property
-    def is_linear(self) -> bool:
-        """The article's network: one linear layer each side, no biases. Only its
-        predictions are exact sums over the rated items (explanations)."""
-        return self.kind == "user" and not self.hidden_layers and self.activation == "linear"
 
     @property
     def item_selection(self) -> ItemSelection:

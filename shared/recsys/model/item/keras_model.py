@@ -2,7 +2,7 @@
 Keras 3: an autoencoder over an item's column of user preferences, trained on the observed
 entries only. Training needs the users of the training data as its input width; serving
 keeps only the item codes (the code layer's output for every item) and folds users in
-(recsys.scoring.ItemAutoencoder)."""
+(recsys.model.item.network)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import scipy.sparse as sp
 from keras import ops
 
+from recsys.activations import activate
 from recsys.model.batches import ShuffledRowBatches
-from recsys.scoring import activate
 
 CODE = "code"
 

@@ -1,4 +1,5 @@
-"""The article's linear autoencoder in Keras 3 and its masked loss.
+"""The user kind's network in Keras 3 (the article's linear autoencoder and its deeper
+option), its masked loss, and the trained layers read back as NumPy (recsys.model.user.network).
 
 recommender = decoder ∘ encoder; encoder = Dense(k, linear, no bias) and
 decoder = Dense(n_items, linear, no bias) are models of their own, so the code of a
@@ -9,8 +10,16 @@ of the code and dropout on the input.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
+import numpy as np
 from keras import ops
+
+from recsys.model.user.network import DeepAutoencoder, DenseLayer, LinearAutoencoder
+
+if TYPE_CHECKING:
+    from recsys.model.config import TrainConfig
 
 ENCODER = "encoder"
 DECODER = "decoder"
@@ -60,12 +69,53 @@ def build_autoencoder(
     return keras.Model(preferences, decoder(encoder(preferences)), name="recommender")
 
 
+def build_for(config: TrainConfig, n_items: int) -> keras.Model:
+    """The network a configuration describes, untrained."""
+    return build_autoencoder(
+        n_items,
+        config.encoding_size,
+        l2=config.l2,
+        hidden_layers=config.hidden_layers,
+        activation=config.activation,
+        input_dropout=config.input_dropout,
+    )
+
+
 def encoder_of(recommender: keras.Model) -> keras.Model:
     return recommender.get_layer(ENCODER)
 
 
 def decoder_of(recommender: keras.Model) -> keras.Model:
     return recommender.get_layer(DECODER)
+
+
+def network_of(recommender: keras.Model) -> LinearAutoencoder | DeepAutoencoder:
+    """The trained layers as NumPy: a LinearAutoencoder for the article's network (one
+    linear layer without bias on each side), else a DeepAutoencoder of every Dense layer."""
+
+    def dense_layers(model: keras.Model) -> tuple[DenseLayer, ...]:
+        return tuple(
+            DenseLayer(
+                _numpy(layer.kernel),
+                _numpy(layer.bias) if layer.use_bias else None,
+                layer.activation.__name__,
+            )
+            for layer in model.layers
+            if isinstance(layer, keras.layers.Dense)
+        )
+
+    encoder = dense_layers(encoder_of(recommender))
+    decoder = dense_layers(decoder_of(recommender))
+    article_shaped = len(encoder) == 1 and len(decoder) == 1
+    if article_shaped and all(
+        layer.bias is None and layer.activation == "linear" for layer in encoder + decoder
+    ):
+        return LinearAutoencoder(encoder[0].kernel, decoder[0].kernel)
+    return DeepAutoencoder(encoder, decoder)
+
+
+def _numpy(variable) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
 
 
 def masked_mse(target, prediction, mask):
