@@ -9,7 +9,10 @@
                              history, evaluation metrics, the kind's own entries
         catalog.json         title and genres of each item (column order), for display
         item_item.npy        optional: EASE item-item weights (n_items, n_items) float32 for
-                             the "relevance" ranking, and ranking.json: its λ and blend weight
+                             the "relevance" ranking, and ranking.json: its λ, blend weight
+                             and neighbours per item (0: dense)
+        item_item.npz        or those weights sparse (scipy.sparse CSR float32, top-m
+                             neighbours per item; recsys.sparse_ease)
         the kind's files     ModelKind.files (recsys/model/<kind>/): both kinds so far keep
                              model.keras, the Keras network (loaded with safe_mode=True); the
                              item kind adds item_codes.npy and fold_in.json, what it serves
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recsys.errors import ArtifactError
 from recsys.features import ItemIndex, Normalization
@@ -48,7 +52,8 @@ NORMALIZATION_FILE = "normalization.json"
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
 CATALOG_FILE = "catalog.json"
-ITEM_ITEM_FILE = "item_item.npy"
+ITEM_ITEM_FILE = "item_item.npy"  # dense item-item weights
+SPARSE_ITEM_ITEM_FILE = "item_item.npz"  # or their sparse form (scipy.sparse CSR)
 RANKING_FILE = "ranking.json"
 REQUIRED_FILES = (ITEMS_FILE, NORMALIZATION_FILE, CONFIG_FILE, METADATA_FILE)  # + the kind's
 
@@ -128,10 +133,18 @@ def save_artifact(
         write_json(staging / METADATA_FILE, {"version": version, **metadata})
         write_json(staging / CATALOG_FILE, _catalog_rows(trained.index, catalog))
         if ranking is not None:
-            write_array(staging / ITEM_ITEM_FILE, ranking.weights)
+            if sp.issparse(ranking.weights):
+                weights = sp.csr_matrix(ranking.weights, dtype=np.float32)
+                sp.save_npz(staging / SPARSE_ITEM_ITEM_FILE, weights, compressed=False)
+            else:
+                write_array(staging / ITEM_ITEM_FILE, ranking.weights)
             write_json(
                 staging / RANKING_FILE,
-                {"l2": ranking.l2, "preference_weight": ranking.preference_weight},
+                {
+                    "l2": ranking.l2,
+                    "preference_weight": ranking.preference_weight,
+                    "neighbors": ranking.neighbors,
+                },
             )
         os.rename(staging, final)
     except BaseException:
@@ -270,12 +283,25 @@ def load_features_spec(path: Path | str) -> FeatureSpec:
 
 
 def _read_ranking(path: Path) -> ItemItemRanking | None:
-    """The version's item-item ranking, or None for a version saved without one."""
-    if not (path / ITEM_ITEM_FILE).is_file():
+    """The version's item-item ranking (dense or sparse weights), or None for a version saved
+    without one."""
+    sparse_file = path / SPARSE_ITEM_ITEM_FILE
+    if sparse_file.is_file():
+        try:
+            weights = sp.load_npz(sparse_file).tocsr().astype(np.float32)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"cannot read {sparse_file}: {exc}") from exc
+    elif (path / ITEM_ITEM_FILE).is_file():
+        weights = read_array(path / ITEM_ITEM_FILE)
+    else:
         return None
     values = read_json(path / RANKING_FILE)
-    weights = read_array(path / ITEM_ITEM_FILE)
-    return ItemItemRanking(weights, float(values["l2"]), float(values["preference_weight"]))
+    return ItemItemRanking(
+        weights,
+        float(values["l2"]),
+        float(values["preference_weight"]),
+        int(values.get("neighbors", 0)),
+    )
 
 
 def _catalog_rows(index: ItemIndex, catalog: pd.DataFrame | None) -> list[dict[str, Any]]:

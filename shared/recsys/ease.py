@@ -6,13 +6,19 @@ Recommend lists are measured against.
       = I − P · diag(1 / diag(P)),  P = (XᵀX + λI)⁻¹
 
 X is the binary (n_users, n_items) matrix of training ratings; a user's scores are x_u B.
-Pure NumPy: one (n_items, n_items) inversion, a few seconds for ML-1M's 3,706 items."""
+Pure NumPy: one (n_items, n_items) inversion, a few seconds for ML-1M's 3,706 items. Above
+DENSE_MAX_ITEMS items the weights are fitted sparse instead (recsys.sparse_ease: each item's
+top-m neighbours), since the dense Gram and inverse would not fit in memory."""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.sparse_ease import DEFAULT_NEIGHBORS, fit_sparse_ease
+
+AUTO_NEIGHBORS = -1  # dense weights up to DENSE_MAX_ITEMS items, DEFAULT_NEIGHBORS above
+DENSE_MAX_ITEMS = 12_000  # a 12k² float64 Gram matrix and its inverse: 2.3 GB
 DEFAULT_L2 = 1000.0  # best of 100, 300, 1000, 3000 on the validation part of ML-1M (README)
 
 
@@ -37,20 +43,41 @@ def fit_ease(matrix: sp.spmatrix, l2: float = DEFAULT_L2) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-class Ease:
-    """Fitted EASE weights; `scores` ranks items for users given as rows of who-rated-what."""
+def neighbors_for(n_items: int, neighbors: int = AUTO_NEIGHBORS) -> int:
+    """The neighbours per item a fit keeps: 0 means dense weights (every other item)."""
+    if neighbors == AUTO_NEIGHBORS:
+        return 0 if n_items <= DENSE_MAX_ITEMS else DEFAULT_NEIGHBORS
+    if neighbors < 0:
+        raise ValueError(f"neighbours must be ≥ 0 or {AUTO_NEIGHBORS} (auto), got {neighbors}")
+    return 0 if neighbors >= n_items - 1 else neighbors
 
-    def __init__(self, weights: np.ndarray, l2: float):
+
+class Ease:
+    """Fitted EASE weights — dense (n_items, n_items) float32, or float32 CSR with
+    `neighbors` entries per column — and `scores` ranking items for users given as rows of
+    who-rated-what."""
+
+    def __init__(self, weights: np.ndarray | sp.csr_matrix, l2: float, neighbors: int = 0):
         self.weights = weights
         self.l2 = l2
+        self.neighbors = neighbors
 
     @classmethod
-    def fit(cls, rated: sp.spmatrix, l2: float = DEFAULT_L2) -> Ease:
+    def fit(
+        cls, rated: sp.spmatrix, l2: float = DEFAULT_L2, neighbors: int = AUTO_NEIGHBORS
+    ) -> Ease:
         """EASE of the users' rows of `rated`; only which entries are stored counts (a
-        preference matrix is made binary first)."""
-        return cls(fit_ease(interactions(sp.csr_matrix(rated)), l2), l2)
+        preference matrix is made binary first). `neighbors`: see neighbors_for."""
+        binary = interactions(sp.csr_matrix(rated))
+        kept = neighbors_for(binary.shape[1], neighbors)
+        if kept:
+            return cls(fit_sparse_ease(binary, l2, kept), l2, kept)
+        return cls(fit_ease(binary, l2), l2)
 
     def scores(self, rated: sp.spmatrix) -> np.ndarray:
         """(batch, n_items) binary or preference rows (only which entries are stored counts)
         → (batch, n_items) float32 scores."""
-        return np.asarray(interactions(sp.csr_matrix(rated)) @ self.weights, dtype=np.float32)
+        product = interactions(sp.csr_matrix(rated)) @ self.weights
+        if sp.issparse(product):
+            product = product.toarray()
+        return np.asarray(product, dtype=np.float32)

@@ -20,7 +20,7 @@ from recsys.data.download import download_dataset
 from recsys.data.movielens import RatingData, load_movielens
 from recsys.data.split import Split, split_ratings
 from recsys.data.synthetic import SyntheticSpec, write_synthetic_movielens
-from recsys.ease import DEFAULT_L2, Ease
+from recsys.ease import AUTO_NEIGHBORS, DEFAULT_L2, Ease
 from recsys.errors import DownloadError, FailedPrecondition
 from recsys.evaluation.report import Scores, evaluate_all, leaked_pairs
 from recsys.evaluation.tuning import RankingFit, fit_relevance_ranking
@@ -117,7 +117,12 @@ def train_and_score(
     )
     network = trained.network
     ranking = fit_relevance_ranking(
-        network, trained.index, trained.normalization, split, easier=ease_cache
+        network,
+        trained.index,
+        trained.normalization,
+        split,
+        neighbors=config.relevance_neighbors,
+        easier=ease_cache,
     )
     scores = evaluate_all(
         network,
@@ -127,7 +132,7 @@ def train_and_score(
         split.test,
         rating_scale=source.data.rating_scale,
         ranking=ranking.ranking,
-        ease=Ease(ranking.ranking.weights, ranking.ranking.l2),
+        ease=Ease(ranking.ranking.weights, ranking.ranking.l2, ranking.ranking.neighbors),
     )
     return ScoredModel(trained, ranking, scores, leaked_pairs(split.train, split.test), split)
 
@@ -216,6 +221,7 @@ def evaluate_artifact(
     split = split_ratings(source.data.ratings, seed=SPLIT_SEED)
     model = artifact.recommender
     l2 = model.ranking.l2 if model.ranking is not None else DEFAULT_L2
+    neighbors = model.ranking.neighbors if model.ranking is not None else AUTO_NEIGHBORS
     scores = evaluate_all(
         model.network,
         model.index,
@@ -224,7 +230,9 @@ def evaluate_artifact(
         split.test,
         rating_scale=model.rating_scale,
         ranking=model.ranking,
-        ease=Ease.fit(preference_matrix(split.train, model.index, model.normalization).matrix, l2),
+        ease=Ease.fit(
+            preference_matrix(split.train, model.index, model.normalization).matrix, l2, neighbors
+        ),
     )
     if report_dir is not None:
         write_model_report(

@@ -28,21 +28,32 @@ PREFERENCE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5)  # blend weights tried on the val
 
 @dataclass(frozen=True)
 class ItemItemRanking:
-    """EASE weights (n_items, n_items) float32 with a zero diagonal, their λ, and the weight
-    of the predicted preference in the "relevance" blend."""
+    """EASE weights with a zero diagonal — dense (n_items, n_items) float32, or float32 CSR
+    keeping `neighbors` entries per column (recsys.sparse_ease; 0: dense) — their λ, and the
+    weight of the predicted preference in the "relevance" blend."""
 
-    weights: np.ndarray
+    weights: np.ndarray | sp.csr_matrix
     l2: float
     preference_weight: float
+    neighbors: int = 0
 
     def item_scores(self, rated: sp.spmatrix | list[np.ndarray]) -> np.ndarray:
         """Σ_j∈rated B[j, :] per user: rows of a (batch, n_items) matrix whose stored entries
         are the rated items (values ignored), or one array of rated columns per user."""
         if isinstance(rated, list):
-            return np.stack([self.weights[columns].sum(axis=0) for columns in rated])
+            if not sp.issparse(self.weights):
+                return np.stack([self.weights[columns].sum(axis=0) for columns in rated])
+            n_items = self.weights.shape[0]
+            offsets = np.cumsum([0, *(len(columns) for columns in rated)])
+            columns = np.concatenate(rated) if rated else np.zeros(0, np.int64)
+            values = np.ones(len(columns), np.float32)
+            rated = sp.csr_matrix((values, columns, offsets), shape=(len(offsets) - 1, n_items))
         binary = sp.csr_matrix(rated, dtype=np.float32, copy=True)
         binary.data[:] = 1.0
-        return np.asarray(binary @ self.weights, dtype=np.float32)
+        product = binary @ self.weights
+        if sp.issparse(product):
+            product = product.toarray()
+        return np.asarray(product, dtype=np.float32)
 
 
 @dataclass(frozen=True)

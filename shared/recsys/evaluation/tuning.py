@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.split import Split
-from recsys.ease import DEFAULT_L2, Ease
+from recsys.ease import AUTO_NEIGHBORS, DEFAULT_L2, Ease
 from recsys.evaluation.report import ranking_quality, relevant_items
 from recsys.features import ItemIndex, Normalization, preference_matrix
 from recsys.network import Network
@@ -24,6 +24,7 @@ class RankingFit:
     def to_dict(self) -> dict:
         return {
             "l2": self.ranking.l2,
+            "neighbors": self.ranking.neighbors,
             "preference_weight": self.ranking.preference_weight,
             "validation": [
                 {"preference_weight": w, "recall_at_10": r, "ndcg_at_10": n}
@@ -39,18 +40,21 @@ def fit_relevance_ranking(
     split: Split,
     *,
     l2: float = DEFAULT_L2,
+    neighbors: int = AUTO_NEIGHBORS,
     weights: tuple[float, ...] = PREFERENCE_WEIGHTS,
     easier: dict | None = None,
 ) -> RankingFit:
     """Choose the preference weight by NDCG@10 on the validation part (EASE fitted on the fit
     part, users' fit ratings as input), then refit EASE on train for serving. Test ratings
-    are never read. `easier` caches EASE fits by (part, items, λ) across calls (the sweep)."""
+    are never read. `neighbors`: dense EASE or its top-m sparse form (recsys.ease.neighbors_for).
+    `easier` caches EASE fits by (part, items, λ, neighbours) across calls (the sweep)."""
     cache = easier if easier is not None else {}
 
     def ease_on(part: str, ratings: pd.DataFrame) -> Ease:
-        key = (part, index.item_ids.tobytes(), l2)
+        key = (part, index.item_ids.tobytes(), l2, neighbors)
         if key not in cache:
-            cache[key] = Ease.fit(preference_matrix(ratings, index, normalization).matrix, l2)
+            matrix = preference_matrix(ratings, index, normalization).matrix
+            cache[key] = Ease.fit(matrix, l2, neighbors)
         return cache[key]
 
     held_out = split.validation[index.columns(split.validation["item_id"].to_numpy()) >= 0]
@@ -62,7 +66,7 @@ def fit_relevance_ranking(
     item_means = normalization.item_means.astype(np.float32)
     results: dict[float, tuple[float, float]] = {}
     for weight in weights:
-        trial = ItemItemRanking(on_fit.weights, l2, weight)
+        trial = ItemItemRanking(on_fit.weights, l2, weight, on_fit.neighbors)
         results[weight] = ranking_quality(
             inputs,
             relevant,
@@ -72,4 +76,4 @@ def fit_relevance_ranking(
         )
     best = max(results, key=lambda w: (results[w][1] or 0.0, -w))
     on_train = ease_on("train", split.train)
-    return RankingFit(ItemItemRanking(on_train.weights, l2, best), results)
+    return RankingFit(ItemItemRanking(on_train.weights, l2, best, on_train.neighbors), results)

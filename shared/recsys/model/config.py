@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recsys.activations import ACTIVATIONS
+from recsys.ease import AUTO_NEIGHBORS
 from recsys.errors import InvalidArgument
 from recsys.features import ItemSelection
 from recsys.model.registry import DEFAULT_KIND, get_kind
@@ -44,6 +45,10 @@ class TrainConfig:
     patience: int = 3
     min_delta: float = 1e-5
     seed: int = 0
+    # Neighbours per item kept by the "relevance" ranking's item-item weights: -1 (auto)
+    # keeps every other item (dense EASE) up to 12,000 items and the top 400 above
+    # (recsys.sparse_ease); 0 always dense; m > 0 the top m.
+    relevance_neighbors: int = AUTO_NEIGHBORS
 
     def __post_init__(self):
         if isinstance(self.hidden_layers, int):  # --set hidden_layers=256
@@ -70,6 +75,7 @@ class TrainConfig:
             (self.max_epochs > 0, "max_epochs", "must be positive"),
             (self.early_stopping in STOPPING, "early_stopping", f"must be one of {STOPPING}"),
             (self.patience >= 0, "patience", "must be ≥ 0"),
+            (self.relevance_neighbors >= AUTO_NEIGHBORS, "relevance_neighbors", "must be ≥ -1"),
         ]
         for ok, field, problem in checks:
             if not ok:
