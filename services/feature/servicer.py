@@ -15,6 +15,7 @@ from recsys.errors import InvalidArgument, NotFound
 from recsys.featurestore.writes import arrival_stamp
 from recsys.limits import MAX_MOVIE_ID, MAX_PAGE_SIZE, MAX_RATINGS_PER_WRITE, MAX_USERS_PER_BATCH
 from recsys.packed import FLOAT64, INT64
+from recsys.rating_scale import check_rating
 from services.feature.store import CatalogItem, FeatureStore, PackedUsers, UserFeatures
 
 DEFAULT_PAGE_SIZE = 100
@@ -196,13 +197,12 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
                     f"movie_id must be in 1..{MAX_MOVIE_ID}, got {rating.movie_id}",
                     field="ratings.movie_id",
                 )
-            if not scale.rating_min <= rating.rating <= scale.rating_max:
-                raise InvalidArgument(
-                    f"rating {rating.rating:g} for movie {rating.movie_id} is outside "
-                    f"[{scale.rating_min:g}, {scale.rating_max:g}]",
-                    field="ratings.rating",
-                )
-            by_movie[rating.movie_id] = float(rating.rating)
+            by_movie[rating.movie_id] = check_rating(
+                rating.movie_id,
+                rating.rating,
+                (scale.rating_min, scale.rating_max),
+                "ratings.rating",
+            )
         user, created = await self.store.upsert_ratings(
             request.user_id,
             by_movie,

@@ -8,24 +8,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.api.gateway.v1 import gateway_pb2
 from recsys.api.model.v1 import model_pb2
-from recsys.errors import InvalidArgument
 from recsys.serving import tracing
 from recsys.serving.coalesce import Coalescer
+from recsys.serving.enums import DIRECTION, GATEWAY_RANK_BY, METRIC, RANK_BY
 from services.gateway.batches import PredictRow, UserInput
 from services.gateway.stages import Stages
 from services.gateway.upstream import Upstreams
 from services.gateway.users import Users
 from services.gateway.versions import ModelVersions, VersionData
-
-# the gateway's ranking modes → the model service's (same names, separate packages)
-RANK_BY = {
-    gateway_pb2.RANK_BY_UNSPECIFIED: model_pb2.RANK_BY_UNSPECIFIED,
-    gateway_pb2.RANK_BY_RATING: model_pb2.RANK_BY_RATING,
-    gateway_pb2.RANK_BY_PREFERENCE: model_pb2.RANK_BY_PREFERENCE,
-    gateway_pb2.RANK_BY_RELEVANCE: model_pb2.RANK_BY_RELEVANCE,
-}
 
 
 @dataclass(frozen=True)
@@ -90,15 +81,14 @@ class Predictions:
     ) -> tuple[str, list[Scored], list[int]]:
         """The top k unrated items in the request's ranking mode (default: the model
         version's, relevance), each with its predicted rating."""
-        if request.rank_by not in RANK_BY:
-            raise InvalidArgument(f"unknown rank_by {request.rank_by}", field="rank_by")
+        rank_by = RANK_BY.value(GATEWAY_RANK_BY.name(request.rank_by, "rank_by"))
         data, user, predictions = await self.predict(
             request,
             lambda user: PredictRow(
                 user.movie_ids,
                 user.preferences,
                 k=k,
-                rank_by=RANK_BY[request.rank_by],
+                rank_by=rank_by,
                 exclude=user.rated_movie_ids,
             ),
             context,
@@ -121,16 +111,16 @@ class Predictions:
             items = scored(data, user, predictions)
         return data.version, items, user.ignored_movie_ids
 
-    async def similar(self, movie_id: int, k: int, metric, farthest: bool, context):
-        """Nearest (or farthest) items in the embeddings of the version whose catalog names
-        them."""
-        direction = model_pb2.DIRECTION_FARTHEST if farthest else model_pb2.DIRECTION_NEAREST
+    async def similar(self, movie_id: int, k: int, metric: str, farthest: bool, context):
+        """Nearest (or farthest) items by `metric` (a recsys.embeddings metric) in the
+        embeddings of the version whose catalog names them."""
+        direction = DIRECTION.value("farthest" if farthest else "nearest")
 
         async def call(data: VersionData):
             request = model_pb2.SimilarItemsRequest(
                 movie_id=movie_id,
                 k=k,
-                metric=metric,
+                metric=METRIC.value(metric),
                 direction=direction,
                 model_version=data.version,
             )

@@ -9,6 +9,7 @@ from recsys.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.errors import InvalidArgument
 from recsys.limits import DEFAULT_CONTRIBUTIONS, MAX_GIVEN_MOVIES, MAX_K, MAX_MOVIE_ID
 from recsys.serving import metrics
+from recsys.serving.enums import GATEWAY_METRIC
 from services.gateway.flow import PredictFlow
 from services.gateway.stages import Stages
 
@@ -94,10 +95,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def SimilarItems(self, request, context):
         if request.movie_id <= 0:
             raise InvalidArgument("movie_id must be positive", field="movie_id")
-        if request.metric not in gateway_pb2.Metric.values():
-            raise InvalidArgument(f"unknown metric {request.metric}", field="metric")
+        metric = GATEWAY_METRIC.name(request.metric, "metric")
         version, items = await self.flow.predictions.similar(
-            request.movie_id, k_of(request), request.metric, request.farthest, context
+            request.movie_id, k_of(request), metric, request.farthest, context
         )
         return gateway_pb2.SimilarItemsResponse(
             items=[

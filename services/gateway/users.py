@@ -9,6 +9,7 @@ import numpy as np
 from recsys.errors import InvalidArgument
 from recsys.features import user_preferences
 from recsys.limits import MAX_INLINE_RATINGS, MAX_MOVIE_ID
+from recsys.rating_scale import check_rating
 from recsys.serving.coalesce import Coalescer
 from services.gateway.batches import UserInput
 from services.gateway.upstream import Upstreams
@@ -26,7 +27,6 @@ def checked_ratings(ratings, data: VersionData, field: str, limit: int) -> dict[
         raise InvalidArgument("give at least one rating", field=field)
     if len(ratings) > limit:
         raise InvalidArgument(f"at most {limit} ratings, got {len(ratings)}", field=field)
-    low, high = data.rating_scale
     by_movie: dict[int, float] = {}
     for rating in ratings:
         if not 0 < rating.movie_id <= MAX_MOVIE_ID:
@@ -34,13 +34,9 @@ def checked_ratings(ratings, data: VersionData, field: str, limit: int) -> dict[
                 f"movie_id must be in 1..{MAX_MOVIE_ID}, got {rating.movie_id}",
                 field=f"{field}.movie_id",
             )
-        if not low <= rating.rating <= high:
-            raise InvalidArgument(
-                f"rating {rating.rating:g} for movie {rating.movie_id} is outside "
-                f"[{low:g}, {high:g}]",
-                field=f"{field}.rating",
-            )
-        by_movie[rating.movie_id] = float(rating.rating)
+        by_movie[rating.movie_id] = check_rating(
+            rating.movie_id, rating.rating, data.rating_scale, f"{field}.rating"
+        )
     return by_movie
 
 

@@ -17,6 +17,7 @@ from recsys.errors import InvalidArgument, Unavailable
 from recsys.limits import MAX_PAGE_SIZE, MAX_USERS_PER_BATCH
 from recsys.loadtest.channels import open_channel
 from recsys.loadtest.settings import Targets
+from recsys.rating_scale import DEFAULT_RATING_SCALE
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Population:
 
     user_ids: Sequence[int]
     movie_ids: Sequence[int] = ()
-    rating_scale: tuple[float, float] = (1.0, 5.0)
+    rating_scale: tuple[float, float] = DEFAULT_RATING_SCALE
     user_ratings: UserRatings | None = None
     stored_users: Sequence[StoredUser] = field(default_factory=tuple)
 
