@@ -105,7 +105,7 @@ def article_predict_ms(model_dir: Path, data: RatingData, user_ids: list[int]) -
     from recsys.artifacts import load_artifact, resolve_version
 
     artifact = load_artifact(resolve_version(model_dir))
-    if artifact.config.get("kind") == "item":
+    if artifact.kind == "item":
         return None
     model = keras.saving.load_model(artifact.path / "model.keras", safe_mode=True)
     item_ids = artifact.recommender.index.item_ids

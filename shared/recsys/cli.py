@@ -519,8 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train several configurations on one split; a table of their scores",
         description="Configurations: the base (--preset with --set), then every combination "
         "of the --vary values (or each value alone with --one-at-a-time), then each "
-        "--config. Every run trains, fits its relevance ranking and is scored on the DESIGN "
-        "§6 split beside EASE; the best is the lowest validation RMSE. Writes sweep.md and "
+        "--config. Every run trains, fits its relevance ranking and is scored on the "
+        "evaluation split beside EASE; the best is the lowest validation RMSE. Writes sweep.md and "
         "sweep.json to --out.",
     )
     p.add_argument("--data", type=Path, help="MovieLens directory (default: download ML-1M)")

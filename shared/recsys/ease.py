@@ -19,7 +19,7 @@ from recsys.sparse_ease import DEFAULT_NEIGHBORS, fit_sparse_ease
 
 AUTO_NEIGHBORS = -1  # dense weights up to DENSE_MAX_ITEMS items, DEFAULT_NEIGHBORS above
 DENSE_MAX_ITEMS = 12_000  # a 12k² float64 Gram matrix and its inverse: 2.3 GB
-DEFAULT_L2 = 1000.0  # best of 100, 300, 1000, 3000 on the validation part of ML-1M (README)
+DEFAULT_L2 = 1000.0  # best of 100, 300, 1000, 3000 on the validation part of ML-1M (docs/model.md)
 
 
 def interactions(preferences: sp.csr_matrix) -> sp.csr_matrix:

@@ -107,7 +107,7 @@ PRESETS: dict[str, TrainConfig] = {
     # The post: 500 most-rated movies, k = 25, Adadelta (Keras 2 defaults, lr 1.0), batch 125,
     # hide 20%, 0.8 of the loss on hidden entries, early stopping on the training loss.
     "article": TrainConfig(top_n=500),
-    # What measured best on ML-1M (README, "Model quality"): whole catalog, stopping on
+    # What measured best on ML-1M (docs/model.md, "Model quality"): whole catalog, stopping on
     # validation RMSE, Adam, an L2 penalty against the overfitting of the whole catalog.
     "default": TrainConfig(
         encoding_size=64,
@@ -125,13 +125,13 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 # The deeper option (Kuchaiev & Ginsburg) as measured best by validation RMSE in the ML-1M
-# sweep (README, "The sweep"): one SELU hidden layer of 256 each side and 20% input dropout
+# sweep (docs/model.md, "The sweep"): one SELU hidden layer of 256 each side and 20% input dropout
 # on top of the default's training: 0.003 lower validation RMSE, several times slower to train.
 PRESETS["deep"] = PRESETS["default"].replace(
     hidden_layers=(256,), activation="selu", input_dropout=0.2
 )
 
-# I-AutoRec (Sedhain et al. 2015) as the ML-1M sweep chose it by validation RMSE (README,
+# I-AutoRec (Sedhain et al. 2015) as the ML-1M sweep chose it by validation RMSE (docs/model.md,
 # "The item kind"): 250 sigmoid codes, Adam, an L2 penalty of λ/(2·n_items) per weight with
 # λ = 300 on the sum of squared errors, stopping on validation RMSE. The most accurate
 # configuration measured.

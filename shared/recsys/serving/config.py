@@ -2,7 +2,7 @@
 
 Every field has a documented default; `Settings.from_env()` fails at start-up with a message
 naming the variable when a value does not parse, and `require()` does the same for an
-address a service cannot run without. The README's "Configuration" table mirrors `FIELDS`.
+address a service cannot run without. docs/configuration.md's settings table mirrors `FIELDS`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Settings:
     # MODEL_VERSION pins one). A newer version is loaded beside the old one, then swapped in.
     model_poll_s: float = 5.0
     # Dynamic batching of Predict: most calls per matrix product (1: no batching, the default:
-    # measured no faster on 2 cores, see README "Benchmarks"), how long a call waits for
+    # measured no faster on 2 cores, see docs/decisions.md), how long a call waits for
     # company (µs, 0: only calls already waiting), most calls waiting (beyond it:
     # RESOURCE_EXHAUSTED).
     model_batch_size: int = 1
