@@ -743,7 +743,7 @@ def test_invalid_input(stack, row):
         assert field_violations(error)[0][0] == row.field, error.details()
 
 
-def test_the_readme_table_is_the_tested_one():
+def test_the_api_doc_table_is_the_tested_one():
     text = API_DOC.read_text()
     missing = [row.markdown() for row in ROWS if row.markdown() not in text]
     assert not missing, "docs/api.md's bad-input table lacks:\n" + "\n".join(missing)

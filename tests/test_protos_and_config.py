@@ -132,7 +132,7 @@ def test_secret_settings_never_show_in_a_repr():
         assert secret not in repr(settings)
 
 
-def test_the_readme_documents_every_setting():
+def test_docs_configuration_lists_every_setting():
     """The settings table of docs/configuration.md has a row per setting, and no row for a
     setting that does not exist."""
     readme = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
