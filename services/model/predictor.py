@@ -28,7 +28,7 @@ ALL_ITEMS = -1  # Outputs.k of a row that wants every item
 MIN_ROWS = 8
 """A batch is padded to at least this many rows before the network runs: BLAS picks another
 kernel for a product of fewer rows, whose rounding differs, and a row's predictions must not
-depend on the batch it came in (tests/test_batching.py checks it)."""
+depend on the batch it came in (tests/model_service/test_batching.py checks it)."""
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
