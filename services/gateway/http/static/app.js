@@ -26,8 +26,9 @@ function stars(value) {
 }
 
 function signed(value) {
-  const number = Number(value);
-  return `${number >= 0 ? "+" : "−"}${Math.abs(number).toFixed(2)}`;
+  const shown = Math.abs(Number(value)).toFixed(2);
+  if (Number(shown) === 0) return shown; // no "−0.00"
+  return `${Number(value) > 0 ? "+" : "−"}${shown}`;
 }
 
 function showError(error) {
@@ -146,7 +147,8 @@ async function search(event) {
       `/v1/movies:search?query=${encodeURIComponent(query)}&pageSize=10`,
     );
     const more = page.totalSize > page.movies.length ? ` (the first ${page.movies.length})` : "";
-    $("#search-summary").textContent = `${page.totalSize} movies match “${query}”${more}.`;
+    const count = page.totalSize === 1 ? "1 movie matches" : `${page.totalSize} movies match`;
+    $("#search-summary").textContent = `${count} “${query}”${more}.`;
     showResults(page.movies);
   } catch (error) {
     $("#search-summary").textContent = "";
@@ -250,9 +252,16 @@ async function explain(item) {
   }
 }
 
+let similarTo = null; // the movie whose similar movies are shown
+
 async function similar(item) {
+  similarTo = item;
+  const metric = $("#metric").value;
   try {
-    const answer = await api("GET", `/v1/movies/${item.movieId}/similar?k=${SIMILAR}`);
+    const answer = await api(
+      "GET",
+      `/v1/movies/${item.movieId}/similar?k=${SIMILAR}&metric=${metric}`,
+    );
     $("#similar-summary").replaceChildren(
       "Nearest to ",
       element("span", { class: "title" }, item.title),
@@ -276,5 +285,6 @@ async function similar(item) {
 document.addEventListener("DOMContentLoaded", () => {
   $("#search-form").addEventListener("submit", search);
   $("#recommend").addEventListener("click", recommend);
+  $("#metric").addEventListener("change", () => similarTo && similar(similarTo));
   showRatings();
 });
