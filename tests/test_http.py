@@ -328,6 +328,7 @@ def test_openapi_document_and_page_are_served(base):
     assert document.status == 200 and document.body == openapi.served_document()
     page = http("GET", f"{base}/")
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert page.headers["Server"] == "recsys-gateway"  # no versions
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert b"/static/app.js" in page.body
     script = http("GET", f"{base}/static/app.js")
@@ -497,3 +498,26 @@ def test_https_takes_renewed_certificate_files(tmp_path):
         assert http("GET", url, ssl_context=client_context(second.ca)).status == 200
         with pytest.raises(aiohttp.ClientError):
             http("GET", url, ssl_context=client_context(first.ca))
+
+
+def test_docs_give_the_status_mapping_the_code_uses():
+    """docs/http.md's error table is the mapping of services.gateway.http.status."""
+    import re
+    from pathlib import Path
+
+    from services.gateway.http.status import HTTP_STATUS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "http.md").read_text()
+    table = text.split("## Errors", 1)[1].split("\n## ", 1)[0]
+    documented = {}
+    for line in table.splitlines():
+        # "| `NOT_FOUND` (5) | 404 |" or "| `UNKNOWN` (2), `INTERNAL` (13) | 500 |", two per row
+        for names, status in re.findall(r"((?:`\w+` \(\d+\),? ?)+)\| (\d+)", line):
+            for name, number in re.findall(r"`(\w+)` \((\d+)\)", names):
+                documented[name] = (int(number), int(status))
+    expected = {
+        code.name: (code.value[0], status)
+        for code, status in HTTP_STATUS.items()
+        if code is not grpc.StatusCode.OK
+    }
+    assert documented == expected

@@ -25,6 +25,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    "Server": "recsys-gateway",  # not aiohttp's, which names its and Python's versions
 }
 
 
