@@ -424,7 +424,9 @@ def test_the_timeout_header_is_the_calls_deadline():
             )
     assert reply.status == 504, reply.body
     assert reply.json()["code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
-    assert len(seen) == 1 and 0 < seen[0] <= 0.4, seen
+    # the header's 0.4 s (each hop restarts the clock on receipt, so a little more may be
+    # seen), not UPSTREAM_TIMEOUT_S's 5 s
+    assert len(seen) == 1 and 0 < seen[0] < 0.5, seen
 
 
 @pytest.fixture(scope="module")
