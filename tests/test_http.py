@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import urllib.parse
 from dataclasses import dataclass
 
 import aiohttp
 import grpc
 import pytest
 from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from recsys import openapi
@@ -523,3 +526,102 @@ def test_docs_give_the_status_mapping_the_code_uses():
         if code is not grpc.StatusCode.OK
     }
     assert documented == expected
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def json_bodies(fields: list[str]):
+    """JSON objects whose keys are mostly the request's own field names (so the values reach
+    the gRPC side's checks), sometimes not."""
+    keys = st.sampled_from(fields) | st.text(max_size=12)
+    return st.dictionaries(keys, JSON_VALUES, max_size=5)
+
+
+@pytest.mark.parametrize(
+    "binding", service_bindings(SERVICE), ids=lambda b: b.route.replace(" ", "_")
+)
+def test_fuzzed_requests_get_an_answer_never_a_crash(base, binding):
+    """Random JSON bodies, query strings and path values on every route: a JSON answer
+    with a 2xx or 4xx status (never a 500 or 501) and the Status shape on errors."""
+    request = SERVICE.methods_by_name[binding.rpc].input_type
+    names = [f.json_name for f in request.fields] + [f.name for f in request.fields]
+    path_value = st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/?#%"),
+        min_size=1,
+        max_size=12,
+    ) | st.integers(min_value=-(2**63), max_value=2**63).map(str)
+
+    @settings(max_examples=25, deadline=None, database=None)
+    @given(
+        body=json_bodies(names),
+        query=st.dictionaries(
+            st.sampled_from(names) | st.text(max_size=8), st.text(max_size=10), max_size=3
+        ),
+        path=st.fixed_dictionaries({name: path_value for name in binding.path_fields}),
+    )
+    def check(body, query, path):
+        url = base + binding.path.format(
+            **{k: urllib.parse.quote(v, safe="") for k, v in path.items()}
+        )
+        if binding.body:
+            reply = http(binding.verb, url, raw=json.dumps(body).encode())
+        else:
+            reply = http(binding.verb, url + "?" + urllib.parse.urlencode(query))
+        assert 200 <= reply.status < 500, (reply.status, reply.body, body, query, path)
+        answer = reply.json()
+        if reply.status != 200:
+            assert set(answer) == {"code", "message", "details"} and answer["message"]
+
+    check()
+
+
+def test_the_entry_point_serves_http_and_stops_on_sigterm():
+    """`python -m services.gateway.server` with HTTP_PORT: the document answers (its
+    upstreams are not there: the RPCs answer 503), and SIGTERM stops it cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "GATEWAY_PORT": str(free_port()),
+        "HTTP_PORT": str(port),
+        "FEATURE_ADDR": f"127.0.0.1:{free_port()}",
+        "MODEL_ADDR": f"127.0.0.1:{free_port()}",
+        "GRACE_S": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.gateway.server"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):  # until it listens (start-up imports take a while)
+            try:
+                document = http("GET", f"{base}/openapi.json")
+                break
+            except aiohttp.ClientConnectionError:
+                assert process.poll() is None, process.stdout.read()
+                time.sleep(0.1)
+        assert document.status == 200 and document.body == openapi.served_document()
+        assert http("GET", f"{base}/v1/movies/1/similar").status == 503
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = process.stdout.read()
+    assert '"message": "http listening"' in output and '"message": "stopped"' in output, output
