@@ -437,14 +437,14 @@ def certs(tmp_path_factory):
     return make_certificates(tmp_path_factory.mktemp("http-certs"))
 
 
-def https_gateway(**tls) -> ServiceThread:
-    """A gateway with HTTPS whose upstreams are not there (its page still answers)."""
+def lone_gateway(**overrides) -> ServiceThread:
+    """A gateway with HTTP on whose upstreams are not there (its page still answers)."""
     settings = Settings(
         gateway_port=0,
         http_port=free_port(),
         feature_addr=f"127.0.0.1:{free_port()}",
         model_addr=f"127.0.0.1:{free_port()}",
-        **tls,
+        **overrides,
     )
 
     async def gateway():
@@ -462,7 +462,7 @@ def client_context(ca: str, cert: str | None = None, key: str | None = None) -> 
 
 def test_https_with_the_grpc_certificate_and_mutual_tls(certs):
     files = {"tls_cert_file": certs.cert, "tls_key_file": certs.key, "tls_ca_file": certs.ca}
-    with https_gateway(**files, tls_client_auth=True) as running:
+    with lone_gateway(**files, tls_client_auth=True) as running:
         url = f"https://127.0.0.1:{running.service.http.port}/openapi.json"
         good = http("GET", url, ssl_context=client_context(certs.ca, certs.cert, certs.key))
         assert good.status == 200
@@ -493,7 +493,7 @@ def test_https_takes_renewed_certificate_files(tmp_path):
     cert, key = tmp_path / "live.pem", tmp_path / "live.key"
     shutil.copy(first.cert, cert)
     shutil.copy(first.key, key)
-    with https_gateway(tls_cert_file=str(cert), tls_key_file=str(key)) as running:
+    with lone_gateway(tls_cert_file=str(cert), tls_key_file=str(key)) as running:
         url = f"https://127.0.0.1:{running.service.http.port}/openapi.json"
         assert http("GET", url, ssl_context=client_context(first.ca)).status == 200
         for source, target in ((second.key, key), (second.cert, cert)):
@@ -625,3 +625,11 @@ def test_the_entry_point_serves_http_and_stops_on_sigterm():
             process.kill()
     output = process.stdout.read()
     assert '"message": "http listening"' in output and '"message": "stopped"' in output, output
+
+
+def test_a_body_over_max_message_bytes_is_413():
+    with lone_gateway(max_message_bytes=1024) as running:
+        base = f"http://127.0.0.1:{running.service.http.port}"
+        reply = http("POST", f"{base}/v1/recommend", raw=b'{"k": 1' + b" " * 2048 + b"}")
+    assert reply.status == 413
+    assert reply.json()["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
