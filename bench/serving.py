@@ -5,7 +5,8 @@ the topology floors (echo servers chained as the gateway chains its upstreams, w
 two processes as for `SimilarItems`, inline `Recommend` and `RateItems`, three as for a
 stored user's `Recommend`) and the real stack (Redis, feature, model, gateway services as
 processes, features loaded), drives all of them with the project's load generator
-(`recsys.loadtest`), and times the article's own `predict()` (a pandas pivot of the user's
+(`recsys.loadtest`; the gateway's HTTP/JSON side with an aiohttp client, same requests),
+and times the article's own `predict()` (a pandas pivot of the user's
 ratings, then `model.predict`) for the same users. Every run also records the CPU time each
 server process spent, per request. Prints a table and writes JSON (machine, commit,
 settings, figures).
@@ -25,15 +26,26 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import psutil
+from google.protobuf import json_format
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from recsys.data.movielens import RatingData  # noqa: E402
 from recsys.launcher import LocalStack, bench_inputs, wait_serving  # noqa: E402
-from recsys.loadtest import LoadSettings, Targets, build_workload, run_load  # noqa: E402
+from recsys.loadtest import (  # noqa: E402
+    LoadReport,
+    LoadSettings,
+    Sample,
+    Targets,
+    Workload,
+    build_workload,
+    run_load,
+    summarize,
+)
 from recsys.output import format_table, write_json  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
@@ -52,6 +64,8 @@ RUNS = [
     ("floor: 3 chained echo processes, coalesced", "health", "chain-3-coalesced", 32),
     ("gateway Recommend, stored users", "recommend-stored", "gateway", 1),
     ("gateway Recommend, stored users", "recommend-stored", "gateway", 32),
+    # the same requests as JSON over HTTP (POST /v1/recommend), at the gRPC row's concurrency
+    ("gateway Recommend, stored users, HTTP/JSON", "recommend-stored", "gateway-http", 32),
     ("gateway Recommend, inline ratings", "recommend-inline", "gateway", 32),
     ("gateway SimilarItems", "similar", "gateway", 32),
     ("model Predict (direct)", "predict", "model", 1),
@@ -88,6 +102,7 @@ SWEEP = (1, 4, 16, 64, 256)
 TARGET_PROCESSES = {
     **{name: [name, *upstreams] for name, upstreams in ECHO_UPSTREAMS.items()},
     "gateway": ["gateway", "feature", "model", "redis"],
+    "gateway-http": ["gateway", "feature", "model", "redis"],
     "model": ["model"],
     "model-batched": ["model-batched"],
 }
@@ -129,6 +144,53 @@ def article_predict_ms(model_dir: Path, data: RatingData, user_ids: list[int]) -
     return float(np.median(times))
 
 
+async def run_http_load(
+    base_url: str, workload: Workload, concurrency: int, duration_s: float, deadline_ms: float
+) -> LoadReport:
+    """A closed loop of `concurrency` clients sending the workload's requests as JSON to
+    the gateway's HTTP side (POST /v1/recommend, kept-alive connections, X-Timeout-Ms the
+    gRPC runs' deadline); non-200 answers are recorded as "HTTP <status>"."""
+    samples: list[Sample] = []
+    end_ns = time.monotonic_ns() + round(duration_s * 1e9)
+    headers = {"X-Timeout-Ms": str(round(deadline_ms))}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=deadline_ms / 1000 + 5)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def client() -> None:
+            while time.monotonic_ns() < end_ns:
+                call = workload()
+                body = json_format.MessageToDict(call.request)
+                started = time.monotonic_ns()
+                details = None
+                try:
+                    async with session.post(
+                        f"{base_url}/v1/recommend", json=body, headers=headers
+                    ) as response:
+                        answer = await response.read()
+                        status = "OK" if response.status == 200 else f"HTTP {response.status}"
+                        if response.status != 200:
+                            details = answer[:200].decode(errors="replace")
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    status, details = "CLIENT_ERROR", repr(exc)
+                samples.append(Sample(call.rpc, time.monotonic_ns() - started, status, details))
+
+        started_ns = time.monotonic_ns()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed_s = (time.monotonic_ns() - started_ns) / 1e9
+    return summarize(samples, elapsed_s=elapsed_s, workload=workload.name)
+
+
+async def load(
+    kind: Targets, workload: Workload, concurrency: int, seconds: float, http_url: str | None
+) -> LoadReport:
+    """One closed-loop run: over gRPC, or to the HTTP side at `http_url` when given."""
+    settings = LoadSettings(concurrency=concurrency, duration_s=seconds, warmup_s=0)
+    if http_url is not None:
+        return await run_http_load(http_url, workload, concurrency, seconds, settings.deadline_ms)
+    return await run_load(settings, kind, workload)
+
+
 def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float | None]:
     """User + system CPU seconds each process has used so far; None for one that is gone
     (its run's errors say why)."""
@@ -162,20 +224,20 @@ async def measure(
     generator = psutil.Process()  # this process: the load generator
     for label, workload_name, target, concurrency in runs:
         direct_to_model = target.startswith("model")
+        over_http = target == "gateway-http"
         kind = Targets(  # the echo and chain servers answer the health workload as a gateway
-            gateway=None if direct_to_model else targets[target],
+            gateway=None if direct_to_model else targets["gateway" if over_http else target],
             model=targets[target] if direct_to_model else None,
             feature=targets["feature"],
         )
         workload = await build_workload(workload_name, kind, data=data, seed=1)
+        http_url = targets[target] if over_http else None
         if warmup > 0:  # a run of its own, so that the CPU times cover measured calls only
-            warm = LoadSettings(concurrency=concurrency, duration_s=warmup, warmup_s=0)
-            await run_load(warm, kind, workload)
-        settings = LoadSettings(concurrency=concurrency, duration_s=duration, warmup_s=0)
+            await load(kind, workload, concurrency, warmup, http_url)
         busy = {name: processes[name] for name in TARGET_PROCESSES[target]}
         before = cpu_seconds(busy)
         generator_before = sum(generator.cpu_times()[:2])
-        report = await run_load(settings, kind, workload)
+        report = await load(kind, workload, concurrency, duration, http_url)
         after = cpu_seconds(busy)
         generator_ms = 1000 * (sum(generator.cpu_times()[:2]) - generator_before)
         results.append(
@@ -216,6 +278,19 @@ def ratio(results: list[dict], run: dict, target: str) -> float | None:
 def total_cpu_ms(run: dict) -> float | None:
     values = list(run["cpu_ms_per_request"].values())
     return None if None in values else sum(values)
+
+
+def http_vs_grpc(grpc_run: dict, http_run: dict) -> dict[str, float | None]:
+    """What the HTTP/JSON side costs against gRPC for the same requests at the same
+    concurrency: the RPS ratio and the extra server CPU per request (all processes)."""
+    grpc_cpu, http_cpu = total_cpu_ms(grpc_run), total_cpu_ms(http_run)
+    return {
+        "rps_ratio": http_run["rps"] / grpc_run["rps"] if grpc_run["rps"] else None,
+        "extra_cpu_ms_per_request": http_cpu - grpc_cpu
+        if http_cpu is not None and grpc_cpu is not None
+        else None,
+        "p50_ms": {"grpc": grpc_run["p50_ms"], "http": http_run["p50_ms"]},
+    }
 
 
 def plot_sweep(sweep: list[dict], path: Path) -> None:
@@ -277,7 +352,13 @@ def main(argv=None) -> int:
                 "LOG_LEVEL": "WARNING",
             },
         )
-        stack = LocalStack(model_dir=model_dir, redis_dir=work / "redis", log_level="WARNING")
+        http_port = free_port()  # the gateway's HTTP/JSON side
+        stack = LocalStack(
+            model_dir=model_dir,
+            redis_dir=work / "redis",
+            log_level="WARNING",
+            environment={"HTTP_PORT": str(http_port)},
+        )
         try:
             for name, process in echoes.items():
                 wait_serving(f"127.0.0.1:{echo_ports[name]}", 30, process)
@@ -291,6 +372,7 @@ def main(argv=None) -> int:
             targets = {
                 **{name: f"127.0.0.1:{port}" for name, port in echo_ports.items()},
                 "gateway": stack.address("gateway"),
+                "gateway-http": f"http://127.0.0.1:{http_port}",
                 "model": stack.address("model"),
                 "model-batched": f"127.0.0.1:{batched_port}",
                 "feature": stack.address("feature"),
@@ -341,6 +423,10 @@ def main(argv=None) -> int:
         for r in results
     ]
     stored_c1 = next(r for r in results if r["workload"] == "recommend-stored")
+    grpc_c32, http_c32 = (
+        next(r for r in results if r["target"] == target and r["concurrency"] == 32)
+        for target in ("gateway", "gateway-http")
+    )
     predict_c1 = next(r for r in results if r["workload"] == "predict")
     rows.append(
         [
@@ -374,6 +460,12 @@ def main(argv=None) -> int:
     ]
     print(format_table(["c", "RPS", "p50 ms", "p99 ms", "CPU ms/req"], sweep_rows))
     plot_sweep(sweep, args.out.with_suffix(".sweep.png"))
+    http_cost = http_vs_grpc(grpc_c32, http_c32)
+    if http_cost["rps_ratio"] is not None:
+        print(
+            f"stored Recommend c=32 over HTTP/JSON vs gRPC: {http_cost['rps_ratio']:.2f}x the RPS,"
+            f" {http_cost['extra_cpu_ms_per_request']:+.3f} server CPU ms per request"
+        )
     speedup = article_ms / stored_c1["p50_ms"] if article_ms and stored_c1["p50_ms"] else None
     model_speedup = (
         article_ms / predict_c1["p50_ms"] if article_ms and predict_c1["p50_ms"] else None
@@ -393,6 +485,7 @@ def main(argv=None) -> int:
         "warmup_s": args.warmup,
         "environment": environment(),
         "runs": results,
+        "http_vs_grpc": http_cost,
         "sweep": sweep,
         "article_predict_ms": article_ms,
         "speedup_vs_article": speedup,

@@ -10,6 +10,7 @@ from recsys.errors import InvalidArgument
 from recsys.limits import DEFAULT_CONTRIBUTIONS, MAX_GIVEN_MOVIES, MAX_K, MAX_MOVIE_ID
 from recsys.serving import metrics
 from recsys.serving.enums import GATEWAY_METRIC
+from services.gateway import search
 from services.gateway.flow import PredictFlow
 from services.gateway.stages import Stages
 
@@ -51,6 +52,7 @@ def k_of(request) -> int:
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, flow: PredictFlow):
         self.flow = flow
+        self.titles = search.TitleSearch()
 
     async def Recommend(self, request, context):
         k = k_of(request)
@@ -107,6 +109,24 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 for s in items
             ],
             model_version=version,
+        )
+
+    async def SearchMovies(self, request, context):
+        query = search.checked_query(request.query)
+        size = search.checked_page_size(request.page_size)
+        offset = search.offset_of(request.page_token, query)
+        data = await self.flow.versions.usable_version(context)
+        page = self.titles.index(data.version, data.catalog).search(query, offset, size)
+        return gateway_pb2.SearchMoviesResponse(
+            movies=[
+                gateway_pb2.Movie(movie_id=m.movie_id, title=m.title, genres=m.genres)
+                for m in page.movies
+            ],
+            next_page_token=(
+                "" if page.next_offset is None else search.page_token(query, page.next_offset)
+            ),
+            total_size=page.total,
+            model_version=data.version,
         )
 
     async def RateItems(self, request, context):

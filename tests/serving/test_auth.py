@@ -27,6 +27,7 @@ READS = {
     "/recsys.gateway.v1.GatewayService/Recommend",
     "/recsys.gateway.v1.GatewayService/PredictRatings",
     "/recsys.gateway.v1.GatewayService/SimilarItems",
+    "/recsys.gateway.v1.GatewayService/SearchMovies",
     "/recsys.gateway.v1.GatewayService/ExplainPrediction",
     "/recsys.feature.v1.FeatureService/GetUserFeatures",
     "/recsys.feature.v1.FeatureService/BatchGetUserFeatures",

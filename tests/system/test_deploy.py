@@ -54,7 +54,12 @@ def test_ports_addresses_and_health_checks_line_up():
         assert "--service" not in SERVICES[name]["healthcheck"]["test"]
         assert env[name]["BIND_HOST"] == "0.0.0.0"
         service_settings(name)  # values parse
-    assert SERVICES["gateway"]["ports"] == [f"{ports['gateway']}:{ports['gateway']}"]
+    http = env["gateway"]["HTTP_PORT"]
+    assert Settings.from_env({"HTTP_PORT": http}).http_port > 0
+    assert SERVICES["gateway"]["ports"] == [
+        f"{ports['gateway']}:{ports['gateway']}",
+        f"{http}:{http}",
+    ]
 
 
 def test_every_service_serves_metrics_on_an_exposed_port():

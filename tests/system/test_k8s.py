@@ -16,6 +16,7 @@ SERVICE_PORTS = {
     "recsys-model": ("MODEL_PORT", 50052),
     "recsys-gateway": ("GATEWAY_PORT", 50050),
 }
+HTTP = {"recsys-gateway": 8080}  # the gateway's HTTP_PORT: the JSON API and the page
 
 
 def documents(kustomization_dir: Path) -> list[dict]:
@@ -81,10 +82,12 @@ def test_deployments_match_the_code(name):
     assert set(env) | set(secret_env(container)) <= set(ENV_NAMES)
     port_variable, port = SERVICE_PORTS[name]
     assert env[port_variable] == str(port)
+    assert env.get("HTTP_PORT") == (str(HTTP[name]) if name in HTTP else None)
     metrics_port = Settings.from_env(CONFIG).metrics_port
     assert metrics_port > 0
     assert container["ports"] == [
         {"name": "grpc", "containerPort": port},
+        *([{"name": "http", "containerPort": HTTP[name]}] if name in HTTP else []),
         {"name": "metrics", "containerPort": metrics_port},
     ]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
@@ -110,10 +113,12 @@ def test_deployments_match_the_code(name):
 
 
 @pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
-def test_services_name_their_ports_grpc_and_metrics(name):
+def test_services_name_their_ports_grpc_http_and_metrics(name):
     service = by_kind("Service")[name]
+    http = [{"name": "http", "port": HTTP[name], "targetPort": "http"}] if name in HTTP else []
     assert service["spec"]["ports"] == [
         {"name": "grpc", "port": SERVICE_PORTS[name][1], "targetPort": "grpc"},
+        *http,
         {"name": "metrics", "port": int(CONFIG["METRICS_PORT"]), "targetPort": "metrics"},
     ]
     assert (

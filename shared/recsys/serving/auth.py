@@ -20,7 +20,8 @@ METADATA_KEY = "authorization"
 SCHEME = "bearer"
 
 # Every RPC that changes stored state (or is otherwise an admin action), by full method name.
-# tests/serving/test_auth.py checks this against the services' descriptors, so a new RPC is classified.
+# tests/serving/test_auth.py checks this against the services' descriptors, so a new RPC is
+# classified.
 WRITE_METHODS = frozenset(
     {
         "/recsys.gateway.v1.GatewayService/RateItems",

@@ -26,6 +26,9 @@ class Settings:
     gateway_port: int = 50050
     # Port of the Prometheus /metrics endpoint of a service; 0: no endpoint.
     metrics_port: int = 0
+    # Port of the gateway's HTTP/JSON API and its try-it page (docs/http.md), on BIND_HOST,
+    # HTTPS when TLS_CERT_FILE is set; 0: off (docker-compose and deploy/ set 8080).
+    http_port: int = 0
     # Interface the servers bind to; 0.0.0.0 in containers.
     bind_host: str = "127.0.0.1"
     # Where the gateway finds its upstreams, host:port.
@@ -111,7 +114,7 @@ class Settings:
     otel_exporter_otlp_endpoint: str = ""
 
     def __post_init__(self):
-        for name in ("feature_port", "model_port", "gateway_port", "metrics_port"):
+        for name in ("feature_port", "model_port", "gateway_port", "metrics_port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name.upper()}={getattr(self, name)} is not a port (0-65535)")
         for name in ("upstream_timeout_s", "redis_timeout_s", "redis_wait_timeout_s"):

@@ -5,6 +5,10 @@ isort:skip_file
 Gateway: the public API. Assembles the full predict flow — user features from the feature
 service, the model call, de-normalization (pref + b_u + b_i + μ), removal of items the
 user rated, ranking, titles. Items and users are named by MovieLens ids.
+
+Each RPC is also served as JSON over HTTP (HTTP_PORT, see docs/http.md) at the route its
+google.api.http option names; fields bound by the path are taken from the path, the rest
+from the JSON body (body "*") or the query string (GET, DELETE).
 """
 
 from collections import abc as _abc
@@ -441,6 +445,104 @@ class UserState(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UserState: _TypeAlias = UserState  # noqa: Y015
+
+@_typing.final
+class SearchMoviesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """Text the title must contain, 1 to 200 characters, compared case-insensitively with
+    runs of spaces as one; a leading article also matches MovieLens's trailing form
+    ("the princess bride" finds "Princess Bride, The (1987)"). Example: "star wars".
+    """
+    page_size: _builtins.int
+    """Movies per page, 1 to 100; 0 means 10."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, with the same query (INVALID_ARGUMENT for a
+    token of another query); empty: the first page. Each page searches the version served
+    when it is asked for, so a model rollout between pages may repeat or skip a movie.
+    """
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMoviesRequest: _TypeAlias = SearchMoviesRequest  # noqa: Y015
+
+@_typing.final
+class Movie(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVIE_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    GENRES_FIELD_NUMBER: _builtins.int
+    movie_id: _builtins.int
+    """MovieLens movie id, > 0. Example: 260."""
+    title: _builtins.str
+    """Example: "Star Wars (1977)"."""
+    @_builtins.property
+    def genres(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Example: ["Action", "Adventure", "Romance", "Sci-Fi", "War"]."""
+
+    def __init__(
+        self,
+        *,
+        movie_id: _builtins.int = ...,
+        title: _builtins.str = ...,
+        genres: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["genres", b"genres", "movie_id", b"movie_id", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Movie: _TypeAlias = Movie  # noqa: Y015
+
+@_typing.final
+class SearchMoviesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    total_size: _builtins.int
+    """How many movies match in all pages."""
+    model_version: _builtins.str
+    """The model version whose catalog was searched."""
+    @_builtins.property
+    def movies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Movie]:
+        """Titles that start with the query first, then the others, each alphabetically."""
+
+    def __init__(
+        self,
+        *,
+        movies: _abc.Iterable[Global___Movie] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "movies", b"movies", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMoviesResponse: _TypeAlias = SearchMoviesResponse  # noqa: Y015
 
 @_typing.final
 class RateItemsRequest(_message.Message):

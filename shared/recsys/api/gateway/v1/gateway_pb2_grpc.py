@@ -50,6 +50,11 @@ class GatewayServiceStub:
                 request_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsRequest.SerializeToString,
                 response_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsResponse.FromString,
                 _registered_method=True)
+        self.SearchMovies = channel.unary_unary(
+                '/recsys.gateway.v1.GatewayService/SearchMovies',
+                request_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SearchMoviesRequest.SerializeToString,
+                response_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SearchMoviesResponse.FromString,
+                _registered_method=True)
         self.RateItems = channel.unary_unary(
                 '/recsys.gateway.v1.GatewayService/RateItems',
                 request_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.RateItemsRequest.SerializeToString,
@@ -91,6 +96,14 @@ class GatewayServiceServicer:
 
     def SimilarItems(self, request, context):
         """Items nearest to (or farthest from) an item, with titles and distances.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchMovies(self, request, context):
+        """Movies of the served model version whose title contains a text (case-insensitive), to
+        find the ids to rate; paginated.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +157,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.SimilarItems,
                     request_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsRequest.FromString,
                     response_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsResponse.SerializeToString,
+            ),
+            'SearchMovies': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchMovies,
+                    request_deserializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SearchMoviesRequest.FromString,
+                    response_serializer=recsys_dot_gateway_dot_v1_dot_gateway__pb2.SearchMoviesResponse.SerializeToString,
             ),
             'RateItems': grpc.unary_unary_rpc_method_handler(
                     servicer.RateItems,
@@ -247,6 +265,33 @@ class GatewayService:
             '/recsys.gateway.v1.GatewayService/SimilarItems',
             recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsRequest.SerializeToString,
             recsys_dot_gateway_dot_v1_dot_gateway__pb2.SimilarItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchMovies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.gateway.v1.GatewayService/SearchMovies',
+            recsys_dot_gateway_dot_v1_dot_gateway__pb2.SearchMoviesRequest.SerializeToString,
+            recsys_dot_gateway_dot_v1_dot_gateway__pb2.SearchMoviesResponse.FromString,
             options,
             channel_credentials,
             insecure,

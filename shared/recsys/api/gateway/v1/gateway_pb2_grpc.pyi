@@ -5,6 +5,10 @@ isort:skip_file
 Gateway: the public API. Assembles the full predict flow — user features from the feature
 service, the model call, de-normalization (pref + b_u + b_i + μ), removal of items the
 user rated, ranking, titles. Items and users are named by MovieLens ids.
+
+Each RPC is also served as JSON over HTTP (HTTP_PORT, see docs/http.md) at the route its
+google.api.http option names; fields bound by the path are taken from the path, the rest
+from the JSON body (body "*") or the query string (GET, DELETE).
 """
 
 from collections import abc as _abc
@@ -41,6 +45,10 @@ class GatewayServiceStub:
     """Predicted ratings of given items for a user."""
     SimilarItems: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SimilarItemsRequest, _gateway_pb2.SimilarItemsResponse]
     """Items nearest to (or farthest from) an item, with titles and distances."""
+    SearchMovies: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SearchMoviesRequest, _gateway_pb2.SearchMoviesResponse]
+    """Movies of the served model version whose title contains a text (case-insensitive), to
+    find the ids to rate; paginated.
+    """
     RateItems: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RateItemsRequest, _gateway_pb2.RateItemsResponse]
     """Create the user if new and upsert ratings (last write per item wins); the user's
     recommendations change at once (read your writes).
@@ -64,6 +72,10 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Predicted ratings of given items for a user."""
     SimilarItems: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SimilarItemsRequest, _gateway_pb2.SimilarItemsResponse]  # type: ignore[assignment]
     """Items nearest to (or farthest from) an item, with titles and distances."""
+    SearchMovies: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SearchMoviesRequest, _gateway_pb2.SearchMoviesResponse]  # type: ignore[assignment]
+    """Movies of the served model version whose title contains a text (case-insensitive), to
+    find the ids to rate; paginated.
+    """
     RateItems: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RateItemsRequest, _gateway_pb2.RateItemsResponse]  # type: ignore[assignment]
     """Create the user if new and upsert ratings (last write per item wins); the user's
     recommendations change at once (read your writes).
@@ -102,6 +114,16 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.SimilarItemsResponse, _abc.Awaitable[_gateway_pb2.SimilarItemsResponse]]:
         """Items nearest to (or farthest from) an item, with titles and distances."""
+
+    @_abc_1.abstractmethod
+    def SearchMovies(
+        self,
+        request: _gateway_pb2.SearchMoviesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.SearchMoviesResponse, _abc.Awaitable[_gateway_pb2.SearchMoviesResponse]]:
+        """Movies of the served model version whose title contains a text (case-insensitive), to
+        find the ids to rate; paginated.
+        """
 
     @_abc_1.abstractmethod
     def RateItems(
