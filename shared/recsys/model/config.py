@@ -46,7 +46,7 @@ class TrainConfig:
     min_delta: float = 1e-5
     seed: int = 0
     # Neighbours per item kept by the "relevance" ranking's item-item weights: -1 (auto)
-    # keeps every other item (dense EASE) up to 12,000 items and the top 400 above
+    # keeps every other item (dense EASE) up to 12,000 items and the top 300 above
     # (recsys.sparse_ease); 0 always dense; m > 0 the top m.
     relevance_neighbors: int = AUTO_NEIGHBORS
 
