@@ -18,5 +18,5 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODEL_DIR=/models
 USER 10001
 WORKDIR /home/recsys
-EXPOSE 50050 50051 50052
+EXPOSE 50050 50051 50052 8080
 CMD ["python", "-m", "services.gateway.server"]

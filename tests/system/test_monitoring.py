@@ -17,6 +17,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from recsys.serving import metrics
+from services.gateway.http import metrics as http_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "recsys.json"
@@ -40,7 +41,7 @@ KEYWORDS = {
 def exported() -> dict[str, set[str]]:
     """Every series name the services export → its label names."""
     series: dict[str, set[str]] = {}
-    for value in vars(metrics).values():
+    for value in [*vars(metrics).values(), *vars(http_metrics).values()]:
         if isinstance(value, MetricWrapperBase):
             name, kind = value._name, value._type
             for suffix in SUFFIXES[kind]:
