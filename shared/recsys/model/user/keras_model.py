@@ -1,5 +1,6 @@
 """The user kind's network in Keras 3 (the article's linear autoencoder and its deeper
-option), its masked loss, and the trained layers read back as NumPy (recsys.model.user.network).
+option) and the trained layers read back as NumPy (recsys.model.user.network). It is trained
+at the known entries only, with the article's loss (recsys.model.user.known_entry_model).
 
 recommender = decoder ∘ encoder; encoder = Dense(k, linear, no bias) and
 decoder = Dense(n_items, linear, no bias) are models of their own, so the code of a
@@ -14,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
-from keras import ops
 
 from recsys.model.user.network import DeepAutoencoder, DenseLayer, LinearAutoencoder
 
@@ -116,32 +116,3 @@ def network_of(recommender: keras.Model) -> LinearAutoencoder | DeepAutoencoder:
 
 def _numpy(variable) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
-
-
-def masked_mse(target, prediction, mask):
-    """Mean of (prediction - target)² over the entries where mask is 1; 0 when there are none
-    (the article's guard against the NaN of an empty mean)."""
-    count = ops.sum(mask)
-    total = ops.sum(mask * ops.square(prediction - target))
-    return ops.where(count > 0, total / ops.maximum(count, 1.0), 0.0)
-
-
-def article_loss(target, hidden_input, prediction, hidden_weight: float):
-    """frac × MSE over hidden entries (input ≠ target) + (1 − frac) × MSE over entries the
-    input still shows (input ≠ 0). All three tensors are (batch, n_items)."""
-    hidden = ops.cast(ops.not_equal(hidden_input, target), prediction.dtype)
-    visible = ops.cast(ops.not_equal(hidden_input, 0.0), prediction.dtype)
-    return hidden_weight * masked_mse(target, prediction, hidden) + (
-        1.0 - hidden_weight
-    ) * masked_mse(target, prediction, visible)
-
-
-def packed_loss(hidden_weight: float):
-    """The article's loss as a Keras loss: y_true packs [target | hidden input] side by side,
-    shape (batch, 2 × n_items), because a Keras loss sees only y_true and y_pred."""
-
-    def loss(y_true, y_pred):
-        n_items = ops.shape(y_pred)[-1]
-        return article_loss(y_true[:, :n_items], y_true[:, n_items:], y_pred, hidden_weight)
-
-    return loss

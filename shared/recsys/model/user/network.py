@@ -11,6 +11,19 @@ import numpy as np
 from recsys.activations import activate
 from recsys.errors import FailedPrecondition
 
+# predict_pairs works through the pairs in chunks of this many, so its temporaries stay at
+# a few MB (a 25M-rating validation set has 2.25 million pairs; unchunked, 1.2 GB at k = 64).
+PAIRS_PER_CHUNK = 1 << 16
+
+
+def pair_products(codes: np.ndarray, rows, kernel: np.ndarray, columns) -> np.ndarray:
+    """codes[rows[j]] · kernel[:, columns[j]] for every pair j, chunk by chunk. (n,) float32."""
+    values = np.empty(len(rows), dtype=np.result_type(codes, kernel))
+    for start in range(0, len(rows), PAIRS_PER_CHUNK):
+        chunk = slice(start, start + PAIRS_PER_CHUNK)
+        values[chunk] = np.einsum("pk,kp->p", codes[rows[chunk]], kernel[:, columns[chunk]])
+    return values
+
 
 @dataclass(frozen=True)
 class LinearAutoencoder:
@@ -43,8 +56,7 @@ class LinearAutoencoder:
     def predict_pairs(self, preferences, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """Predicted preference of row `rows[j]` at column `columns[j]`, without the full
         (batch, n_items) product. (n_pairs,) float32."""
-        code = self.encode(preferences)
-        return np.einsum("pk,kp->p", code[rows], self.decoder_kernel[:, columns])
+        return pair_products(self.encode(preferences), rows, self.decoder_kernel, columns)
 
     @property
     def item_embeddings(self) -> np.ndarray:
@@ -131,7 +143,7 @@ class DeepAutoencoder:
         """Predicted preference of row `rows[j]` at column `columns[j]`. (n_pairs,) float32."""
         hidden = self.last_hidden(preferences)
         output = self.decoder[-1]
-        values = np.einsum("pk,kp->p", hidden[rows], output.kernel[:, columns])
+        values = pair_products(hidden, rows, output.kernel, columns)
         if output.bias is not None:
             values = values + output.bias[columns]
         return values.astype(np.float32)
