@@ -336,6 +336,11 @@ def cmd_load_features(args) -> int:
         f"{summary.ratings} ratings, {summary.items} model items, "
         f"{summary.catalog_items} catalog items in {summary.seconds:.1f}s"
         + (
+            f"; resumed an interrupted load: {summary.resumed_users} users were already written"
+            if summary.resumed_users
+            else ""
+        )
+        + (
             f"; removed old versions {', '.join(summary.retired_versions)}"
             if summary.retired_versions
             else ""
