@@ -357,6 +357,8 @@ def test_sorted_ratings_are_used_in_place_and_any_order_gives_the_same_arrays(da
         np.testing.assert_array_equal(getattr(sorted_here, name), getattr(in_place, name))
     starts, ends = in_place.spans(np.array([OUTSIDER, 424242, 1]))
     assert (ends - starts).tolist() == [3, 0, int((ordered["user_id"] == 1).sum())]
+    starts, ends = DatasetRatings(ordered.iloc[:0]).spans(np.array([1, 2]))
+    assert starts.tolist() == ends.tolist() == [0, 0]
 
 
 def test_features_of_arrays_equal_training_normalization_bit_for_bit(data):

@@ -339,6 +339,9 @@ class DatasetRatings:
     def spans(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(starts, ends) of each user's ratings in `movies` / `stars`; an empty span (0, 0)
         for a user the dataset does not have."""
+        if not len(self.user_ids):
+            nothing = np.zeros(len(user_ids), np.int64)
+            return nothing, nothing
         at = np.searchsorted(self.user_ids, user_ids)
         inside = at < len(self.user_ids)
         found = inside & (self.user_ids[np.where(inside, at, 0)] == user_ids)
