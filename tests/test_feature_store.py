@@ -64,6 +64,26 @@ def test_load_summary_and_meta(client, data, loaded):
     assert client.get(KEYS.items(VERSION)) == layout.encode_item_ids(data.index.item_ids)
     assert client.get(KEYS.item_means(VERSION)) == data.normalization.item_means.tobytes()
     assert client.hgetall(KEYS.versions()) == {VERSION.encode(): b"ready"}
+    assert loaded.memory_per_million_ratings() == (
+        loaded.redis_used_memory / len(data.ratings) * 1e6
+    )
+
+
+def test_the_redis_memory_reported_is_every_masters(redis_backend, client, loaded):
+    """used_memory of the one server, or the sum over a Cluster's masters (asked one by one
+    here); within 10%: client buffers move it between two reads."""
+    from recsys.featurestore.loader import redis_used_memory
+
+    if redis_backend.cluster:
+        servers = [redis.Redis(host=n.host, port=n.port) for n in client.get_primaries()]
+    else:
+        servers = [redis.Redis.from_url(redis_backend.url)]
+    direct = 0
+    for server in servers:
+        with server:
+            direct += server.info("memory")["used_memory"]
+    assert redis_used_memory(client) == pytest.approx(direct, rel=0.1)
+    assert loaded.redis_used_memory == pytest.approx(direct, rel=0.1)
 
 
 def test_preferences_equal_training_normalization(redis_backend, data, loaded):
@@ -321,6 +341,7 @@ def test_cli_load_features(synthetic_dir, data, single_client, redis_url, capsys
     ratings = data.ratings[data.ratings["user_id"] != OUTSIDER]
     users = ratings["user_id"].nunique()
     assert out.startswith(f"model version {VERSION} active: {users} users, {len(ratings)} ratings")
+    assert "; Redis used_memory " in out and " MB per million ratings)" in out
     # progress on stderr: not a terminal here, so whole lines, the last one complete
     progress = [line for line in err.splitlines() if line.startswith("load-features:")]
     assert progress and "\r" not in err

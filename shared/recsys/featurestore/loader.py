@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import redis
 from redis.exceptions import NoScriptError
 
 from recsys.artifacts import FeatureSpec, load_features_spec
@@ -55,6 +56,13 @@ class LoadSummary:
     retired_versions: list[str]
     orphan_keys_removed: int = 0  # keys of unregistered namespaces swept after the switch
     resumed_users: int = 0  # of `users`, those an interrupted load of the version had written
+    redis_used_memory: int | None = None  # bytes, all of Redis's data, after the load
+
+    def memory_per_million_ratings(self) -> float | None:
+        """Redis's used_memory per million ratings loaded, bytes (None: INFO refused)."""
+        if self.redis_used_memory is None or not self.ratings:
+            return None
+        return self.redis_used_memory / self.ratings * 1e6
 
 
 def load_features(
@@ -134,6 +142,7 @@ def load_features(
         retired_versions=retired,
         orphan_keys_removed=swept.keys_removed,
         resumed_users=resumed,
+        redis_used_memory=redis_used_memory(client),
     )
     log.info("features loaded", extra=vars(summary))
     return summary
@@ -148,6 +157,20 @@ def _loading_meta(spec: FeatureSpec) -> dict[str, str]:
         "rating_max": repr(float(spec.rating_scale[1])),
         "item_count": str(len(spec.index)),
     }
+
+
+def redis_used_memory(client: SyncClient) -> int | None:
+    """INFO memory's used_memory in bytes, summed over the masters of a Cluster; None where
+    the server refuses INFO (an ACL without it)."""
+    try:
+        if isinstance(client, redis.RedisCluster):
+            nodes = client.info("memory", target_nodes=redis.RedisCluster.PRIMARIES)
+            if "used_memory" in nodes:  # one master: its own answer, not one per node
+                return int(nodes["used_memory"])
+            return sum(int(info["used_memory"]) for info in nodes.values())
+        return int(client.info("memory")["used_memory"])
+    except redis.ResponseError:
+        return None
 
 
 def retire_versions(client: SyncClient, keys: KeyLayout, keep: set[str]) -> list[str]:
