@@ -336,6 +336,17 @@ def cmd_load_features(args) -> int:
         f"{summary.ratings} ratings, {summary.items} model items, "
         f"{summary.catalog_items} catalog items in {summary.seconds:.1f}s"
         + (
+            f"; Redis used_memory {summary.redis_used_memory / 2**20:.1f} MiB"
+            f" ({summary.memory_per_million_ratings() / 1e6:.1f} MB per million ratings)"
+            if summary.memory_per_million_ratings() is not None
+            else ""
+        )
+        + (
+            f"; resumed an interrupted load: {summary.resumed_users} users were already written"
+            if summary.resumed_users
+            else ""
+        )
+        + (
             f"; removed old versions {', '.join(summary.retired_versions)}"
             if summary.retired_versions
             else ""

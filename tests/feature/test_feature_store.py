@@ -64,6 +64,26 @@ def test_load_summary_and_meta(client, data, loaded):
     assert client.get(KEYS.items(VERSION)) == layout.encode_item_ids(data.index.item_ids)
     assert client.get(KEYS.item_means(VERSION)) == data.normalization.item_means.tobytes()
     assert client.hgetall(KEYS.versions()) == {VERSION.encode(): b"ready"}
+    assert loaded.memory_per_million_ratings() == (
+        loaded.redis_used_memory / len(data.ratings) * 1e6
+    )
+
+
+def test_the_redis_memory_reported_is_every_masters(redis_backend, client, loaded):
+    """used_memory of the one server, or the sum over a Cluster's masters (asked one by one
+    here); within 10%: client buffers move it between two reads."""
+    from recsys.featurestore.loader import redis_used_memory
+
+    if redis_backend.cluster:
+        servers = [redis.Redis(host=n.host, port=n.port) for n in client.get_primaries()]
+    else:
+        servers = [redis.Redis.from_url(redis_backend.url)]
+    direct = 0
+    for server in servers:
+        with server:
+            direct += server.info("memory")["used_memory"]
+    assert redis_used_memory(client) == pytest.approx(direct, rel=0.1)
+    assert loaded.redis_used_memory == pytest.approx(direct, rel=0.1)
 
 
 def test_preferences_equal_training_normalization(redis_backend, data, loaded):
@@ -166,16 +186,19 @@ def test_active_is_set_last(redis_url, single_client, data):
     load_features(single_client, data.artifact, data.ratings, data.items, "recsys", batch_users=100)
     watcher.join(30)
     assert not watcher.is_alive()
-    writes = [c for c in commands if c.split(" ", 1)[0] in ("SET", "HSET", "ZADD", "EVAL")]
+    writes = [c for c in commands if c.split(" ", 1)[0] in ("SET", "HSET", "ZADD", "EVALSHA")]
     meta = f"HSET recsys:ver:{VERSION}:meta"
     assert writes[0].startswith(meta) and "status loading" in writes[0]
     registered = writes.index(f"HSET recsys:versions {VERSION} loading")
-    first_user = next(i for i, c in enumerate(writes) if c.startswith("EVAL"))
+    first_user = next(i for i, c in enumerate(writes) if c.startswith("EVALSHA"))
     assert registered < first_user  # online writes maintain the version before users load
     assert writes[-3].startswith(meta) and "status ready" in writes[-3]
     assert writes[-2] == f"HSET recsys:versions {VERSION} ready"
     assert writes[-1] == f"SET recsys:active {VERSION}"
-    assert sum(c.startswith("EVAL") for c in writes) == data.ratings["user_id"].nunique()
+    # one script call per user, by its SHA1: the script's text is sent once (SCRIPT LOAD)
+    assert sum(c.startswith("EVALSHA") for c in writes) == data.ratings["user_id"].nunique()
+    assert not [c for c in commands if c.startswith("EVAL ")]
+    assert sum(c.startswith("SCRIPT LOAD") for c in commands) == 1
 
 
 def test_a_second_version_switches_active(redis_backend, client, data, loaded, tmp_path):
@@ -318,6 +341,7 @@ def test_cli_load_features(synthetic_dir, data, single_client, redis_url, capsys
     ratings = data.ratings[data.ratings["user_id"] != OUTSIDER]
     users = ratings["user_id"].nunique()
     assert out.startswith(f"model version {VERSION} active: {users} users, {len(ratings)} ratings")
+    assert "; Redis used_memory " in out and " MB per million ratings)" in out
     # progress on stderr: not a terminal here, so whole lines, the last one complete
     progress = [line for line in err.splitlines() if line.startswith("load-features:")]
     assert progress and "\r" not in err
@@ -332,3 +356,59 @@ def test_a_bad_prefix_is_refused_before_any_write(single_client, data):
     with pytest.raises(InvalidArgument) as bad:
         load_features(single_client, data.artifact, data.ratings, data.items, "a b")
     assert bad.value.field == "prefix" and single_client.dbsize() == 0
+
+
+def test_sorted_ratings_are_used_in_place_and_any_order_gives_the_same_arrays(data):
+    """MovieLens files are sorted by (user, movie): the loader reads the DataFrame's own
+    columns, no copy of 25M ratings; shuffled rows with a repeated pair (the last given wins)
+    give the same arrays."""
+    import pandas as pd
+
+    from recsys.featurestore.loader import DatasetRatings
+
+    ordered = data.ratings.sort_values(["user_id", "item_id"], ignore_index=True)
+    ordered["rating"] = ordered["rating"].astype(np.float32)
+    in_place = DatasetRatings(ordered)
+    assert np.shares_memory(in_place.movies, ordered["item_id"].to_numpy())
+    assert np.shares_memory(in_place.stars, ordered["rating"].to_numpy())
+    first = ordered.iloc[[0]].assign(rating=np.float32(0.5))  # given first: loses
+    shuffled = pd.concat([first, ordered.sample(frac=1.0, random_state=3)], ignore_index=True)
+    sorted_here = DatasetRatings(shuffled)
+    for name in ("movies", "stars", "user_ids", "starts", "ends"):
+        np.testing.assert_array_equal(getattr(sorted_here, name), getattr(in_place, name))
+    starts, ends = in_place.spans(np.array([OUTSIDER, 424242, 1]))
+    assert (ends - starts).tolist() == [3, 0, int((ordered["user_id"] == 1).sum())]
+    starts, ends = DatasetRatings(ordered.iloc[:0]).spans(np.array([1, 2]))
+    assert starts.tolist() == ends.tolist() == [0, 0]
+
+
+def test_features_of_arrays_equal_training_normalization_bit_for_bit(data):
+    """The loader's array path and the online path's dict path give the features of
+    recsys.features.user_preferences exactly, uncovered movies and no ratings included."""
+    from recsys.features import user_preferences
+    from recsys.featurestore.writes import compute_features, features_of
+
+    rng = np.random.default_rng(5)
+    movies_pool = np.concatenate([data.index.item_ids, data.uncovered_items, [999_999]])
+    for size in (0, 1, 3, 40, 90):
+        movies = np.sort(rng.choice(movies_pool, size, replace=False))
+        stars = rng.choice(np.arange(1, 11) / 2, size).astype(np.float32).astype(np.float64)
+        ratings = dict(zip(movies.tolist(), stars.tolist(), strict=True))
+        user = user_preferences(ratings, data.index, data.normalization)
+        for features in (
+            features_of(movies, stars, data.index, data.normalization),
+            compute_features(ratings, data.index, data.normalization),
+        ):
+            assert features.user_mean == user.user_mean
+            assert features.movie_ids.tolist() == user.movie_ids.tolist()
+            assert features.preferences.tobytes() == user.preferences.astype(np.float32).tobytes()
+
+
+def test_batches_hold_at_most_their_users_and_ratings():
+    from recsys.featurestore.loader import _batches
+
+    users = np.arange(1, 11)
+    counts = np.array([5, 5, 5, 50, 1, 1, 1, 1, 1, 1])
+    batches = [b.tolist() for b in _batches(users, counts, max_users=4, max_ratings=12)]
+    # 5+5 ≤ 12; 5 alone (50 would pass 12); 50 alone (over the cap, but never split); then 4
+    assert batches == [[1, 2], [3], [4], [5, 6, 7, 8], [9, 10]]

@@ -243,3 +243,18 @@ def test_a_load_keeps_the_last_of_repeated_pairs_in_any_row_order(redis_backend,
     mine = data.ratings[data.ratings["user_id"] == 3]
     dataset = dict(zip(mine["item_id"], mine["rating"].astype(float), strict=True))
     assert stored(redis_backend, VERSION, 3).ratings == dataset
+
+
+def test_a_load_without_data_rows_recomputes_the_users_redis_has(
+    redis_backend, client, data, tmp_path
+):
+    """Redis's ratings are the source of truth: a new version loaded with an empty ratings
+    table still gets every stored user's features."""
+    load_features(client, data.artifact, data.ratings, data.items)
+    second, shifted = next_artifact(data, tmp_path, "20260107T000000000000Z", 0.1)
+    summary = load_features(client, second, data.ratings.iloc[:0], data.items)
+    assert summary.users == data.ratings["user_id"].nunique()
+    assert summary.ratings == len(data.ratings)
+    after = stored(redis_backend, "20260107T000000000000Z", 3)
+    expected = compute_features(after.ratings, data.index, shifted)
+    assert after.user_mean == pytest.approx(expected.user_mean)

@@ -138,9 +138,14 @@ class KeyLayout:
         """SCAN MATCH pattern for every user's ratings hash."""
         return f"{self.prefix}:ratings:{{*}}".encode()
 
+    def version_users_pattern(self, version: str) -> bytes:
+        """SCAN MATCH pattern for every user hash of one version."""
+        return self._versioned(version, "user:{*}")
+
     @staticmethod
     def user_of_ratings_key(key: bytes) -> int:
-        """The user id inside a ratings key (the part between the braces)."""
+        """The user id inside a ratings key, or any per-user key (the part between the
+        braces)."""
         return int(key[key.index(b"{") + 1 : key.index(b"}")])
 
     def version_pattern(self, version: str) -> bytes:

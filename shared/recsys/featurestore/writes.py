@@ -14,13 +14,15 @@ This module holds the script and the pure computation; `store.py` (async service
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from recsys.errors import NotFound
-from recsys.features import ItemIndex, Normalization, user_preferences
+from recsys.features import ItemIndex, Normalization
 from recsys.featurestore import layout
 
 # KEYS: ratings hash, revision, stamps hash, one user hash per version to write, then
@@ -80,6 +82,7 @@ for k = #KEYS - n_stale + 1, #KEYS do
 end
 return redis.call('INCR', KEYS[2])
 """
+APPLY_SCRIPT_SHA = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()  # its EVALSHA name
 REVISION_MOVED = -1
 PAST_DEADLINE = -2
 
@@ -106,8 +109,23 @@ def compute_features(
 ) -> VersionFeatures:
     """b_u and preferences of `ratings` ({movie id: stars}) under one version: the same
     arithmetic as training."""
-    user = user_preferences(ratings, index, normalization)
-    return VersionFeatures(user.user_mean, user.movie_ids, user.preferences.astype(np.float32))
+    movie_ids = np.array(sorted(ratings), dtype=np.int64)
+    stars = np.array([ratings[m] for m in movie_ids.tolist()], dtype=np.float64)
+    return features_of(movie_ids, stars, index, normalization)
+
+
+def features_of(
+    movie_ids: np.ndarray, stars: np.ndarray, index: ItemIndex, normalization: Normalization
+) -> VersionFeatures:
+    """compute_features of ratings given as arrays: movie_ids (n,) ints, ascending and unique;
+    stars (n,) float64. The arithmetic of recsys.features.user_preferences on the same
+    values, bit for bit (what the bulk loader uses: no dict per user)."""
+    columns = index.columns(movie_ids)
+    known = columns >= 0
+    preferences, user_mean = normalization.preferences(columns[known], stars[known])
+    return VersionFeatures(
+        user_mean, np.asarray(movie_ids, np.int64)[known], preferences.astype(np.float32)
+    )
 
 
 def apply_args(
@@ -126,23 +144,57 @@ def apply_args(
     `stale` keys are user hashes to delete; `stamps_set` / `stamps_delete` are fields of the
     stamps hash (a movie id in decimal, or layout.STAMP_USER_DELETED); `deadline_us` (0:
     none) is when Redis must stop applying it."""
-    args: list[bytes | int] = [str(expected_revision).encode(), int(deadline_us), len(to_set)]
+    pairs: list[bytes] = []
     for movie_id, rating in sorted(to_set.items()):
-        args += [str(movie_id).encode(), layout.encode_rating(rating)]
-    args.append(len(to_delete))
-    args += [str(m).encode() for m in sorted(to_delete)]
-    stamps_set = stamps_set or {}
-    args.append(len(stamps_set))
-    for name, stamp_us in sorted(stamps_set.items()):
-        args += [name, layout.encode_stamp(stamp_us)]
-    stamps_delete = sorted(stamps_delete or [])
-    args.append(len(stamps_delete))
-    args += stamps_delete
-    args.append(layout.encode_packed_ratings(after))
-    args.append(stale)
-    for version_features in features:
-        args += list(version_features.encoded())
-    return args
+        pairs += [str(movie_id).encode(), layout.encode_rating(rating)]
+    stamp_pairs: list[bytes] = []
+    for name, stamp_us in sorted((stamps_set or {}).items()):
+        stamp_pairs += [name, layout.encode_stamp(stamp_us)]
+    return script_args(
+        expected_revision,
+        pairs,
+        [str(m).encode() for m in sorted(to_delete)],
+        layout.encode_packed_ratings(after),
+        [version_features.encoded() for version_features in features],
+        stale,
+        stamp_pairs=stamp_pairs,
+        stamp_deletes=sorted(stamps_delete or []),
+        deadline_us=deadline_us,
+    )
+
+
+def script_args(
+    expected_revision: int,
+    set_pairs: list[bytes],
+    delete_fields: list[bytes],
+    packed_ratings: bytes,
+    encoded_features: list[tuple[bytes, bytes]],
+    stale: int = 0,
+    *,
+    stamp_pairs: Sequence[bytes] = (),
+    stamp_deletes: Sequence[bytes] = (),
+    deadline_us: int = 0,
+) -> list[bytes | int]:
+    """ARGV of APPLY_SCRIPT from parts already encoded: set_pairs is field, value, field,
+    value… of the ratings hash (movie id in decimal, layout.encode_rating), delete_fields its
+    fields to delete, packed_ratings every rating after the change
+    (layout.encode_packed_ratings), encoded_features (mean, prefs) per user hash to write
+    (VersionFeatures.encoded), stamp_pairs / stamp_deletes the same for the stamps hash."""
+    return [
+        str(expected_revision).encode(),
+        int(deadline_us),
+        len(set_pairs) // 2,
+        *set_pairs,
+        len(delete_fields),
+        *delete_fields,
+        len(stamp_pairs) // 2,
+        *stamp_pairs,
+        len(stamp_deletes),
+        *stamp_deletes,
+        packed_ratings,
+        stale,
+        *(value for pair in encoded_features for value in pair),
+    ]
 
 
 def decode_revision(raw: bytes | None) -> int:
