@@ -27,8 +27,8 @@ from recsys.featurestore.writes import (
     apply_args,
     compute_features,
 )
-from tests.feature_data import VERSION as SMALL_VERSION
-from tests.feature_data import build_feature_data, write_artifact
+from tests.support.feature_data import VERSION as SMALL_VERSION
+from tests.support.feature_data import build_feature_data, write_artifact
 
 KEYS = KeyLayout("recsys")
 VERSION = "20260201T000000000000Z"
