@@ -53,6 +53,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from recsys.launcher import SMOKE_MODEL, LocalStack, wait_serving  # noqa: E402
 from recsys.loadtest import LoadSettings, Targets, Workload, run_load  # noqa: E402
 from recsys.loadtest.population import Population  # noqa: E402
+from recsys.loadtest.process_cpu import cpu_ms_per_request, cpu_seconds  # noqa: E402
 from recsys.output import format_table, write_json  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
@@ -234,26 +235,6 @@ def redis_per_unit(used_before: int, used_after: int, ratings: int, users: int) 
         "bytes_per_million_ratings": added / (ratings / 1e6) if ratings else None,
         "bytes_per_user": added / users if users else None,
         "bytes_per_rating": added / ratings if ratings else None,
-    }
-
-
-def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float | None]:
-    """User + system CPU seconds each process has used so far (None: it is gone)."""
-    seconds: dict[str, float | None] = {}
-    for name, process in processes.items():
-        try:
-            seconds[name] = sum(process.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            seconds[name] = None
-    return seconds
-
-
-def cpu_ms_per_request(before: dict, after: dict, requests: int) -> dict[str, float | None]:
-    return {
-        name: 1000 * (after[name] - before[name]) / requests
-        if requests and before[name] is not None and after[name] is not None
-        else None
-        for name in before
     }
 
 

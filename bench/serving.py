@@ -46,6 +46,7 @@ from recsys.loadtest import (  # noqa: E402
     run_load,
     summarize,
 )
+from recsys.loadtest.process_cpu import cpu_ms_per_request, cpu_seconds  # noqa: E402
 from recsys.output import format_table, write_json  # noqa: E402
 from recsys.pipeline import environment  # noqa: E402
 from recsys.redis_client import sync_client  # noqa: E402
@@ -189,27 +190,6 @@ async def load(
     if http_url is not None:
         return await run_http_load(http_url, workload, concurrency, seconds, settings.deadline_ms)
     return await run_load(settings, kind, workload)
-
-
-def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float | None]:
-    """User + system CPU seconds each process has used so far; None for one that is gone
-    (its run's errors say why)."""
-    seconds: dict[str, float | None] = {}
-    for name, process in processes.items():
-        try:
-            seconds[name] = sum(process.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            seconds[name] = None
-    return seconds
-
-
-def cpu_ms_per_request(before: dict, after: dict, requests: int) -> dict[str, float | None]:
-    return {
-        name: 1000 * (after[name] - before[name]) / requests
-        if requests and before[name] is not None and after[name] is not None
-        else None
-        for name in before
-    }
 
 
 async def measure(
