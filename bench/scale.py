@@ -152,11 +152,12 @@ def run_child(command: list[str], log: Path, timeout_s: float, env: dict | None 
     load_before = os.getloadavg()[0]
     with log.open("wb") as out:
         started = time.perf_counter()
+        inherited = psutil.Process().memory_info().rss  # what a forked child starts with
         child = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         try:
-            code, usage, timed_out, least_available = wait_child(child.pid, timeout_s)
+            code, usage, timed_out, least_available, sampled = wait_child(child.pid, timeout_s)
         except BaseException:  # the bench itself is interrupted: take the child with it
             os.killpg(child.pid, signal.SIGKILL)
             os.waitpid(child.pid, 0)
@@ -174,7 +175,7 @@ def run_child(command: list[str], log: Path, timeout_s: float, env: dict | None 
         command=command,
         status=status,
         wall_s=wall_s,
-        peak_rss=usage.ru_maxrss * KIB,  # ru_maxrss is in KiB on Linux
+        peak_rss=child_peak_rss(usage.ru_maxrss * KIB, inherited, sampled),
         log=log,
         load_before=load_before,
         load_after=os.getloadavg()[0],
@@ -187,18 +188,49 @@ def wait_child(pid: int, timeout_s: float, poll_s: float = 0.2):
     the child `pid`, SIGKILLing its process group (`start_new_session`) once `timeout_s` has
     passed. The available memory tells a child killed under memory pressure from one
     stopped by someone else."""
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     least_available = psutil.virtual_memory().available
+    peak = 0
     while True:
+        peak = max(peak, high_water_rss(pid))
         done, status, usage = os.wait4(pid, os.WNOHANG)
         if done:
-            return os.waitstatus_to_exitcode(status), usage, False, least_available
+            return os.waitstatus_to_exitcode(status), usage, False, least_available, peak
         if time.monotonic() > deadline:
             os.killpg(pid, signal.SIGKILL)
             _, status, usage = os.wait4(pid, 0)
-            return os.waitstatus_to_exitcode(status), usage, True, least_available
-        time.sleep(poll_s)
+            return os.waitstatus_to_exitcode(status), usage, True, least_available, peak
+        # often at first (a short child's peak is its last moments), then every poll_s
+        time.sleep(min(poll_s, 0.005 + (time.monotonic() - started) / 20))
         least_available = min(least_available, psutil.virtual_memory().available)
+
+
+def child_peak_rss(maxrss: int, inherited: int, sampled: int) -> int:
+    """A child's own peak RSS, bytes. wait4's ru_maxrss is exact once the child outgrew the
+    copy of this process it was forked as (`inherited`); below that it is only that copy, so
+    the VmHWM sampled while it ran (every 0.2 s, after its exec) is the figure."""
+    return max(maxrss, sampled) if maxrss > inherited else sampled or maxrss
+
+
+def high_water_rss(pid: int) -> int:
+    """The largest VmHWM (peak RSS since exec, bytes) of `pid` and its descendants now; 0 when
+    it is gone. Unlike wait4's ru_maxrss it does not count the RSS a forked child inherits
+    from this process before its exec."""
+    try:
+        processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    peak = 0
+    for process in processes:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+        if found:
+            peak = max(peak, int(found.group(1)) * KIB)
+    return peak
 
 
 def recsys_command(*args: str) -> list[str]:
