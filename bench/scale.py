@@ -36,6 +36,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -152,7 +153,8 @@ def run_child(command: list[str], log: Path, timeout_s: float, env: dict | None 
     load_before = os.getloadavg()[0]
     with log.open("wb") as out:
         started = time.perf_counter()
-        inherited = psutil.Process().memory_info().rss  # what a forked child starts with
+        # a forked child starts with this process's pages and its peak RSS (hiwater) too
+        inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB
         child = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )

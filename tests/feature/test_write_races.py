@@ -252,9 +252,11 @@ def test_a_script_reaching_redis_after_the_deadline_is_refused(redis_backend, cl
         store.before_apply = stall(until_released)
         try:
             write = asyncio.ensure_future(
-                store.upsert_ratings(3, {movie: 1.5}, VERSION, accepted_at_us=T, timeout_s=0.3)
+                store.upsert_ratings(3, {movie: 1.5}, VERSION, accepted_at_us=T, timeout_s=2.0)
             )
-            await held.wait()
+            # 2 s: time for the round to start even on a loaded machine (a write whose
+            # deadline passes before its round starts is refused before it is ever held)
+            await asyncio.wait_for(held.wait(), 30)
             with pytest.raises(DeadlineExceeded):
                 await write  # the caller's time ran out while the write was held
             release.set()
