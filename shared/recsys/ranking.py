@@ -76,8 +76,14 @@ def _by_preference(predicted, item_means, rated, ranking) -> np.ndarray:
     return np.array(predicted, dtype=np.float32, copy=True)
 
 
+def relevance_blend(item_scores: np.ndarray, predicted: np.ndarray, weight: float) -> np.ndarray:
+    """The "relevance" scores: item-item scores (batch, n_items) + `weight` × the predicted
+    preferences (batch, n_items), float32."""
+    return item_scores + np.float32(weight) * predicted
+
+
 def _by_relevance(predicted, item_means, rated, ranking) -> np.ndarray:
-    return ranking.item_scores(rated) + np.float32(ranking.preference_weight) * predicted
+    return relevance_blend(ranking.item_scores(rated), predicted, ranking.preference_weight)
 
 
 RANK_BY: dict[str, RankMode] = {

@@ -6,9 +6,11 @@ import scipy.sparse as sp
 
 from recsys.ease import Ease, fit_ease
 from recsys.errors import FailedPrecondition, InvalidArgument
-from recsys.evaluation.report import leaked_pairs, ranking_quality
+from recsys.evaluation.metrics import ndcg_at_k, recall_at_k
+from recsys.evaluation.report import leaked_pairs, ranking_qualities, ranking_quality
 from recsys.features import PreferenceMatrix
 from recsys.ranking import ItemItemRanking, available_modes, default_mode, rank_scores
+from recsys.topk import top_k
 
 
 def test_ease_by_hand():
@@ -75,6 +77,39 @@ def test_ranking_quality_by_hand():
     )
     assert recall == pytest.approx(0.5)
     assert ndcg == pytest.approx(0.5 / np.log2(3))
+
+
+def test_ranking_qualities_score_each_ranking_in_one_pass_per_chunk(monkeypatch):
+    import recsys.evaluation.report as report
+
+    monkeypatch.setattr(report, "USERS_PER_CHUNK", 3)  # chunks of 3, 3 and 1 users
+    rng = np.random.default_rng(1)
+    matrix = sp.csr_matrix((rng.random((7, 12)) < 0.3).astype(np.float32))
+    inputs = PreferenceMatrix(np.arange(10, 17), matrix, np.zeros(7))
+    relevant = {int(u): set(rng.choice(12, 2, replace=False).tolist()) for u in range(10, 17)}
+    scores = {key: rng.normal(size=(7, 12)) for key in ("a", "b")}
+    scores["ties"] = np.round(scores["a"])  # ties are broken by the lower column
+    chunks = []
+
+    def rankings(rated):
+        first = sum(chunks)
+        chunks.append(rated.shape[0])
+        for key, values in scores.items():
+            yield key, values[first : first + rated.shape[0]]
+
+    together = ranking_qualities(inputs, relevant, rankings, 3)
+    assert chunks == [3, 3, 1]  # each chunk's rankings come from one call
+    for key, values in scores.items():  # user by user, as a reader would rank them
+        recalls, ndcgs = [], []
+        for row, user in enumerate(range(10, 17)):
+            ranked = values[row].copy()
+            ranked[matrix[row].indices] = -np.inf  # what the user rated in train
+            top = top_k(ranked, 3)
+            recalls.append(recall_at_k(top, relevant[user], 3))
+            ndcgs.append(ndcg_at_k(top, relevant[user], 3))
+        assert together[key] == (pytest.approx(np.mean(recalls)), pytest.approx(np.mean(ndcgs)))
+    assert ranking_qualities(inputs, {}, rankings) == {}
+    assert ranking_quality(inputs, {}, lambda rated: scores["a"]) == (None, None)
 
 
 def test_leaked_pairs_counts_test_ratings_in_the_inputs():

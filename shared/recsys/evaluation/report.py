@@ -15,7 +15,7 @@ from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preferen
 from recsys.network import Network
 from recsys.ranking import ItemItemRanking, available_modes, default_mode, rank_scores
 from recsys.rating_scale import DEFAULT_RATING_SCALE
-from recsys.topk import top_k
+from recsys.topk import top_k_rows
 
 RELEVANT_RATING = 4.0
 USERS_PER_CHUNK = 512
@@ -77,12 +77,23 @@ def evaluate_all(
         ease = Ease.fit(preference_matrix(train, index, normalization).matrix)
     item_means = normalization.item_means.astype(np.float32)
 
-    def by_mode(mode):
-        return lambda m: rank_scores(mode, network.predict(m), item_means, m, ranking)
+    default = default_mode(ranking)
+    modes = [default, *(m for m in available_modes(ranking) if m != default)]
+
+    def rankings(rated):
+        yield "bias", np.tile(item_means, (rated.shape[0], 1))
+        yield "EASE", ease.scores(rated)
+        predicted = network.predict(rated)  # once per chunk, for every mode
+        for mode in modes:
+            yield mode, rank_scores(mode, predicted, item_means, rated, ranking)
+
+    quality = ranking_qualities(inputs, relevant, rankings, k)
+
+    def quality_of(key):
+        return quality.get(key, (None, None))
 
     n, total = len(covered), coverage
     mean = np.full(n, normalization.global_mean)
-    default = default_mode(ranking)
     scores = [
         Scores(
             "global mean",
@@ -97,31 +108,22 @@ def evaluate_all(
             "bias baseline",
             rmse(clipped(bias), actual),
             mae(clipped(bias), actual),
-            *ranking_quality(inputs, relevant, lambda m: np.tile(item_means, (m.shape[0], 1)), k),
+            *quality_of("bias"),
             n,
             total,
         ),
-        Scores(
-            "EASE",
-            None,
-            None,
-            *ranking_quality(inputs, relevant, ease.scores, k),
-            n,
-            total,
-        ),
+        Scores("EASE", None, None, *quality_of("EASE"), n, total),
         Scores(
             model_name,
             rmse(clipped(model), actual),
             mae(clipped(model), actual),
-            *ranking_quality(inputs, relevant, by_mode(default), k),
+            *quality_of(default),
             n,
             total,
         ),
     ]
-    for mode in available_modes(ranking):
-        if mode != default:
-            quality = ranking_quality(inputs, relevant, by_mode(mode), k)
-            scores.append(Scores(f"{model_name} by {mode}", None, None, *quality, n, total))
+    for mode in modes[1:]:
+        scores.append(Scores(f"{model_name} by {mode}", None, None, *quality_of(mode), n, total))
     return scores
 
 
@@ -150,19 +152,28 @@ def ranking_quality(inputs: PreferenceMatrix, relevant, scores_of, k: int = 10):
     """Mean Recall@k and NDCG@k over users with relevant test items. `scores_of` maps CSR
     rows of `inputs.matrix` (a user's train ratings) to (batch, n_items) scores; every
     covered item the user did not rate in train is ranked, larger score first."""
+    qualities = ranking_qualities(inputs, relevant, lambda rated: [(None, scores_of(rated))], k)
+    return qualities.get(None, (None, None))
+
+
+def ranking_qualities(inputs: PreferenceMatrix, relevant, scores_of, k: int = 10) -> dict:
+    """ranking_quality of several rankings in one pass over the users: `scores_of(rated)`
+    yields (key, (batch, n_items) scores) pairs for the same CSR rows, so what the rankings
+    share (the network's pass over a chunk, EASE's item scores) is computed once per chunk.
+    Returns key → (Recall@k, NDCG@k); empty when no user has relevant items."""
     row_of = {int(u): r for r, u in enumerate(inputs.user_ids)}
     users = [u for u in sorted(relevant) if u in row_of]
-    if not users:
-        return None, None
-    recalls, ndcgs = [], []
+    sums: dict = {}
     for start in range(0, len(users), USERS_PER_CHUNK):
         chunk = users[start : start + USERS_PER_CHUNK]
         rated = inputs.matrix[[row_of[u] for u in chunk]]
-        scores = np.array(scores_of(rated), dtype=np.float64)
-        for r, user in enumerate(chunk):
-            row = scores[r]
-            row[rated.indices[rated.indptr[r] : rated.indptr[r + 1]]] = -np.inf
-            ranked = top_k(row, k)
-            recalls.append(recall_at_k(ranked, relevant[user], k))
-            ndcgs.append(ndcg_at_k(ranked, relevant[user], k))
-    return float(np.mean(recalls)), float(np.mean(ndcgs))
+        rated_rows = np.repeat(np.arange(len(chunk)), np.diff(rated.indptr))
+        for key, scores in scores_of(rated):
+            scores = np.array(scores, dtype=np.float64)
+            scores[rated_rows, rated.indices] = -np.inf
+            ranked = top_k_rows(scores, np.full(len(chunk), k))
+            recall, ndcg = sums.setdefault(key, ([], []))
+            for user, top in zip(chunk, ranked, strict=True):
+                recall.append(recall_at_k(top, relevant[user], k))
+                ndcg.append(ndcg_at_k(top, relevant[user], k))
+    return {key: (float(np.mean(r)), float(np.mean(n))) for key, (r, n) in sums.items()}

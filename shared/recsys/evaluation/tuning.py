@@ -10,10 +10,10 @@ import pandas as pd
 
 from recsys.data.split import Split
 from recsys.ease import AUTO_NEIGHBORS, DEFAULT_L2, Ease
-from recsys.evaluation.report import ranking_quality, relevant_items
+from recsys.evaluation.report import ranking_qualities, relevant_items
 from recsys.features import ItemIndex, Normalization, preference_matrix
 from recsys.network import Network
-from recsys.ranking import PREFERENCE_WEIGHTS, ItemItemRanking, rank_scores
+from recsys.ranking import PREFERENCE_WEIGHTS, ItemItemRanking, relevance_blend
 
 
 @dataclass(frozen=True)
@@ -63,17 +63,14 @@ def fit_relevance_ranking(
         split.fit, index, normalization, user_ids=np.array(sorted(relevant), dtype=np.int64)
     )
     on_fit = ease_on("fit", split.fit)
-    item_means = normalization.item_means.astype(np.float32)
-    results: dict[float, tuple[float, float]] = {}
-    for weight in weights:
-        trial = ItemItemRanking(on_fit.weights, l2, weight, on_fit.neighbors)
-        results[weight] = ranking_quality(
-            inputs,
-            relevant,
-            lambda m, trial=trial: rank_scores(
-                "relevance", network.predict(m), item_means, m, trial
-            ),
-        )
+
+    def blends(rated):
+        predicted = network.predict(rated)  # once per chunk, for every weight
+        item_scores = on_fit.scores(rated)
+        for weight in weights:
+            yield weight, relevance_blend(item_scores, predicted, weight)
+
+    results = ranking_qualities(inputs, relevant, blends)
     best = max(results, key=lambda w: (results[w][1] or 0.0, -w))
     on_train = ease_on("train", split.train)
     return RankingFit(ItemItemRanking(on_train.weights, l2, best, on_train.neighbors), results)
