@@ -417,11 +417,14 @@ def train(
     }
 
 
-def train_settings(args) -> list[str]:
+def train_settings(args, max_epochs: int | None = None) -> list[str]:
+    """--set arguments of a training child: the smoke model, and `max_epochs` (default:
+    --max-epochs) when given."""
     settings = [f"{k}={v}" for k, v in SMOKE_MODEL.items()] if args.smoke else []
-    if args.max_epochs is not None:
+    max_epochs = args.max_epochs if max_epochs is None else max_epochs
+    if max_epochs is not None:
         settings = [s for s in settings if not s.startswith("max_epochs=")]
-        settings.append(f"max_epochs={args.max_epochs}")
+        settings.append(f"max_epochs={max_epochs}")
     return settings
 
 
@@ -709,8 +712,8 @@ class Bench:
             model_dir = self.args.item_model_dir
         else:
             trained = train(
-                self.data.path, "item", train_settings(self.args), self.work, "item",
-                self.args.timeout,
+                self.data.path, "item", train_settings(self.args, self.args.item_max_epochs),
+                self.work, "item", self.args.timeout,
             )  # fmt: skip
             if "version" not in trained:
                 return {"status": f"training: {trained['status']}", "train": trained}
@@ -764,7 +767,11 @@ def stage_rows(results: dict[str, dict]) -> list[list]:
             ("scale stack start", r.get("scale")),
         ],
         "item": lambda r: [
-            ("recsys train --preset item", r.get("train")),
+            (
+                "recsys train --preset item"
+                + "".join(f" --set {x}" for x in r.get("train", {}).get("settings", [])),
+                r.get("train"),
+            ),
             ("recsys load-features", r.get("load")),
             ("stack start", r.get("serve")),
         ],
@@ -1001,6 +1008,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ml1m-data", type=Path, default=REPO.parent / "shared" / "data" / "ml-1m")
     parser.add_argument("--ml1m-model-dir", type=Path, help="default: train the default preset")
     parser.add_argument("--max-epochs", type=int, help="cap training (said in the table)")
+    parser.add_argument("--item-max-epochs", type=int, help="cap the item kind's training only")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
@@ -1038,6 +1046,7 @@ def main(argv=None) -> int:
                 "stages": stages,
                 "data": str(args.data) if args.data else None,
                 "max_epochs": args.max_epochs,
+                "item_max_epochs": args.item_max_epochs,
                 "train_settings": train_settings(args),
                 "duration_s": args.duration,
                 "warmup_s": args.warmup,
