@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 import redis.asyncio
+from redis.exceptions import NoScriptError
 
 from recsys.errors import (
     Aborted,
@@ -28,6 +29,7 @@ from recsys.featurestore import layout
 from recsys.featurestore.layout import KeyLayout
 from recsys.featurestore.writes import (
     APPLY_SCRIPT,
+    APPLY_SCRIPT_SHA,
     MAX_ATTEMPTS,
     PAST_DEADLINE,
     REVISION_MOVED,
@@ -534,20 +536,31 @@ class FeatureStore:
                 pending.finish(outcome)
 
     async def _apply(self, keys: tuple, args: list, deadline_us: int) -> tuple[int, int]:
-        """Run the write script: (its answer, replicas that confirmed it). With
-        wait_replicas, WAIT follows in the same pipeline, hence on the same connection (WAIT
-        counts the replicas that have this connection's writes); its timeout is at least
-        1 ms (0 would block forever) and never past `deadline_us` (0: none)."""
-        if not self._wait_replicas:
-            return await self._redis.eval(APPLY_SCRIPT, len(keys), *keys, *args), 0
-        timeout_s = self._wait_timeout_s
-        if deadline_us:
-            timeout_s = min(timeout_s, (deadline_us - time.time_ns() // 1000) / 1e6)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.eval(APPLY_SCRIPT, len(keys), *keys, *args)
-        pipe.execute_command("WAIT", self._wait_replicas, max(1, int(timeout_s * 1000)))
-        revision, confirmed = await pipe.execute()
+        """Run the write script: (its answer, replicas that confirmed it). By its SHA1
+        (EVALSHA); sent whole (EVAL, which caches it) only when the node does not hold it
+        (NOSCRIPT: a restart, SCRIPT FLUSH, a failover), which is safe as a script is all or
+        nothing. With wait_replicas, WAIT follows in the same pipeline, hence on the same
+        connection (WAIT counts the replicas that have this connection's writes); its timeout
+        is at least 1 ms (0 would block forever) and never past `deadline_us` (0: none)."""
+        answers = await self._run_script(("EVALSHA", APPLY_SCRIPT_SHA), keys, args, deadline_us)
+        if isinstance(answers[0], NoScriptError):
+            answers = await self._run_script(("EVAL", APPLY_SCRIPT), keys, args, deadline_us)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        revision, confirmed = answers if self._wait_replicas else (answers[0], 0)
         return revision, int(confirmed)
+
+    async def _run_script(self, command: tuple, keys: tuple, args: list, deadline_us: int):
+        pipe = self._redis.pipeline(transaction=False)
+        # through execute_command: a cluster pipeline routes the script by its first key
+        pipe.execute_command(*command, len(keys), *keys, *args)
+        if self._wait_replicas:
+            timeout_s = self._wait_timeout_s
+            if deadline_us:
+                timeout_s = min(timeout_s, (deadline_us - time.time_ns() // 1000) / 1e6)
+            pipe.execute_command("WAIT", self._wait_replicas, max(1, int(timeout_s * 1000)))
+        return await pipe.execute(raise_on_error=False)
 
     async def _features_after(
         self, user_id: int, ratings: dict[int, float], version: str

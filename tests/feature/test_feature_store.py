@@ -166,6 +166,28 @@ def test_three_users_are_one_round_trip(redis_url, single_client, data):
     assert [a - b for a, b in zip(after, before, strict=True)] == [0, 3]  # HMGET only
 
 
+def test_online_writes_call_the_script_by_its_sha_and_resend_it_only_after_noscript(
+    redis_url, single_client, data
+):
+    load_features(single_client, data.artifact, data.ratings, data.items, "recsys")
+    movies = data.index.item_ids[:2].tolist()
+    single_client.script_flush()  # as after a restart or a failover: the script is gone
+    before = command_calls(single_client, "evalsha", "eval")
+
+    async def body(store):
+        first = await store.upsert_ratings(1, {movies[0]: 1.0}, VERSION)
+        second = await store.upsert_ratings(1, {movies[1]: 5.0}, VERSION)
+        return first, second
+
+    (first, _), (second, _) = with_store(redis_url, body)
+    after = command_calls(single_client, "evalsha", "eval")
+    # EVALSHA, NOSCRIPT, EVAL (caches it), then EVALSHA alone; commandstats count the failed
+    # EVALSHA too
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1]
+    assert first.ratings[movies[0]] == 1.0
+    assert (second.ratings[movies[0]], second.ratings[movies[1]]) == (1.0, 5.0)
+
+
 def test_active_is_set_last(redis_url, single_client, data):
     """MONITOR sees the loader's writes in order: meta 'loading' first, the version
     registered before any user, users, meta 'ready', registry 'ready', then SET active."""
