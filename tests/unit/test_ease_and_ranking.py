@@ -7,8 +7,13 @@ import scipy.sparse as sp
 from recsys.ease import Ease, fit_ease
 from recsys.errors import FailedPrecondition, InvalidArgument
 from recsys.evaluation.metrics import ndcg_at_k, recall_at_k
-from recsys.evaluation.report import leaked_pairs, ranking_qualities, ranking_quality
-from recsys.features import PreferenceMatrix
+from recsys.evaluation.report import (
+    leaked_pairs,
+    ranking_qualities,
+    ranking_quality,
+    relevant_items,
+)
+from recsys.features import ItemIndex, PreferenceMatrix
 from recsys.ranking import ItemItemRanking, available_modes, default_mode, rank_scores
 from recsys.topk import top_k
 
@@ -110,6 +115,18 @@ def test_ranking_qualities_score_each_ranking_in_one_pass_per_chunk(monkeypatch)
         assert together[key] == (pytest.approx(np.mean(recalls)), pytest.approx(np.mean(ndcgs)))
     assert ranking_qualities(inputs, {}, rankings) == {}
     assert ranking_quality(inputs, {}, lambda rated: scores["a"]) == (None, None)
+
+
+def test_relevant_items_are_each_users_held_out_columns_rated_4_or_more():
+    import pandas as pd
+
+    index = ItemIndex(np.array([10, 20, 30]))  # movie 10 is column 0, 20 is 1, 30 is 2
+    held_out = pd.DataFrame(
+        {"user_id": [2, 1, 2, 3, 1], "item_id": [10, 30, 20, 10, 10], "rating": [4, 5, 4.5, 3, 1]}
+    )
+    # user 1: movie 30 (5 stars); user 2: movies 10 and 20; user 3's 3 stars are not relevant
+    assert relevant_items(held_out, index) == {1: {2}, 2: {0, 1}}
+    assert relevant_items(held_out.iloc[:0], index) == {}
 
 
 def test_leaked_pairs_counts_test_ratings_in_the_inputs():

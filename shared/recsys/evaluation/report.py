@@ -141,11 +141,14 @@ def leakage_free(train: pd.DataFrame, test: pd.DataFrame) -> bool:
 def relevant_items(covered: pd.DataFrame, index: ItemIndex) -> dict[int, set[int]]:
     """user → columns of their held-out ratings ≥ 4, the relevant ones (docs/model.md)."""
     liked = covered[covered["rating"] >= RELEVANT_RATING]
-    cols = index.columns(liked["item_id"].to_numpy())
-    relevant: dict[int, set[int]] = {}
-    for user, col in zip(liked["user_id"].to_numpy(), cols, strict=True):
-        relevant.setdefault(int(user), set()).add(int(col))
-    return relevant
+    users = liked["user_id"].to_numpy()
+    order = np.argsort(users, kind="stable")
+    users, cols = users[order], index.columns(liked["item_id"].to_numpy())[order]
+    if not len(users):
+        return {}
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = [*starts[1:], len(users)]
+    return {int(users[s]): set(cols[s:e].tolist()) for s, e in zip(starts, ends, strict=True)}
 
 
 def ranking_quality(inputs: PreferenceMatrix, relevant, scores_of, k: int = 10):
