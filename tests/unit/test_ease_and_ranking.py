@@ -9,6 +9,7 @@ from recsys.errors import FailedPrecondition, InvalidArgument
 from recsys.evaluation.metrics import ndcg_at_k, recall_at_k
 from recsys.evaluation.report import (
     leaked_pairs,
+    ranked_users,
     ranking_qualities,
     ranking_quality,
     relevant_items,
@@ -127,6 +128,14 @@ def test_relevant_items_are_each_users_held_out_columns_rated_4_or_more():
     # user 1: movie 30 (5 stars); user 2: movies 10 and 20; user 3's 3 stars are not relevant
     assert relevant_items(held_out, index) == {1: {2}, 2: {0, 1}}
     assert relevant_items(held_out.iloc[:0], index) == {}
+
+
+def test_above_the_limit_a_seeded_sample_of_users_is_ranked():
+    users = list(range(100, 200))
+    assert ranked_users(users, limit=100) is users
+    sample = ranked_users(users, limit=7)
+    assert len(set(sample)) == 7 and sample == sorted(sample) and set(sample) <= set(users)
+    assert ranked_users(users, limit=7) == sample  # the same users for every ranking
 
 
 def test_leaked_pairs_counts_test_ratings_in_the_inputs():

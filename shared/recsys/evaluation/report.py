@@ -19,6 +19,10 @@ from recsys.topk import top_k_rows
 
 RELEVANT_RATING = 4.0
 USERS_PER_CHUNK = 512
+# Recall@k and NDCG@k rank at most this many users with relevant items: a seeded sample of
+# them above it (MovieLens 25M's shape has 160k; ML-1M's 6,040 are all ranked)
+RANKED_USERS = 20_000
+SAMPLE_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -163,16 +167,17 @@ def ranking_qualities(inputs: PreferenceMatrix, relevant, scores_of, k: int = 10
     """ranking_quality of several rankings in one pass over the users: `scores_of(rated)`
     yields (key, (batch, n_items) scores) pairs for the same CSR rows, so what the rankings
     share (the network's pass over a chunk, EASE's item scores) is computed once per chunk.
-    Returns key → (Recall@k, NDCG@k); empty when no user has relevant items."""
+    Returns key → (Recall@k, NDCG@k); empty when no user has relevant items. Above
+    RANKED_USERS such users, a seeded sample of that many is ranked (ranked_users)."""
     row_of = {int(u): r for r, u in enumerate(inputs.user_ids)}
-    users = [u for u in sorted(relevant) if u in row_of]
+    users = ranked_users([u for u in sorted(relevant) if u in row_of])
     sums: dict = {}
     for start in range(0, len(users), USERS_PER_CHUNK):
         chunk = users[start : start + USERS_PER_CHUNK]
         rated = inputs.matrix[[row_of[u] for u in chunk]]
         rated_rows = np.repeat(np.arange(len(chunk)), np.diff(rated.indptr))
         for key, scores in scores_of(rated):
-            scores = np.array(scores, dtype=np.float64)
+            scores = np.array(scores, copy=True)  # its own dtype: float32 stays float32
             scores[rated_rows, rated.indices] = -np.inf
             ranked = top_k_rows(scores, np.full(len(chunk), k))
             recall, ndcg = sums.setdefault(key, ([], []))
@@ -180,3 +185,12 @@ def ranking_qualities(inputs: PreferenceMatrix, relevant, scores_of, k: int = 10
                 recall.append(recall_at_k(top, relevant[user], k))
                 ndcg.append(ndcg_at_k(top, relevant[user], k))
     return {key: (float(np.mean(r)), float(np.mean(n))) for key, (r, n) in sums.items()}
+
+
+def ranked_users(users: list[int], limit: int = RANKED_USERS) -> list[int]:
+    """`users` (sorted) when at most `limit`, else `limit` of them drawn without replacement
+    with SAMPLE_SEED, in sorted order: the same sample for every ranking of one split."""
+    if len(users) <= limit:
+        return users
+    chosen = np.random.default_rng(SAMPLE_SEED).choice(len(users), limit, replace=False)
+    return [users[i] for i in np.sort(chosen)]
