@@ -185,6 +185,12 @@ def run_child(command: list[str], log: Path, timeout_s: float, env: dict | None 
     )
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM ends the bench as Ctrl-C does, through its `finally` blocks: the running
+    child's process group is killed and the Redis servers stop, so none outlives it."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def wait_child(pid: int, timeout_s: float, poll_s: float = 0.2):
     """(exit code, rusage, timed out, least memory the machine had available meanwhile) of
     the child `pid`, SIGKILLing its process group (`start_new_session`) once `timeout_s` has
@@ -1017,6 +1023,7 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a few minutes, for CI")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     if args.smoke:
         args.duration, args.warmup, args.timeout = 1.0, 0.5, min(args.timeout, 600.0)
     if TARGET_CONCURRENCY not in args.concurrency:

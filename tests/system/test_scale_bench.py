@@ -63,6 +63,42 @@ def test_a_failed_child_says_why_and_a_hung_one_is_killed(scale, tmp_path):
     assert not hung.ok
 
 
+def test_a_terminated_bench_takes_its_running_child_with_it(tmp_path):
+    import subprocess
+    import time
+
+    import psutil
+
+    log = tmp_path / "child.log"
+    bench = subprocess.Popen(
+        python(
+            "import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('scale_bench', {str(SCALE)!r})\n"
+            "scale = importlib.util.module_from_spec(spec)\n"
+            "sys.modules[spec.name] = scale\n"
+            "spec.loader.exec_module(scale)\n"
+            "scale.exit_on_sigterm()\n"
+            "child = [sys.executable, '-c', "
+            "'import time; print(\"up\", flush=True); time.sleep(300)']\n"
+            f"scale.run_child(child, scale.Path({str(log)!r}), timeout_s=300)\n"
+        )
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and "up" in log.read_text()):
+            assert bench.poll() is None and time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        children = psutil.Process(bench.pid).children(recursive=True)
+        assert children, "the child should be running"
+        bench.terminate()
+        assert bench.wait(timeout=30) == 128 + 15  # SIGTERM, through sys.exit
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"left running: {[p.pid for p in alive]}"
+    finally:
+        bench.kill()
+        bench.wait()
+
+
 def test_seconds_per_epoch_is_the_median_logged_epoch(scale, tmp_path):
     log = tmp_path / "train.log"
     log.write_text(
