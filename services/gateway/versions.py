@@ -62,7 +62,7 @@ class ModelVersions:
         self._asking: asyncio.Task | None = None  # a GetModelInfo call in flight
         self._last_served: str | None = None  # the last version a prediction came from
         self._missing: dict[str, float] = {}  # version → when its features were not loaded
-        self._lock = asyncio.Lock()
+        self._fetching: dict[str, asyncio.Future] = {}  # version → its data's fetch
 
     async def model_version(self, context, *, refresh: bool = False) -> str:
         """The version the model service serves: cached for MODEL_VERSION_TTL_S (so a hot
@@ -97,17 +97,36 @@ class ModelVersions:
 
     async def version_data(self, version: str, context) -> VersionData:
         """The cached data of `version`; the last CACHED_VERSIONS versions are kept, so two
-        versions served side by side during a rollout do not evict each other."""
+        versions served side by side during a rollout do not evict each other. A version
+        not cached yet is fetched once for every caller, under the upstream timeout per call
+        and not under any caller's deadline: a catalog that takes longer to fetch than one
+        request may wait (59k movies are 60 pages) is still cached for the next requests,
+        instead of being fetched anew, and abandoned, by each of them."""
         data = self._versions.get(version)
-        if data is None:
-            async with self._lock:
-                data = self._versions.get(version)
-                if data is None:
-                    data = await self._fetch_version(version, context)
-                    self._versions[version] = data
-                    while len(self._versions) > CACHED_VERSIONS:
-                        self._versions.pop(next(iter(self._versions)))
-        return data
+        if data is not None:
+            return data
+        fetching = self._fetching.get(version)
+        if fetching is None:
+            fetching = self._fetching[version] = asyncio.ensure_future(self._keep(version))
+            # its failure is each waiting caller's; retrieved here too, for when none waits
+            fetching.add_done_callback(lambda task: task.cancelled() or task.exception())
+        remaining = context.time_remaining() if context is not None else None
+        try:
+            return await asyncio.wait_for(asyncio.shield(fetching), remaining)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"deadline passed while the data of model version {version} was fetched"
+            ) from None
+
+    async def _keep(self, version: str) -> VersionData:
+        try:
+            data = await self._fetch_version(version, None)
+            self._versions[version] = data
+            while len(self._versions) > CACHED_VERSIONS:
+                self._versions.pop(next(iter(self._versions)))
+            return data
+        finally:
+            self._fetching.pop(version, None)
 
     async def usable_version(self, context, *, refresh: bool = False) -> VersionData:
         """The data of the version to answer with: the model's, or, while the features of a

@@ -243,6 +243,84 @@ def test_the_callers_deadline_is_passed_downstream():
     assert len(seen) == 1 and 0 < seen[0] <= 0.4, seen
 
 
+def test_a_catalog_slower_than_a_deadline_is_fetched_once_and_kept():
+    """Upstreams whose catalog takes 0.8 s to page through (two ListItems pages of 0.4 s):
+    a search with 0.3 s to live gives up with DEADLINE_EXCEEDED, but the fetch it started
+    goes on under the upstream timeout; the next search is answered from it, and the
+    catalog was read once (before, each request fetched it anew with its own
+    deadline, so at MovieLens 25M's size no request ever got an answer)."""
+    import asyncio
+    import time
+
+    from recsys.api.feature.v1 import feature_pb2, feature_pb2_grpc
+    from recsys.api.model.v1 import model_pb2, model_pb2_grpc
+    from recsys.serving.server import Service
+
+    pages: list[str] = []
+
+    class Model(model_pb2_grpc.ModelServiceServicer):
+        async def GetModelInfo(self, request, context):
+            return model_pb2.GetModelInfoResponse(model_version="v1", item_count=2)
+
+    class SlowCatalog(feature_pb2_grpc.FeatureServiceServicer):
+        async def GetNormalization(self, request, context):
+            return feature_pb2.GetNormalizationResponse(
+                model_version=request.model_version,
+                global_mean=3.5,
+                item_means=feature_pb2.SparseVector(movie_ids=[1, 2], values=[0.1, -0.1]),
+                rating_min=1.0,
+                rating_max=5.0,
+            )
+
+        async def ListItems(self, request, context):
+            pages.append(request.page_token)
+            await asyncio.sleep(0.4)
+            first = request.page_token == ""
+            item = feature_pb2.Item(
+                movie_id=1 if first else 2, title="Alien" if first else "Aliens"
+            )
+            return feature_pb2.ListItemsResponse(
+                items=[item], next_page_token="p2" if first else "", total_size=2
+            )
+
+    async def serving() -> bool:
+        return True
+
+    async def upstreams():
+        service = Service(Settings(), ["recsys.model.v1.ModelService"])
+        model_pb2_grpc.add_ModelServiceServicer_to_server(Model(), service.server)
+        feature_pb2_grpc.add_FeatureServiceServicer_to_server(SlowCatalog(), service.server)
+        service.bind(0)
+        service.watch_readiness(serving)
+        return service
+
+    with ServiceThread(upstreams) as fake:
+        settings = Settings(
+            gateway_port=0, feature_addr=fake.address, model_addr=fake.address,
+            upstream_timeout_s=2.0,
+        )  # fmt: skip
+
+        async def gateway():
+            return await gateway_server(settings, Upstreams.connect(settings))
+
+        with (
+            ServiceThread(gateway) as running,
+            grpc.insecure_channel(running.address) as channel,
+        ):
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.SearchMovies(pb.SearchMoviesRequest(query="alien"), timeout=0.3)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            deadline = time.monotonic() + 10
+            while len(pages) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the fetch goes on without the request that started it
+            # answered from that fetch (cached by now, or still awaited: not fetched anew)
+            found = stub.SearchMovies(pb.SearchMoviesRequest(query="alien"), timeout=5)
+    assert [m.title for m in found.movies] == ["Alien", "Aliens"]
+    assert found.model_version == "v1"
+    assert pages == ["", "p2"]  # fetched once
+
+
 def test_stage_timings_explain_a_request(stack):
     """Recommend returns the time of each stage as trailing metadata and adds it to the
     recsys_gateway_stage_seconds histogram (the gateway runs in this process), also when
