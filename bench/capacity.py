@@ -10,8 +10,9 @@ flags and printed beside the answer: the CPU one pod of a service may use (one P
 process: about one core), the utilization the HPA holds, the memory one Redis shard may
 hold, and the share of a core a shard's main thread may use.
 
-    python bench/capacity.py --scale bench/results/scale.json [--rps 10000]
-                             [--ratings 100e6] [--out bench/results/capacity.json]
+    python bench/capacity.py --scale bench/results/scale.json [--catalog scale|ml1m]
+                             [--rps 10000] [--ratings 100e6] [--versions 1|2]
+                             [--out bench/results/capacity.json]
 """
 
 from __future__ import annotations
@@ -78,15 +79,19 @@ def memory_request(rss_bytes: float, headroom: float) -> int:
 
 def plan(scale: dict, args) -> dict:
     stages = scale["stages"]
-    served = stages.get("serve", {}).get("scale", {})
+    serve = stages.get("serve", {})
+    if args.catalog == "ml1m":  # the ML-1M model served in the same run, and its load
+        served, load = serve.get("baseline", {}), serve.get("ml1m", {}).get("load") or {}
+    else:
+        served = serve.get("scale", {})
+        load = stages.get("load") or serve.get("load") or {}
     run = saturated_run(served.get("runs", []))
     if run is None:
         raise SystemExit("capacity: the scale run has no complete serving run (stage serve)")
-    load = stages.get("load") or stages.get("serve", {}).get("load") or {}
     if load.get("status") != "ok":
         raise SystemExit("capacity: the scale run has no completed load stage")
     per_million = load["redis"]["bytes_per_million_ratings"]
-    second = stages.get("item", {}).get("load", {})
+    second = stages.get("item", {}).get("load", {}) if args.catalog == "scale" else {}
     second_per_million = (
         second["redis"]["bytes_per_million_ratings"]
         if second.get("status") == "ok" and second.get("second_version")
@@ -129,6 +134,7 @@ def plan(scale: dict, args) -> dict:
             "commit": scale.get("environment", {}).get("commit"),
         },
         "choices": {
+            "catalog": args.catalog,
             "rps": args.rps,
             "ratings": args.ratings,
             "versions": args.versions,
@@ -187,6 +193,10 @@ def print_plan(result: dict) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=Path, default=REPO / "bench" / "results" / "scale.json")
+    parser.add_argument(
+        "--catalog", choices=("scale", "ml1m"), default="scale",
+        help="plan on the scale model's figures or on the ML-1M model's of the same run",
+    )  # fmt: skip
     parser.add_argument("--rps", type=float, default=10_000.0, help="stored Recommend per s")
     parser.add_argument("--ratings", type=float, default=100e6)
     parser.add_argument("--versions", type=int, default=2, choices=(1, 2), help="live at once")

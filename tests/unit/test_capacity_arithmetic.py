@@ -53,7 +53,7 @@ def scale_result(second_version=True):
 def test_a_plan_from_the_saturated_complete_run():
     capacity = load_capacity()
     args = capacity.main.__globals__["argparse"].Namespace(
-        rps=10_000.0, ratings=100e6, versions=2, pod_cpu=1.0, utilization=0.7,
+        catalog="scale", rps=10_000.0, ratings=100e6, versions=2, pod_cpu=1.0, utilization=0.7,
         memory_headroom=0.25, shard_memory_gib=8.0, shard_cpu=0.5,
     )  # fmt: skip
     result = capacity.plan(scale_result(), args)
@@ -77,6 +77,24 @@ def test_a_plan_from_the_saturated_complete_run():
     args.ratings, args.rps = 1e9, 40_000.0  # 78 GiB → 10 shards; 2 cores → 4
     redis = capacity.plan(scale_result(), args)["redis"]
     assert (redis["by_memory"], redis["by_cpu"], redis["shards"]) == (10, 4, 10)
+
+
+def test_the_ml1m_plan_uses_the_baseline_served_in_the_same_run():
+    capacity = load_capacity()
+    result = scale_result()
+    serve = result["stages"]["serve"]
+    half = [{**r, "cpu_ms_per_request": {k: v / 2 for k, v in r["cpu_ms_per_request"].items()}}
+            for r in serve["scale"]["runs"]]  # fmt: skip
+    serve["baseline"] = {"runs": half, "rss_bytes": serve["scale"]["rss_bytes"]}
+    serve["ml1m"] = {"load": {"status": "ok", "redis": {"bytes_per_million_ratings": 32 * MIB,
+                                                         "bytes_per_user": 5000.0}}}  # fmt: skip
+    args = capacity.main.__globals__["argparse"].Namespace(
+        catalog="ml1m", rps=10_000.0, ratings=100e6, versions=1, pod_cpu=1.0,
+        utilization=0.7, memory_headroom=0.25, shard_memory_gib=8.0, shard_cpu=0.5,
+    )  # fmt: skip
+    planned = capacity.plan(result, args)
+    assert planned["services"]["gateway"]["replicas"] == 10  # 0.7 ms: 7 cores / 0.7
+    assert planned["redis"]["memory_bytes"] == 100 * 32 * MIB
 
 
 def test_refusals_name_what_is_missing(tmp_path):
