@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from recsys.artifacts import Artifact, load_artifact, resolve_version
 from recsys.errors import InvalidArgument, NotFound, RecsysError, Unavailable, VersionMismatch
@@ -25,10 +26,6 @@ _NO_VALUES = np.empty(0, np.float32)
 
 
 ALL_ITEMS = -1  # Outputs.k of a row that wants every item
-MIN_ROWS = 8
-"""A batch is padded to at least this many rows before the network runs: BLAS picks another
-kernel for a product of fewer rows, whose rounding differs, and a row's predictions must not
-depend on the batch it came in (tests/model_service/test_batching.py checks it)."""
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
@@ -117,12 +114,16 @@ class Predictor:
         columns = self.index.columns(preferences.movie_ids.astype(np.int64))
         known = columns >= 0
         entry_rows = preferences.entry_rows()
-        dense = np.zeros((max(n, MIN_ROWS), len(self.index)), np.float32)
-        dense[entry_rows[known], columns[known]] = preferences.values[known]
-        predicted = self.network.predict(dense)[:n]
         rated_columns = columns[known]  # grouped by row, as the entries are
         rated_bounds = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(entry_rows[known], minlength=n), out=rated_bounds[1:])
+        # CSR: the first layer costs the rated entries × its width, not n_items × its width;
+        # the networks compute each row on its own (a row's answer is the same in any batch)
+        inputs = sp.csr_matrix(
+            (preferences.values[known].astype(np.float32), rated_columns, rated_bounds),
+            shape=(n, len(self.index)),
+        )
+        predicted = self.network.predict(inputs)
         ids = [_NO_IDS] * n
         values = [_NO_VALUES] * n
         errors: dict[int, RecsysError] = {}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
+import scipy.sparse as sp
 
 from recsys.activations import activate
 from recsys.errors import FailedPrecondition
@@ -23,6 +24,22 @@ def pair_products(codes: np.ndarray, rows, kernel: np.ndarray, columns) -> np.nd
         chunk = slice(start, start + PAIRS_PER_CHUNK)
         values[chunk] = np.einsum("pk,kp->p", codes[rows[chunk]], kernel[:, columns[chunk]])
     return values
+
+
+def product(inputs, kernel: np.ndarray) -> np.ndarray:
+    """inputs @ kernel, (batch, n_out) float32, with every row computed on its own, so that a
+    row's result never depends on the rows beside it: a CSR input through scipy's sparse
+    product (row by row, and it costs the stored entries × n_out), a dense one row by row.
+    One BLAS product of several rows rounds a row differently depending on how many rows it
+    has (OpenBLAS picks its kernel by shape; seen on AMD EPYC for 9 rows against 8), which
+    would make an answer depend on the batch it was computed in."""
+    if sp.issparse(inputs):
+        return np.asarray(inputs @ kernel, dtype=np.float32)
+    inputs = np.atleast_2d(np.asarray(inputs))
+    out = np.empty((inputs.shape[0], kernel.shape[1]), np.result_type(inputs, kernel))
+    for row in range(inputs.shape[0]):
+        np.matmul(inputs[row], kernel, out=out[row])
+    return out.astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -46,12 +63,11 @@ class LinearAutoencoder:
 
     def encode(self, preferences) -> np.ndarray:
         """(batch, n_items) dense or CSR preferences → (batch, k) codes."""
-        code = preferences @ self.encoder_kernel
-        return np.asarray(code, dtype=np.float32)
+        return product(preferences, self.encoder_kernel)
 
     def predict(self, preferences) -> np.ndarray:
         """(batch, n_items) dense or CSR preferences → (batch, n_items) predicted preferences."""
-        return self.encode(preferences) @ self.decoder_kernel
+        return product(self.encode(preferences), self.decoder_kernel)
 
     def predict_pairs(self, preferences, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """Predicted preference of row `rows[j]` at column `columns[j]`, without the full
@@ -86,7 +102,7 @@ class DenseLayer:
     activation: str
 
     def __call__(self, inputs) -> np.ndarray:
-        out = np.asarray(inputs @ self.kernel, dtype=np.float32)
+        out = product(inputs, self.kernel)
         if self.bias is not None:
             out = out + self.bias
         return activate(out, self.activation)
