@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import tensorflow as tf
 
 from recsys.activations import activate
 from recsys.api.model.v1 import model_pb2 as pb
@@ -15,16 +16,17 @@ from recsys.artifacts import load_artifact
 from recsys.data.split import split_ratings
 from recsys.errors import ArtifactError, InvalidArgument
 from recsys.explain import explain_preferences
-from recsys.features import ItemIndex, preference_matrix
+from recsys.features import ItemIndex, PreferenceMatrix, preference_matrix
 from recsys.model.config import PRESETS, TrainConfig
 from recsys.model.item import FOLD_IN_FILE, ITEM_CODES_FILE
 from recsys.model.item.keras_model import (
-    ItemColumnBatches,
+    ObservedEntryBatches,
+    ObservedEntryTrainer,
     build_item_autoencoder,
     item_codes,
-    observed_sse,
 )
 from recsys.model.item.network import ItemAutoencoder
+from recsys.model.training import ValidationSet
 from recsys.pipeline import SPLIT_SEED
 from recsys.serving.config import Settings
 from services.model.predictor import Predictor, PredictorHolder
@@ -148,25 +150,68 @@ def test_item_settings():
         assert caught.value.field == field
 
 
+def dense_observed_sse(model, columns, items):
+    """AutoRec's loss as the dense Keras step defined it, in TensorFlow over (batch, n_users):
+    per item the sum of squared errors where the column has a stored entry (an explicit 0
+    included), averaged over the batch's items, plus the L2 penalties."""
+    values = columns[items].toarray()
+    observed = _stored(columns[items])
+    errors = tf.square(model(values) - values) * observed.astype(np.float32)
+    return tf.reduce_mean(tf.reduce_sum(errors, axis=1)) + sum(model.losses)
+
+
+def _stored(matrix):
+    mask = sp.csr_matrix((np.ones(matrix.nnz, bool), matrix.indices, matrix.indptr), matrix.shape)
+    return mask.toarray()
+
+
+def test_observed_entry_step_is_the_dense_step():
+    rng = np.random.default_rng(4)
+    columns = sp.random(12, 9, density=0.3, random_state=4, format="csr", dtype=np.float32)
+    columns.data = rng.normal(0, 1, columns.nnz).astype(np.float32)
+    columns.data[0] = 0.0  # a stored 0 is observed: its error counts, its input adds nothing
+    model = build_item_autoencoder(9, 4, l2=0.05)
+    for weight in model.weights:  # biases too, so every term is exercised
+        weight.assign(rng.normal(0, 0.4, weight.shape).astype(np.float32))
+    batches = ObservedEntryBatches(columns, batch_size=5, seed=0)
+    trainer = ObservedEntryTrainer(model)
+    (items, rows, users, values), targets = batches[0]
+    np.testing.assert_array_equal(items, batches.order[:5])
+    np.testing.assert_array_equal(values, targets)
+    assert len(values) == columns[items].nnz
+    with tf.GradientTape() as tape:
+        expected = dense_observed_sse(model, columns, items)
+    dense_gradients = tape.gradient(expected, model.trainable_weights)
+    x, y = batches[0]
+    with tf.GradientTape() as tape:
+        loss = trainer.compute_loss(x, y, trainer(x))
+    gradients = tape.gradient(loss, model.trainable_weights)
+    np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+    for weight, a, b in zip(model.trainable_weights, dense_gradients, gradients, strict=True):
+        np.testing.assert_allclose(
+            tf.convert_to_tensor(b),
+            tf.convert_to_tensor(a),
+            rtol=1e-4,
+            atol=1e-6,
+            err_msg=weight.path,
+        )
+
+
 def test_keras_pieces():
-    # observed_sse counts observed entries only: target [1, 0, 2] observed at 0 and 2,
-    # prediction [2, 5, 2] → (2 − 1)² + (2 − 2)² = 1 (the unobserved 5 costs nothing)
-    packed = np.array([[1.0, 0.0, 2.0, 1.0, 0.0, 1.0]], np.float32)
-    loss = observed_sse(packed, np.array([[2.0, 5.0, 2.0]], np.float32))
-    assert keras.ops.convert_to_numpy(loss) == pytest.approx([1.0])
     # sigmoid in NumPy equals Keras's
     values = np.linspace(-30, 30, 61, dtype=np.float32)
     expected = keras.ops.convert_to_numpy(keras.activations.sigmoid(values))
     np.testing.assert_allclose(activate(values, "sigmoid"), expected, rtol=1e-6, atol=1e-7)
-    # batches: the mask is the stored entries (an explicit 0 included), items reshuffled
+    # batches: one entry per stored preference (an explicit 0 included), items reshuffled
     columns = sp.csr_matrix(
         (np.array([0.5, 0.0, -1.0]), np.array([0, 2, 1]), np.array([0, 2, 3])), (2, 3)
     )
-    batches = ItemColumnBatches(columns, batch_size=2, seed=0)
-    values, packed = batches[0]
-    order = batches.order
-    np.testing.assert_array_equal(values, columns.toarray()[order])
-    np.testing.assert_array_equal(packed[:, 3:], np.array([[1, 0, 1], [0, 1, 0]])[order])
+    batches = ObservedEntryBatches(columns, batch_size=2, seed=0)
+    (items, rows, users, values), _ = batches[0]
+    dense = np.full((2, 3), np.nan)
+    dense[rows, users] = values
+    expected = np.array([[0.5, np.nan, 0.0], [np.nan, -1.0, np.nan]])[items]
+    np.testing.assert_array_equal(dense, expected)
     # item codes from the layer's weights equal the Keras code layer's output
     model = build_item_autoencoder(3, 4, l2=0.1)
     code_model = keras.Model(model.input, model.get_layer("code").output)
@@ -176,6 +221,35 @@ def test_keras_pieces():
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_the_fold_in_is_chosen_on_a_sample_of_users_at_most():
+    rng = np.random.default_rng(0)
+    matrix = sp.random(30, 8, density=0.5, random_state=0, format="csr", dtype=np.float32)
+    inputs = PreferenceMatrix(
+        user_ids=np.arange(100, 130), matrix=matrix, user_means=rng.normal(0, 1, 30)
+    )
+    rows = rng.integers(0, 30, 200)
+    columns, ratings = rng.integers(0, 8, 200), rng.uniform(1, 5, 200)
+    validation = ValidationSet(inputs, rows, columns, ratings)
+    assert validation.sample_users(30, seed=1) is validation
+    sample = validation.sample_users(10, seed=1)
+    assert len(sample.inputs.user_ids) == 10 and sample.sample_users(10, 1) is sample
+    # every pair of a chosen user, and only those, with its user's row renumbered
+    chosen = set(sample.inputs.user_ids.tolist())
+    kept = [j for j in range(200) if 100 + rows[j] in chosen]
+    assert len(sample.rows) == len(kept)
+    np.testing.assert_array_equal(sample.inputs.user_ids[sample.rows], 100 + rows[kept])
+    np.testing.assert_array_equal(sample.columns, columns[kept])
+    np.testing.assert_array_equal(sample.ratings, ratings[kept])
+    np.testing.assert_array_equal(
+        sample.inputs.matrix.toarray(), matrix.toarray()[sample.inputs.user_ids - 100]
+    )
+    np.testing.assert_array_equal(
+        sample.inputs.user_means, inputs.user_means[sample.inputs.user_ids - 100]
+    )
+    again = validation.sample_users(10, seed=1)
+    np.testing.assert_array_equal(again.inputs.user_ids, sample.inputs.user_ids)
 
 
 @pytest.mark.slow

@@ -15,9 +15,9 @@ from recsys.data.split import split_ratings
 from recsys.evaluation.metrics import rmse
 from recsys.features import preference_matrix
 from recsys.model.config import PRESETS, TrainConfig
+from recsys.model.fused_adam import FusedAdam
 from recsys.model.registry import get_kind, train_autoencoder
 from recsys.model.training import items_and_normalization
-from recsys.model.user.fused_adam import FusedAdam
 from recsys.model.user.keras_model import build_for, network_of
 from recsys.model.user.known_entries import KnownEntryBatches
 from recsys.model.user.known_entry_model import KnownEntryTrainer

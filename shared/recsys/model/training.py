@@ -15,6 +15,7 @@ import pandas as pd
 
 from recsys.evaluation.metrics import rmse
 from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
+from recsys.model.fused_adam import FusedAdam
 from recsys.network import Network
 
 if TYPE_CHECKING:
@@ -44,6 +45,25 @@ class ValidationSet:
             rows,
             index.columns(held_out["item_id"].to_numpy()),
             held_out["rating"].to_numpy(np.float64),
+        )
+
+    def sample_users(self, n_users: int, seed: int) -> ValidationSet:
+        """The pairs of at most `n_users` of the users (a sample drawn with `seed`, in their
+        order here); itself when there are no more."""
+        count = len(self.inputs.user_ids)
+        if count <= n_users:
+            return self
+        chosen = np.sort(np.random.default_rng(seed).choice(count, n_users, replace=False))
+        renumber = np.full(count, -1)
+        renumber[chosen] = np.arange(n_users)
+        keep = renumber[self.rows] >= 0
+        inputs = PreferenceMatrix(
+            user_ids=self.inputs.user_ids[chosen],
+            matrix=self.inputs.matrix[chosen],
+            user_means=self.inputs.user_means[chosen],
+        )
+        return ValidationSet(
+            inputs, renumber[self.rows[keep]], self.columns[keep], self.ratings[keep]
         )
 
     def rmse(self, network: Network, normalization: Normalization, scale) -> float:
@@ -107,11 +127,12 @@ class TrainedModel:
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """The configured optimizer; Adam as FusedAdam (the same update, one pass per weight)."""
     if config.optimizer == "adadelta":
         # Keras 2's Adadelta defaults as the article used them: lr 1.0, rho 0.95, eps 1e-7.
         return keras.optimizers.Adadelta(learning_rate=config.learning_rate, rho=0.95)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=config.learning_rate)
+        return FusedAdam(learning_rate=config.learning_rate)
     return keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=0.9)
 
 

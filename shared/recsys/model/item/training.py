@@ -14,11 +14,11 @@ import pandas as pd
 
 from recsys.features import preference_matrix
 from recsys.model.item.keras_model import (
-    ItemColumnBatches,
+    ObservedEntryBatches,
+    ObservedEntryTrainer,
     build_item_autoencoder,
     direct_predictions,
     item_codes,
-    observed_sse,
 )
 from recsys.model.item.network import ItemAutoencoder
 from recsys.model.training import (
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FOLD_IN_L2S = (3.0, 10.0, 30.0, 60.0, 100.0, 170.0, 300.0, 1000.0)
+# The fold-in λ is chosen on at most this many validation users (a seeded sample; all of
+# them on ML-1M's 6,040): each λ folds every one of them in, (k + 1)-sized solves each.
+FOLD_IN_USERS = 10_000
 
 
 class ItemValidationRMSE(keras.callbacks.Callback):
@@ -46,8 +49,11 @@ class ItemValidationRMSE(keras.callbacks.Callback):
     one of the training users (de-normalized, clipped). Cheap enough for every epoch; the
     fold-in that serving uses is scored once, after training (`choose_fold_in`)."""
 
-    def __init__(self, columns, training_users, validation: ValidationSet, normalization, scale):
+    def __init__(
+        self, autoencoder, columns, training_users, validation: ValidationSet, normalization, scale
+    ):
         super().__init__()
+        self.autoencoder = autoencoder
         self.columns = columns
         self.normalization = normalization
         self.scale = scale
@@ -61,16 +67,18 @@ class ItemValidationRMSE(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        codes = item_codes(self.model, self.columns)
-        prefs = direct_predictions(self.model, codes, self.users, self.items)
+        codes = item_codes(self.autoencoder, self.columns)
+        prefs = direct_predictions(self.autoencoder, codes, self.users, self.items)
         logs["val_rmse"] = preference_rmse(
             prefs, self.user_means, self.items, self.ratings, self.normalization, self.scale
         )
 
 
-def choose_fold_in(codes: np.ndarray, validation: ValidationSet, normalization, scale):
-    """The fold-in λ with the lowest validation RMSE (users' fit ratings as input) and the
-    RMSE of each: (ItemAutoencoder, {λ: RMSE})."""
+def choose_fold_in(codes: np.ndarray, validation: ValidationSet, normalization, scale, seed):
+    """The fold-in λ with the lowest validation RMSE (users' fit ratings as input; at most
+    FOLD_IN_USERS users, a sample drawn with `seed`) and the RMSE of each:
+    (ItemAutoencoder, {λ: RMSE})."""
+    validation = validation.sample_users(FOLD_IN_USERS, seed)
     scores = {}
     for l2 in FOLD_IN_L2S:
         scores[l2] = validation.rmse(ItemAutoencoder(codes, l2), normalization, scale)
@@ -106,21 +114,23 @@ def train_item_autoencoder(
     model = build_item_autoencoder(
         len(users.user_ids), config.encoding_size, activation=config.activation, l2=config.l2
     )
-    model.compile(optimizer=make_optimizer(config), loss=observed_sse, jit_compile=True)
+    trainer = ObservedEntryTrainer(model)
+    # Not XLA-compiled: batches vary in length, as the user kind's do.
+    trainer.compile(optimizer=make_optimizer(config), jit_compile=False)
     held_out = ValidationSet.build(fit, validation, index, normalization, rating_scale)
     callbacks = [
-        ItemValidationRMSE(columns, users.user_ids, held_out, normalization, rating_scale),
+        ItemValidationRMSE(model, columns, users.user_ids, held_out, normalization, rating_scale),
         early_stopping(config, "val_rmse"),
         EpochLog(config.max_epochs),
     ]
-    history = model.fit(
-        ItemColumnBatches(columns, config.batch_size, config.seed),
+    history = trainer.fit(
+        ObservedEntryBatches(columns, config.batch_size, config.seed),
         epochs=config.max_epochs,
         callbacks=callbacks,
         verbose=1 if progress else 0,
     )
     folded, scores = choose_fold_in(
-        item_codes(model, columns), held_out, normalization, rating_scale
+        item_codes(model, columns), held_out, normalization, rating_scale, config.seed
     )
     return trained_model(
         model,
@@ -137,6 +147,7 @@ def train_item_autoencoder(
             "fold_in": {
                 "l2": folded.fold_in_l2,
                 "validation_rmse": scores[folded.fold_in_l2],
+                "validation_users": min(FOLD_IN_USERS, len(held_out.inputs.user_ids)),
                 "validation": [{"l2": l2, "rmse": rmse} for l2, rmse in scores.items()],
             }
         },

@@ -3,17 +3,15 @@ recommender's own layers that takes a batch as its known entries (recsys.model.u
 known_entries) and predicts only there, with the article's loss over those entries. A step
 costs O(known entries × k) plus the optimizer's pass over the weights, never (batch, n_items).
 
-The first layer's product x·W is the sum over the user's known entries of x_j · W[j], and the
-output layer is evaluated only at the known entries' columns (its kernel's columns there and
-their biases). Layers in between (the deeper option's) run as they are, on (batch, width).
-The trained weights are the recommender's: it is saved and served unchanged."""
+The layers are evaluated at the known entries as recsys.model.entries does it; the trained
+weights are the recommender's: it is saved and served unchanged."""
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from recsys.model.entries import dense_at_entries, weight_penalty
 from recsys.model.user.keras_model import decoder_of, encoder_of
 
 
@@ -52,37 +50,14 @@ class KnownEntryTrainer(keras.Model):
         layers = [layer for layer in encoder.layers + decoder.layers if _dense(layer)]
         if any(layer.name == "input_dropout" for layer in encoder.layers):
             values = encoder.get_layer("input_dropout")(values, training=training)
-        first, between, output = layers[0], layers[1:-1], layers[-1]
-        weighted = ops.take(first.kernel, columns, axis=0) * ops.expand_dims(values, 1)
-        code = ops.segment_sum(weighted, rows, num_segments=ops.shape(users)[0])
-        if first.use_bias:
-            code = code + first.bias
-        code = first.activation(code)
-        for layer in between:
-            code = layer(code, training=training)
-        item_columns = ops.transpose(ops.take(output.kernel, columns, axis=1))
-        predictions = ops.sum(ops.take(code, rows, axis=0) * item_columns, axis=1)
-        if output.use_bias:
-            predictions = predictions + ops.take(output.bias, columns)
-        return predictions
+        return dense_at_entries(
+            layers, ops.shape(users)[0], rows, columns, values, training=training
+        )
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         targets, hidden, visible = y
         loss = known_entry_loss(targets, y_pred, hidden, visible, self.hidden_weight)
         return loss + weight_penalty(self.trainable_weights)
-
-
-def weight_penalty(weights):
-    """The sum of the weights' regularizers (what Keras adds to a model's loss), an L2 one as
-    l2 · 2 · tf.nn.l2_loss(w): l2 · Σ w², in one pass over w instead of squaring it first."""
-    total = 0.0
-    for weight in weights:
-        regularizer = weight.regularizer
-        if isinstance(regularizer, keras.regularizers.L2):
-            total = total + regularizer.l2 * 2.0 * tf.nn.l2_loss(weight.value)
-        elif regularizer is not None:
-            total = total + regularizer(weight)
-    return total
 
 
 def _dense(layer) -> bool:

@@ -21,7 +21,6 @@ from recsys.model.training import (
     make_optimizer,
     trained_model,
 )
-from recsys.model.user.fused_adam import FusedAdam
 from recsys.model.user.keras_model import build_for, network_of
 from recsys.model.user.known_entries import KnownEntryBatches
 from recsys.model.user.known_entry_model import KnownEntryTrainer
@@ -54,13 +53,6 @@ class ValidationRMSE(keras.callbacks.Callback):
             logs["val_rmse"] = self.validation.rmse(network, self.normalization, self.scale)
 
 
-def optimizer_for(config: TrainConfig) -> keras.optimizers.Optimizer:
-    """The configured optimizer; Adam as FusedAdam (the same update, one pass per weight)."""
-    if config.optimizer == "adam":
-        return FusedAdam(learning_rate=config.learning_rate)
-    return make_optimizer(config)
-
-
 def train_user_autoencoder(
     fit: pd.DataFrame,
     validation: pd.DataFrame | None,
@@ -87,7 +79,7 @@ def train_user_autoencoder(
     # Not XLA-compiled: batches vary in length (XLA would compile a program per length), and
     # the step's gathers, scatters and passes over the whole kernels ran faster as
     # TensorFlow's own multi-threaded kernels than as XLA's CPU code.
-    trainer.compile(optimizer=optimizer_for(config), jit_compile=False)
+    trainer.compile(optimizer=make_optimizer(config), jit_compile=False)
     batches = KnownEntryBatches(
         train_matrix, config.batch_size, config.hide_fraction, config.seed, config.rescale_input
     )

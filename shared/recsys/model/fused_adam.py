@@ -1,8 +1,8 @@
 """Keras's Adam with TensorFlow's fused kernel: the same update (Kingma & Ba with ε added to
 √v, as Keras and TensorFlow both define it), one multi-threaded pass over a weight and its
-two moments instead of a dozen element-wise ops. The user kind's step updates every weight
-of both (n_items, k) kernels (the L2 penalty reaches all of them), which at 59,047 items is
-most of a step's time."""
+two moments instead of a dozen element-wise ops. A step of either kind updates every weight
+of its two wide kernels (the L2 penalty reaches all of them), which at 25M's shape is most of
+a step's time."""
 
 from __future__ import annotations
 
