@@ -31,6 +31,7 @@ from recsys.pipeline import SPLIT_SEED
 from recsys.serving.config import Settings
 from services.model.predictor import Predictor, PredictorHolder
 from services.model.server import create_server
+from tests.support.gradients import assert_same_gradients
 from tests.support.servers import serving, wait_serving
 
 
@@ -187,14 +188,7 @@ def test_observed_entry_step_is_the_dense_step():
         loss = trainer.compute_loss(x, y, trainer(x))
     gradients = tape.gradient(loss, model.trainable_weights)
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
-    for weight, a, b in zip(model.trainable_weights, dense_gradients, gradients, strict=True):
-        np.testing.assert_allclose(
-            tf.convert_to_tensor(b),
-            tf.convert_to_tensor(a),
-            rtol=1e-4,
-            atol=1e-6,
-            err_msg=weight.path,
-        )
+    assert_same_gradients(model.trainable_weights, dense_gradients, gradients)
 
 
 def test_keras_pieces():

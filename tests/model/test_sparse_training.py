@@ -23,6 +23,7 @@ from recsys.model.user.known_entries import KnownEntryBatches
 from recsys.model.user.known_entry_model import KnownEntryTrainer
 from recsys.model.user.network import DeepAutoencoder, LinearAutoencoder
 from tests.conftest import TINY_DEEP, TINY_TRAINING
+from tests.support.gradients import assert_same_gradients
 
 N_ITEMS = 30
 CONFIGS = {
@@ -129,14 +130,7 @@ def test_gradients_equal_those_of_the_dense_loss(name):
     with tf.GradientTape() as tape:
         loss = trainer.compute_loss(x, y, trainer(x))
     got = tape.gradient(loss, model.trainable_weights)
-    for weight, a, b in zip(model.trainable_weights, expected, got, strict=True):
-        np.testing.assert_allclose(
-            tf.convert_to_tensor(b),
-            tf.convert_to_tensor(a),
-            rtol=1e-4,
-            atol=1e-6,
-            err_msg=weight.path,
-        )
+    assert_same_gradients(model.trainable_weights, expected, got)
 
 
 def test_fused_adam_is_keras_adam():
