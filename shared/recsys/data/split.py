@@ -43,3 +43,11 @@ def split_ratings(
         validation=take[order[n_fit:n_train]].reset_index(drop=True),
         test=take[order[n_train:]].reset_index(drop=True),
     )
+
+
+def sample_positions(count: int, limit: int, seed: int) -> np.ndarray:
+    """Positions 0 … count − 1, all of them when count ≤ limit, else `limit` of them drawn
+    without replacement with `seed`; ascending, (≤ limit,) int64."""
+    if count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))

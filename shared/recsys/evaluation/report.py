@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from recsys.data.split import sample_positions
 from recsys.ease import Ease
 from recsys.evaluation.metrics import mae, ndcg_at_k, recall_at_k, rmse
 from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
@@ -192,5 +193,4 @@ def ranked_users(users: list[int], limit: int = RANKED_USERS) -> list[int]:
     with SAMPLE_SEED, in sorted order: the same sample for every ranking of one split."""
     if len(users) <= limit:
         return users
-    chosen = np.random.default_rng(SAMPLE_SEED).choice(len(users), limit, replace=False)
-    return [users[i] for i in np.sort(chosen)]
+    return [users[i] for i in sample_positions(len(users), limit, SAMPLE_SEED)]

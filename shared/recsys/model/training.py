@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from recsys.data.split import sample_positions
 from recsys.evaluation.metrics import rmse
 from recsys.features import ItemIndex, Normalization, PreferenceMatrix, preference_matrix
 from recsys.model.fused_adam import FusedAdam
@@ -51,11 +52,11 @@ class ValidationSet:
         """The pairs of at most `n_users` of the users (a sample drawn with `seed`, in their
         order here); itself when there are no more."""
         count = len(self.inputs.user_ids)
-        if count <= n_users:
+        chosen = sample_positions(count, n_users, seed)
+        if len(chosen) == count:
             return self
-        chosen = np.sort(np.random.default_rng(seed).choice(count, n_users, replace=False))
         renumber = np.full(count, -1)
-        renumber[chosen] = np.arange(n_users)
+        renumber[chosen] = np.arange(len(chosen))
         keep = renumber[self.rows] >= 0
         inputs = PreferenceMatrix(
             user_ids=self.inputs.user_ids[chosen],
