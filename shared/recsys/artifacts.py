@@ -144,6 +144,7 @@ def save_artifact(
                     "l2": ranking.l2,
                     "preference_weight": ranking.preference_weight,
                     "neighbors": ranking.neighbors,
+                    "row_limit": ranking.row_limit,
                 },
             )
         os.rename(staging, final)
@@ -301,6 +302,7 @@ def _read_ranking(path: Path) -> ItemItemRanking | None:
         float(values["l2"]),
         float(values["preference_weight"]),
         int(values.get("neighbors", 0)),
+        int(values.get("row_limit", 0)),
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.sparse_ease import DEFAULT_NEIGHBORS, fit_sparse_ease
+from recsys.sparse_ease import DEFAULT_NEIGHBORS, DEFAULT_ROW_LIMIT, fit_sparse_ease
 
 AUTO_NEIGHBORS = -1  # dense weights up to DENSE_MAX_ITEMS items, DEFAULT_NEIGHBORS above
 DENSE_MAX_ITEMS = 12_000  # a 12k² float64 Gram matrix and its inverse: 2.3 GB
@@ -54,24 +54,37 @@ def neighbors_for(n_items: int, neighbors: int = AUTO_NEIGHBORS) -> int:
 
 class Ease:
     """Fitted EASE weights — dense (n_items, n_items) float32, or float32 CSR with
-    `neighbors` entries per column — and `scores` ranking items for users given as rows of
-    who-rated-what."""
+    `neighbors` entries per column and at most `row_limit` per row (0: none) — and `scores`
+    ranking items for users given as rows of who-rated-what."""
 
-    def __init__(self, weights: np.ndarray | sp.csr_matrix, l2: float, neighbors: int = 0):
+    def __init__(
+        self,
+        weights: np.ndarray | sp.csr_matrix,
+        l2: float,
+        neighbors: int = 0,
+        row_limit: int = 0,
+    ):
         self.weights = weights
         self.l2 = l2
         self.neighbors = neighbors
+        self.row_limit = row_limit
 
     @classmethod
     def fit(
-        cls, rated: sp.spmatrix, l2: float = DEFAULT_L2, neighbors: int = AUTO_NEIGHBORS
+        cls,
+        rated: sp.spmatrix,
+        l2: float = DEFAULT_L2,
+        neighbors: int = AUTO_NEIGHBORS,
+        row_limit: int = DEFAULT_ROW_LIMIT,
     ) -> Ease:
         """EASE of the users' rows of `rated`; only which entries are stored counts (a
-        preference matrix is made binary first). `neighbors`: see neighbors_for."""
+        preference matrix is made binary first). `neighbors`: see neighbors_for;
+        `row_limit` bounds the rows of sparse weights only (dense weights keep every row)."""
         binary = interactions(sp.csr_matrix(rated))
         kept = neighbors_for(binary.shape[1], neighbors)
         if kept:
-            return cls(fit_sparse_ease(binary, l2, kept), l2, kept)
+            weights = fit_sparse_ease(binary, l2, kept, row_limit=row_limit)
+            return cls(weights, l2, kept, row_limit)
         return cls(fit_ease(binary, l2), l2)
 
     def scores(self, rated: sp.spmatrix) -> np.ndarray:

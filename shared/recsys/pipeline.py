@@ -20,7 +20,7 @@ from recsys.data.download import download_dataset
 from recsys.data.movielens import RatingData, load_movielens
 from recsys.data.split import Split, split_ratings
 from recsys.data.synthetic import SyntheticSpec, write_synthetic_movielens
-from recsys.ease import AUTO_NEIGHBORS, DEFAULT_L2, Ease
+from recsys.ease import AUTO_NEIGHBORS, DEFAULT_L2, DEFAULT_ROW_LIMIT, Ease
 from recsys.errors import DownloadError, FailedPrecondition
 from recsys.evaluation.report import Scores, evaluate_all, leaked_pairs
 from recsys.evaluation.tuning import RankingFit, fit_relevance_ranking
@@ -122,6 +122,7 @@ def train_and_score(
         trained.normalization,
         split,
         neighbors=config.relevance_neighbors,
+        row_limit=config.relevance_row_limit,
         easier=ease_cache,
     )
     scores = evaluate_all(
@@ -132,7 +133,12 @@ def train_and_score(
         split.test,
         rating_scale=source.data.rating_scale,
         ranking=ranking.ranking,
-        ease=Ease(ranking.ranking.weights, ranking.ranking.l2, ranking.ranking.neighbors),
+        ease=Ease(
+            ranking.ranking.weights,
+            ranking.ranking.l2,
+            ranking.ranking.neighbors,
+            ranking.ranking.row_limit,
+        ),
     )
     return ScoredModel(trained, ranking, scores, leaked_pairs(split.train, split.test), split)
 
@@ -220,8 +226,12 @@ def evaluate_artifact(
         )
     split = split_ratings(source.data.ratings, seed=SPLIT_SEED)
     model = artifact.recommender
-    l2 = model.ranking.l2 if model.ranking is not None else DEFAULT_L2
-    neighbors = model.ranking.neighbors if model.ranking is not None else AUTO_NEIGHBORS
+    ranking = model.ranking
+    l2, neighbors, row_limit = (
+        (ranking.l2, ranking.neighbors, ranking.row_limit)
+        if ranking is not None
+        else (DEFAULT_L2, AUTO_NEIGHBORS, DEFAULT_ROW_LIMIT)
+    )
     scores = evaluate_all(
         model.network,
         model.index,
@@ -229,9 +239,12 @@ def evaluate_artifact(
         split.train,
         split.test,
         rating_scale=model.rating_scale,
-        ranking=model.ranking,
+        ranking=ranking,
         ease=Ease.fit(
-            preference_matrix(split.train, model.index, model.normalization).matrix, l2, neighbors
+            preference_matrix(split.train, model.index, model.normalization).matrix,
+            l2,
+            neighbors,
+            row_limit,
         ),
     )
     if report_dir is not None:

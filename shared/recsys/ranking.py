@@ -29,13 +29,15 @@ PREFERENCE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5)  # blend weights tried on the val
 @dataclass(frozen=True)
 class ItemItemRanking:
     """EASE weights with a zero diagonal — dense (n_items, n_items) float32, or float32 CSR
-    keeping `neighbors` entries per column (recsys.sparse_ease; 0: dense) — their λ, and the
-    weight of the predicted preference in the "relevance" blend."""
+    keeping `neighbors` entries per column (recsys.sparse_ease; 0: dense) and at most
+    `row_limit` per row (0: no limit) — their λ, and the weight of the predicted preference in
+    the "relevance" blend."""
 
     weights: np.ndarray | sp.csr_matrix
     l2: float
     preference_weight: float
     neighbors: int = 0
+    row_limit: int = 0
 
     def item_scores(self, rated: sp.spmatrix | list[np.ndarray]) -> np.ndarray:
         """Σ_j∈rated B[j, :] per user: rows of a (batch, n_items) matrix whose stored entries

@@ -21,6 +21,7 @@ from tests.conftest import TINY_TRAINING
 from tests.support.servers import serving, wait_serving
 
 NEIGHBORS = 5
+ROW_LIMIT = 7
 
 
 def test_sparse_weights_score_as_their_dense_form():
@@ -48,6 +49,8 @@ def test_auto_keeps_dense_weights_up_to_the_limit():
 def test_bad_neighbours_setting_is_refused():
     with pytest.raises(Exception, match="relevance_neighbors"):
         TrainConfig(relevance_neighbors=-2)
+    with pytest.raises(Exception, match="relevance_row_limit"):
+        TrainConfig(relevance_row_limit=-1)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,9 @@ def sparse_run(synthetic_dir, tmp_path_factory):
     from recsys.pipeline import find_data, train_and_evaluate
 
     source = find_data(synthetic_dir, download=None)
-    config = PRESETS["default"].replace(**TINY_TRAINING, relevance_neighbors=NEIGHBORS)
+    config = PRESETS["default"].replace(
+        **TINY_TRAINING, relevance_neighbors=NEIGHBORS, relevance_row_limit=ROW_LIMIT
+    )
     return train_and_evaluate(source, config, tmp_path_factory.mktemp("sparse_models"))
 
 
@@ -66,8 +71,10 @@ def test_a_version_keeps_its_sparse_weights(sparse_run):
     assert (path / SPARSE_ITEM_ITEM_FILE).is_file()
     ranking = load_artifact(path).recommender.ranking
     assert sp.issparse(ranking.weights) and ranking.neighbors == NEIGHBORS
+    assert ranking.row_limit == ROW_LIMIT
     per_column = np.diff(ranking.weights.tocsc().indptr)
-    assert per_column.max() == NEIGHBORS
+    assert per_column.max() <= NEIGHBORS
+    assert np.diff(ranking.weights.indptr).max() == ROW_LIMIT
     assert not ranking.weights.diagonal().any()
 
 

@@ -48,8 +48,29 @@ def test_neighbours_come_from_the_most_rated_pool(rated):
     assert not np.any(weights.row == weights.col)
 
 
+def test_a_row_limit_keeps_each_rows_largest_weights(rated):
+    full = fit_sparse_ease(rated, 25.0, neighbors=30).tocsr()
+    limited = fit_sparse_ease(rated, 25.0, neighbors=30, row_limit=12).tocsr()
+    assert np.diff(full.indptr).max() > 12  # the limit has rows to cut
+    for item in range(rated.shape[1]):
+        values = full.data[full.indptr[item] : full.indptr[item + 1]]
+        kept = limited.indices[limited.indptr[item] : limited.indptr[item + 1]]
+        assert len(kept) == min(12, len(values))
+        row = full[item].toarray().ravel()
+        # what is kept is unchanged, and nothing dropped is larger than what is kept
+        np.testing.assert_array_equal(limited[item].toarray().ravel()[kept], row[kept])
+        dropped = np.setdiff1d(full.indices[full.indptr[item] : full.indptr[item + 1]], kept)
+        if len(dropped):
+            assert np.abs(row[dropped]).max() <= np.abs(row[kept]).min()
+    # a limit no row reaches changes nothing
+    loose = fit_sparse_ease(rated, 25.0, neighbors=30, row_limit=80)
+    np.testing.assert_array_equal(loose.toarray(), full.toarray())
+
+
 def test_bad_parameters_are_refused(rated):
     with pytest.raises(ValueError, match="λ"):
         fit_sparse_ease(rated, 0.0)
     with pytest.raises(ValueError, match="neighbour"):
         fit_sparse_ease(rated, 1.0, neighbors=0)
+    with pytest.raises(ValueError, match="row limit"):
+        fit_sparse_ease(rated, 1.0, row_limit=-1)

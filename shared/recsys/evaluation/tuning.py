@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.split import Split
-from recsys.ease import AUTO_NEIGHBORS, DEFAULT_L2, Ease
+from recsys.ease import AUTO_NEIGHBORS, DEFAULT_L2, DEFAULT_ROW_LIMIT, Ease
 from recsys.evaluation.report import ranking_qualities, relevant_items
 from recsys.features import ItemIndex, Normalization, preference_matrix
 from recsys.network import Network
@@ -25,6 +25,7 @@ class RankingFit:
         return {
             "l2": self.ranking.l2,
             "neighbors": self.ranking.neighbors,
+            "row_limit": self.ranking.row_limit,
             "preference_weight": self.ranking.preference_weight,
             "validation": [
                 {"preference_weight": w, "recall_at_10": r, "ndcg_at_10": n}
@@ -41,20 +42,22 @@ def fit_relevance_ranking(
     *,
     l2: float = DEFAULT_L2,
     neighbors: int = AUTO_NEIGHBORS,
+    row_limit: int = DEFAULT_ROW_LIMIT,
     weights: tuple[float, ...] = PREFERENCE_WEIGHTS,
     easier: dict | None = None,
 ) -> RankingFit:
     """Choose the preference weight by NDCG@10 on the validation part (EASE fitted on the fit
     part, users' fit ratings as input), then refit EASE on train for serving. Test ratings
-    are never read. `neighbors`: dense EASE or its top-m sparse form (recsys.ease.neighbors_for).
-    `easier` caches EASE fits by (part, items, λ, neighbours) across calls (the sweep)."""
+    are never read. `neighbors`, `row_limit`: dense EASE or its sparse form (recsys.ease.Ease.fit).
+    `easier` caches EASE fits by (part, items, λ, neighbours, row limit) across calls (the
+    sweep)."""
     cache = easier if easier is not None else {}
 
     def ease_on(part: str, ratings: pd.DataFrame) -> Ease:
-        key = (part, index.item_ids.tobytes(), l2, neighbors)
+        key = (part, index.item_ids.tobytes(), l2, neighbors, row_limit)
         if key not in cache:
             matrix = preference_matrix(ratings, index, normalization).matrix
-            cache[key] = Ease.fit(matrix, l2, neighbors)
+            cache[key] = Ease.fit(matrix, l2, neighbors, row_limit)
         return cache[key]
 
     held_out = split.validation[index.columns(split.validation["item_id"].to_numpy()) >= 0]
@@ -73,4 +76,5 @@ def fit_relevance_ranking(
     results = ranking_qualities(inputs, relevant, blends)
     best = max(results, key=lambda w: (results[w][1] or 0.0, -w))
     on_train = ease_on("train", split.train)
-    return RankingFit(ItemItemRanking(on_train.weights, l2, best, on_train.neighbors), results)
+    ranking = ItemItemRanking(on_train.weights, l2, best, on_train.neighbors, on_train.row_limit)
+    return RankingFit(ranking, results)

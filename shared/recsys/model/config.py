@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recsys.activations import ACTIVATIONS
-from recsys.ease import AUTO_NEIGHBORS
+from recsys.ease import AUTO_NEIGHBORS, DEFAULT_ROW_LIMIT
 from recsys.errors import InvalidArgument
 from recsys.features import ItemSelection
 from recsys.model.registry import DEFAULT_KIND, get_kind
@@ -49,6 +49,10 @@ class TrainConfig:
     # keeps every other item (dense EASE) up to 12,000 items and the top 300 above
     # (recsys.sparse_ease); 0 always dense; m > 0 the top m.
     relevance_neighbors: int = AUTO_NEIGHBORS
+    # Entries kept per row of those weights when they are sparse (a rated item's weights onto
+    # the items it helps score; the largest |weights|): bounds a user's scores at rated × it.
+    # 0: no limit. Dense weights keep every row.
+    relevance_row_limit: int = DEFAULT_ROW_LIMIT
 
     def __post_init__(self):
         if isinstance(self.hidden_layers, int):  # --set hidden_layers=256
@@ -76,6 +80,7 @@ class TrainConfig:
             (self.early_stopping in STOPPING, "early_stopping", f"must be one of {STOPPING}"),
             (self.patience >= 0, "patience", "must be ≥ 0"),
             (self.relevance_neighbors >= AUTO_NEIGHBORS, "relevance_neighbors", "must be ≥ -1"),
+            (self.relevance_row_limit >= 0, "relevance_row_limit", "must be ≥ 0 (0: no limit)"),
         ]
         for ok, field, problem in checks:
             if not ok:
