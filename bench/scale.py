@@ -419,6 +419,7 @@ def train(
         "epoch_seconds_logged": logged,
         "seconds_per_epoch": seconds_per_epoch(logged, training["seconds"], training["epochs"]),
         "ranking_neighbors": metadata.get("ranking", {}).get("neighbors"),
+        "ranking_row_limit": metadata.get("ranking", {}).get("row_limit"),
         "scores": {s["name"]: s for s in report["scores"]},
     }
 
@@ -990,7 +991,7 @@ def print_report(results: dict[str, dict], args, checked: list[dict]) -> None:
             f"{trained['epochs']} epochs (best {trained['best_epoch']}), "
             f"{trained['seconds_per_epoch']:.1f} s per epoch, {trained['train_seconds']:.0f} s "
             f"training of {trained['wall_s']:.0f} s wall; relevance neighbours "
-            f"{trained['ranking_neighbors']}"
+            f"{trained['ranking_neighbors']}, row limit {trained['ranking_row_limit']}"
             + (f"; --max-epochs {args.max_epochs}" if args.max_epochs else "")
         )
     print()
