@@ -90,12 +90,14 @@ def user_message(user: UserFeatures) -> feature_pb2.UserFeatures:
         user_mean=user.user_mean,
         ratings=sparse_vector(rated, [user.ratings[m] for m in rated]),
         preferences=sparse_vector(movie_ids, values),
+        user_code=_as_list(user.code) if user.code is not None else [],
     )
 
 
 def packed_message(users: PackedUsers) -> feature_pb2.PackedUserFeatures:
     preference_offsets, preference_movie_ids, preference_values = users.preferences.to_bytes()
     unused_offsets, unused_movie_ids, _ = users.unused.to_bytes()
+    code_offsets, code_values = users.codes.to_bytes()
     return feature_pb2.PackedUserFeatures(
         user_ids=users.user_ids.astype(INT64).tobytes(),
         user_means=users.user_means.astype(FLOAT64).tobytes(),
@@ -104,6 +106,8 @@ def packed_message(users: PackedUsers) -> feature_pb2.PackedUserFeatures:
         preference_values=preference_values,
         unused_offsets=unused_offsets,
         unused_movie_ids=unused_movie_ids,
+        code_offsets=code_offsets,
+        code_values=code_values,
     )
 
 

@@ -46,7 +46,8 @@ from recsys.featurestore.writes import (
     decode_revision,
     state_diff,
 )
-from recsys.packed import Rows
+from recsys.fold_in import FoldIn
+from recsys.packed import Codes, Rows
 from recsys.redis_client import unavailable
 from recsys.serving import metrics
 from services.feature.serial import PendingWrite, SerialWrites
@@ -71,6 +72,7 @@ class UserFeatures:
     user_mean: float
     ratings: dict[int, float]
     preferences: tuple[np.ndarray, np.ndarray]
+    code: np.ndarray | None = None  # (k + 1,) float32 for a version whose users have codes
 
 
 class VersionNormalization(NamedTuple):
@@ -84,17 +86,30 @@ class VersionNormalization(NamedTuple):
     rating_max: float
 
 
+class VersionModel(NamedTuple):
+    """What the feature service computes a version's features with: its μ and b_i as read
+    (values) and as arithmetic (normalization), its columns, and the fold-in of a version
+    whose users have codes (None for one whose users have none)."""
+
+    values: VersionNormalization
+    normalization: Normalization
+    index: ItemIndex
+    fold_in: FoldIn | None
+
+
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class PackedUsers:
     """Several users under one model version, found ones only, in request order:
     user_ids (n,) int64; user_means (n,) float64 b_u in stars; preferences: each user's
     preference vector (movie ids ascending, r − μ − b_i − b_u); unused: each user's rated
-    movies the version's model does not cover, ascending."""
+    movies the version's model does not cover, ascending; codes: each user's code under a
+    version whose users have codes (recsys.fold_in), else none."""
 
     user_ids: np.ndarray
     user_means: np.ndarray
     preferences: Rows
     unused: Rows
+    codes: Codes
 
 
 def _unused_ids(packed_ratings: bytes, prefs: bytes) -> np.ndarray:
@@ -172,7 +187,7 @@ class FeatureStore:
         self._wait_timeout_s = wait_timeout_s
         self.keys = KeyLayout(prefix)
         self._ready_versions: dict[str, float] = {}  # version → when it was last seen ready
-        self._normalizations: dict[str, tuple[VersionNormalization, Normalization, ItemIndex]] = {}
+        self._normalizations: dict[str, VersionModel] = {}
 
     @_redis_errors
     async def ping(self) -> bool:
@@ -219,7 +234,7 @@ class FeatureStore:
         the version's μ and b_i (a second round trip, for those users only)."""
         user_ids = list(dict.fromkeys(int(u) for u in user_ids))
         users, derive = {}, []
-        for user_id, (mean, prefs, packed) in zip(
+        for user_id, (mean, prefs, packed, code) in zip(
             user_ids, await self._user_hashes(version, user_ids), strict=True
         ):
             if mean is None or prefs is None or packed is None:
@@ -231,6 +246,7 @@ class FeatureStore:
                 user_mean=layout.decode_user_mean(mean),
                 ratings=layout.decode_packed_ratings(packed),
                 preferences=layout.decode_preferences(prefs),
+                code=layout.decode_user_code(code) if code else None,
             )
         users |= await self._derive_users(version, derive)
         return {u: users[u] for u in user_ids if u in users}  # request order
@@ -240,19 +256,24 @@ class FeatureStore:
         """The same reads as get_users, answered as packed arrays: the stored preference
         vectors are concatenated as Redis holds them, with no Python object per entry."""
         user_ids = list(dict.fromkeys(int(u) for u in user_ids))
-        found: dict[int, tuple[float, bytes, np.ndarray]] = {}
+        found: dict[int, tuple[float, bytes, np.ndarray, np.ndarray | None]] = {}
         derive = []
-        for user_id, (mean, prefs, packed) in zip(
+        for user_id, (mean, prefs, packed, code) in zip(
             user_ids, await self._user_hashes(version, user_ids), strict=True
         ):
             if mean is None or prefs is None or packed is None:
                 derive.append(user_id)
                 continue
-            found[user_id] = (layout.decode_user_mean(mean), prefs, _unused_ids(packed, prefs))
+            found[user_id] = (
+                layout.decode_user_mean(mean),
+                prefs,
+                _unused_ids(packed, prefs),
+                layout.decode_user_code(code) if code else None,
+            )
         for user_id, user in (await self._derive_users(version, derive)).items():
             prefs = layout.encode_preferences(*user.preferences)
             ratings = layout.encode_packed_ratings(user.ratings)
-            found[user_id] = (user.user_mean, prefs, _unused_ids(ratings, prefs))
+            found[user_id] = (user.user_mean, prefs, _unused_ids(ratings, prefs), user.code)
         order = [u for u in user_ids if u in found]
         entries = np.frombuffer(b"".join(found[u][1] for u in order), layout.PREFERENCE_DTYPE)
         preference_offsets = np.zeros(len(order) + 1, np.int64)
@@ -267,11 +288,13 @@ class FeatureStore:
                 preference_offsets, entries["movie_id"].copy(), entries["value"].copy()
             ),
             unused=Rows.from_lists([found[u][2] for u in order]),
+            codes=Codes.from_lists([found[u][3] for u in order]),
         )
 
     async def _user_hashes(self, version: str, user_ids: list[int]) -> list[list[bytes | None]]:
-        """(mean, prefs, packed ratings) of each user's hash under `version`, one round trip."""
-        fields = (layout.USER_MEAN, layout.USER_PREFS, layout.USER_RATINGS)
+        """(mean, prefs, packed ratings, code) of each user's hash under `version`, one round
+        trip."""
+        fields = (layout.USER_MEAN, layout.USER_PREFS, layout.USER_RATINGS, layout.USER_CODE)
         if len(user_ids) == 1:  # one command needs no pipeline's bookkeeping
             return [await self._redis.hmget(self.keys.user(version, user_ids[0]), fields)]
         pipe = self._redis.pipeline(transaction=False)
@@ -297,34 +320,41 @@ class FeatureStore:
     async def _derive_user(
         self, version: str, user_id: int, ratings: dict[int, float]
     ) -> UserFeatures:
-        _, normalization, index = await self._version_normalization(version)
-        features = compute_features(ratings, index, normalization)
+        model = await self._version_normalization(version)
+        features = compute_features(ratings, model.index, model.normalization, model.fold_in)
         return UserFeatures(
             user_id=user_id,
             model_version=version,
             user_mean=features.user_mean,
             ratings=ratings,
             preferences=(features.movie_ids, features.preferences),
+            code=None if features.code is None else features.code.astype(np.float32),
         )
 
     @_redis_errors
     async def normalization(self, version: str) -> VersionNormalization:
         """μ, the item ids and b_i in column order, and the rating scale of `version`."""
-        return (await self._version_normalization(version))[0]
+        return (await self._version_normalization(version)).values
 
     async def _version_normalization(
         self, version: str, *, require_ready: bool = True
-    ) -> tuple[VersionNormalization, Normalization, ItemIndex]:
-        """Cached per version: μ, b_i and the item order never change once a version is
-        registered (its meta, items and item means are written before anything else)."""
+    ) -> VersionModel:
+        """Cached per version: μ, b_i, the item order and the item codes never change once a
+        version is registered (its meta, items, item means and codes are written before
+        anything else)."""
         cached = self._normalizations.get(version)
         if cached is not None and (not require_ready or version in self._ready_versions):
             return cached  # callers resolve() first, which re-checks a version every few s
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hmget(self.keys.meta(version), "global_mean", "rating_min", "rating_max", "status")
+        pipe.hmget(
+            self.keys.meta(version),
+            "global_mean", "rating_min", "rating_max", "status", "fold_in_l2", "code_size",
+        )  # fmt: skip
         pipe.get(self.keys.items(version))
         pipe.get(self.keys.item_means(version))
-        (global_mean, low, high, status), items, item_means = await pipe.execute()
+        pipe.get(self.keys.item_codes(version))
+        meta, items, item_means, item_codes = await pipe.execute()
+        global_mean, low, high, status, fold_in_l2, code_size = meta
         if status is None or items is None or item_means is None:
             raise NotFound(f"model version {version} is not loaded")
         if require_ready and status.decode() != layout.STATUS_READY:
@@ -338,10 +368,17 @@ class FeatureStore:
             rating_min=float(low),
             rating_max=float(high),
         )
-        cached = (
+        fold_in = None
+        if fold_in_l2 is not None:
+            if code_size is None or item_codes is None:  # its codes are not written yet
+                raise NotFound(f"model version {version} is not loaded")
+            codes = layout.decode_item_codes(item_codes, int(code_size))
+            fold_in = FoldIn(codes, float(fold_in_l2))
+        cached = VersionModel(
             values,
             Normalization(values.global_mean, values.item_means),
             ItemIndex(values.item_ids),
+            fold_in,
         )
         self._normalizations[version] = cached
         return cached
@@ -477,10 +514,10 @@ class FeatureStore:
             live = sorted(v.decode() for v in raw_versions)
             features = []
             for live_version in live:
-                _, normalization, index = await self._version_normalization(
-                    live_version, require_ready=False
+                model = await self._version_normalization(live_version, require_ready=False)
+                features.append(
+                    compute_features(after.ratings, model.index, model.normalization, model.fold_in)
                 )
-                features.append(compute_features(after.ratings, index, normalization))
             user_keys = [self.keys.user(v, user_id) for v in live]
             args = apply_args(
                 decode_revision(raw_revision),

@@ -12,7 +12,7 @@ import numpy as np
 from recsys.api.feature.v1 import feature_pb2
 from recsys.api.model.v1 import model_pb2
 from recsys.errors import NotFound, RecsysError, VersionMismatch
-from recsys.packed import FLOAT64, INT32, INT64, Rows
+from recsys.packed import FLOAT64, INT32, INT64, Codes, Rows
 from services.gateway.upstream import Upstreams, row_error
 
 
@@ -25,6 +25,7 @@ class UserInput:
     user_mean: float
     rated_movie_ids: np.ndarray  # (m,) ints: what Recommend excludes
     ignored_movie_ids: list[int]  # rated, but not covered by the model
+    code: np.ndarray | None = None  # (k + 1,) float32: a stored user's code (item kind)
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,6 +40,7 @@ class PredictRow:
     rank_by: int = 0
     exclude: np.ndarray | None = None
     given: np.ndarray | None = None
+    code: np.ndarray | None = None  # the user's stored code: predicted with no fold-in
 
 
 _NONE = np.empty(0, np.int64)
@@ -72,6 +74,7 @@ class Batches:
             packed.preference_offsets, packed.preference_movie_ids, packed.preference_values
         )
         unused = _rows(packed.unused_offsets, packed.unused_movie_ids)
+        codes = _codes(packed.code_offsets, packed.code_values, len(found))
         row_of = {user_id: j for j, user_id in enumerate(found)}
         results: list[UserInput | RecsysError] = []
         for user_id in user_ids:
@@ -81,7 +84,14 @@ class Batches:
                 continue
             ids = preferences.ids(j)
             results.append(
-                UserInput(ids, preferences.row_values(j), means[j], ids, unused.ids(j).tolist())
+                UserInput(
+                    ids,
+                    preferences.row_values(j),
+                    means[j],
+                    ids,
+                    unused.ids(j).tolist(),
+                    codes.code(j),
+                )
             )
         return results
 
@@ -89,6 +99,7 @@ class Batches:
         self, version: str, rows: list[PredictRow], timeout_s: float, request_ids: list
     ) -> list[tuple[np.ndarray, np.ndarray] | RecsysError]:
         """(movie ids, predicted preferences) of each row, from model version `version`."""
+        code_offsets, code_values = Codes.from_lists([r.code for r in rows]).to_bytes()
         request = model_pb2.BatchPredictRequest(
             packed=model_pb2.PackedPredictRequest(
                 model_version=version,
@@ -99,6 +110,8 @@ class Batches:
                 rank_by=np.array([r.rank_by for r in rows], INT32).tobytes(),
                 exclude_movie_ids=_ids_message([r.exclude for r in rows]),
                 given_movie_ids=_ids_message([r.given for r in rows]),
+                code_offsets=code_offsets,
+                code_values=code_values,
             )
         )
         reply = await self.upstreams.call_batch(
@@ -140,6 +153,13 @@ def _rows(offsets: bytes, movie_ids: bytes, values: bytes = b"") -> Rows:
         np.frombuffer(movie_ids, INT32),
         np.frombuffer(values, np.dtype("<f4")) if values else None,
     )
+
+
+def _codes(offsets: bytes, values: bytes, n: int) -> Codes:
+    """Users' codes of the feature service's packed answer (trusted: no checks)."""
+    if not offsets:
+        return Codes.none(n)
+    return Codes(np.frombuffer(offsets, INT32).astype(np.int64), np.frombuffer(values, "<f4"))
 
 
 def _message(rows: Rows) -> model_pb2.PackedRows:

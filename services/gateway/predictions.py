@@ -90,6 +90,7 @@ class Predictions:
                 k=k,
                 rank_by=rank_by,
                 exclude=user.rated_movie_ids,
+                code=user.code,
             ),
             context,
             stages,
@@ -103,7 +104,9 @@ class Predictions:
         given = np.array(movie_ids, np.int64)
         data, user, predictions = await self.predict(
             request,
-            lambda user: PredictRow(user.movie_ids, user.preferences, k=0, given=given),
+            lambda user: PredictRow(
+                user.movie_ids, user.preferences, k=0, given=given, code=user.code
+            ),
             context,
             stages,
         )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys.errors import ResourceExhausted
-from recsys.packed import Rows, concatenate
+from recsys.packed import Codes, Rows, concatenate
 from recsys.serving import metrics
 from services.model.predictor import Outputs, Predictor, RowPredictions
 
@@ -31,6 +31,7 @@ class _Call:
     predictor: Predictor
     preferences: Rows  # one row
     outputs: Outputs  # one row
+    codes: Codes  # one row
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -46,11 +47,13 @@ class Batcher:
         self._worker: asyncio.Task | None = None
 
     async def predict(
-        self, predictor: Predictor, preferences: Rows, outputs: Outputs
+        self, predictor: Predictor, preferences: Rows, outputs: Outputs, codes: Codes | None = None
     ) -> tuple[RowPredictions, int]:
-        """The predictions of a one-row call: (the batch's predictions, the call's row)."""
+        """The predictions of a one-row call (`codes`: its user code, if any): (the batch's
+        predictions, the call's row)."""
+        codes = codes if codes is not None else Codes.none(1)
         if self.max_size <= 1:  # batching off: answer inline
-            return predictor.predict_rows(preferences, outputs), 0
+            return predictor.predict_rows(preferences, outputs, codes), 0
         if len(self._waiting) >= self.queue_limit:
             metrics.QUEUE_REFUSED.inc()
             raise ResourceExhausted(
@@ -59,7 +62,9 @@ class Batcher:
             )
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._run())
-        call = _Call(predictor, preferences, outputs, asyncio.get_running_loop().create_future())
+        call = _Call(
+            predictor, preferences, outputs, codes, asyncio.get_running_loop().create_future()
+        )
         self._waiting.append(call)
         self._arrived.set()
         if len(self._waiting) >= self.max_size:
@@ -103,6 +108,7 @@ class Batcher:
                         concatenate([c.outputs.exclude for c in calls]),
                         concatenate([c.outputs.given for c in calls]),
                     ),
+                    Codes.from_lists([c.codes.code(0) for c in calls]),
                 )
             except Exception as exc:  # a bug: fail these calls, keep the worker alive
                 log.exception("batched prediction failed")

@@ -13,7 +13,8 @@ import scipy.sparse as sp
 from recsys.artifacts import Artifact, load_artifact, resolve_version
 from recsys.errors import InvalidArgument, NotFound, RecsysError, Unavailable, VersionMismatch
 from recsys.explain import Contribution, explain_preferences
-from recsys.packed import Rows
+from recsys.fold_in import fold_in_of
+from recsys.packed import Codes, Rows
 from recsys.ranking import rank_scores
 from recsys.topk import top_k_rows
 
@@ -106,10 +107,13 @@ class Predictor:
         self.predict_rows(one_rating, Outputs.single(1))
         self.similar(int(self.index.item_ids[0]), 1)
 
-    def predict_rows(self, preferences: Rows, outputs: Outputs) -> RowPredictions:
+    def predict_rows(
+        self, preferences: Rows, outputs: Outputs, codes: Codes | None = None
+    ) -> RowPredictions:
         """Predictions for n users at once: one (n, n_items) network pass, the ranking scores
         of every row of one mode in one go, top k on the matrix. A row's answer depends only
-        on that row, never on the others in the batch."""
+        on that row, never on the others in the batch. A row with a user code (`codes`,
+        checked by check_codes) is predicted from it, with no fold-in."""
         n = len(preferences)
         columns = self.index.columns(preferences.movie_ids.astype(np.int64))
         known = columns >= 0
@@ -123,7 +127,7 @@ class Predictor:
             (preferences.values[known].astype(np.float32), rated_columns, rated_bounds),
             shape=(n, len(self.index)),
         )
-        predicted = self.network.predict(inputs)
+        predicted = self._predicted(inputs, codes)
         ids = [_NO_IDS] * n
         values = [_NO_VALUES] * n
         errors: dict[int, RecsysError] = {}
@@ -156,6 +160,38 @@ class Predictor:
             ignored=Rows.from_entries(entry_rows[~known], preferences.movie_ids[~known], n),
             errors=errors,
         )
+
+    def _predicted(self, inputs: sp.csr_matrix, codes: Codes | None) -> np.ndarray:
+        """(n, n_items) float32 predicted preferences: the network's from `inputs`, but the
+        item codes' product with the code of each row that has one."""
+        coded = np.flatnonzero(np.diff(codes.offsets) > 0) if codes is not None else _NO_IDS
+        if not len(coded):
+            return self.network.predict(inputs)
+        fold_in = fold_in_of(self.network)
+        predicted = np.empty(inputs.shape, np.float32)
+        stacked = np.stack([codes.code(j) for j in coded.tolist()])
+        predicted[coded] = fold_in.predict_codes(stacked)
+        plain = np.setdiff1d(np.arange(inputs.shape[0]), coded)
+        if len(plain):
+            predicted[plain] = self.network.predict(inputs[plain])
+        return predicted
+
+    def check_codes(self, codes: Codes, field: str) -> None:
+        """InvalidArgument naming `field` when a row's code does not fit this version: a
+        version whose model folds no users in takes none, the item kind's take k + 1
+        finite numbers."""
+        if not len(codes.values):
+            return
+        fold_in = fold_in_of(self.network)
+        if fold_in is None:
+            raise InvalidArgument(
+                f"model version {self.version} keeps no user codes: leave user codes empty",
+                field=field,
+            )
+        for j in np.flatnonzero(np.diff(codes.offsets) > 0).tolist():
+            problem = fold_in.check_code(codes.code(j))
+            if problem is not None:
+                raise InvalidArgument(problem, field=field)
 
     def _exclude(self, scores: np.ndarray, rows: np.ndarray, exclude: Rows) -> None:
         """Set to -inf, in `scores` (one line per row of `rows`), each row's excluded items."""

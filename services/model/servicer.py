@@ -11,7 +11,7 @@ import numpy as np
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.errors import InvalidArgument, NotFound
 from recsys.limits import MAX_MOVIE_ID
-from recsys.packed import INT32, Rows
+from recsys.packed import INT32, Codes, Rows
 from recsys.serving import metrics
 from recsys.serving.enums import DIRECTION, METRIC, RANK_BY
 from services.model.batching import Batcher
@@ -99,6 +99,15 @@ def rows_of(vectors: list[tuple[np.ndarray, np.ndarray]], outputs: list[RowOutpu
         Rows.from_lists([o.exclude for o in outputs]),
         Rows.from_lists([o.given for o in outputs]),
     )
+
+
+def codes_of(requests, predictor: Predictor, field: str) -> Codes:
+    """The requests' user codes (PredictRequest.user_code), checked against the version."""
+    codes = Codes.from_lists(
+        [np.array(r.user_code, np.float32) if len(r.user_code) else None for r in requests]
+    )
+    predictor.check_codes(codes, field)
+    return codes
 
 
 def packed_rows(request: model_pb2.PackedPredictRequest):
@@ -242,7 +251,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         preferences, outputs = rows_of(
             [sparse_vector(request, "preferences")], [output_of(request, "")]
         )
-        predictions, row = await self.batcher.predict(predictor, preferences, outputs)
+        codes = codes_of([request], predictor, "user_code")
+        predictions, row = await self.batcher.predict(predictor, preferences, outputs, codes)
         return predict_response(predictor, predictions, row)
 
     async def BatchPredict(self, request, context):
@@ -251,8 +261,15 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                 raise InvalidArgument("give requests or packed, not both", field="packed")
             predictor = self.holder.get(request.packed.model_version)
             preferences, outputs = packed_rows(request.packed)
+            codes = Codes.from_bytes(
+                request.packed.code_offsets,
+                request.packed.code_values,
+                len(preferences),
+                "packed.code_offsets",
+            )
+            predictor.check_codes(codes, "packed.code_values")
             metrics.BATCH_SIZE.labels("BatchPredict").observe(len(preferences))
-            predictions = predictor.predict_rows(preferences, outputs)
+            predictions = predictor.predict_rows(preferences, outputs, codes)
             return model_pb2.BatchPredictResponse(packed=packed_response(predictor, predictions))
         predictor = self.batch_predictor(request.requests)
         vectors, outputs = [], []
@@ -260,8 +277,9 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             field = f"requests[{n}]."
             vectors.append(sparse_vector(one, f"{field}preferences"))
             outputs.append(output_of(one, field))
+        codes = codes_of(request.requests, predictor, "requests.user_code")
         metrics.BATCH_SIZE.labels("BatchPredict").observe(len(request.requests))
-        predictions = predictor.predict_rows(*rows_of(vectors, outputs))
+        predictions = predictor.predict_rows(*rows_of(vectors, outputs), codes)
         return model_pb2.BatchPredictResponse(
             responses=[predict_response(predictor, predictions, j) for j in range(len(vectors))]
         )

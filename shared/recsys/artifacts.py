@@ -38,6 +38,7 @@ import scipy.sparse as sp
 
 from recsys.errors import ArtifactError
 from recsys.features import ItemIndex, Normalization
+from recsys.fold_in import FoldIn
 from recsys.model.files import read_array, read_json, write_array, write_json
 from recsys.model.registry import kind_of_version
 from recsys.ranking import ItemItemRanking
@@ -241,6 +242,7 @@ class FeatureSpec:
     normalization: Normalization
     rating_scale: tuple[float, float]
     catalog: dict[int, tuple[str, str]]  # id → (title, "|"-joined genres); may be empty
+    fold_in: FoldIn | None = None  # the item codes and λ of a kind that folds users in
 
 
 FEATURE_FILES = (ITEMS_FILE, NORMALIZATION_FILE)
@@ -280,7 +282,16 @@ def load_features_spec(path: Path | str) -> FeatureSpec:
         normalization=normalization,
         rating_scale=(float(low), float(high)),
         catalog=catalog,
+        fold_in=_read_fold_in(path),
     )
+
+
+def _read_fold_in(path: Path) -> FoldIn | None:
+    """The fold-in of a version whose kind folds users in (config.json's kind), else None;
+    ArtifactError when that kind's files are damaged."""
+    if not (path / CONFIG_FILE).is_file():
+        return None
+    return kind_of_version(read_json(path / CONFIG_FILE)).fold_in(path)
 
 
 def _read_ranking(path: Path) -> ItemItemRanking | None:

@@ -133,3 +133,64 @@ def concatenate(parts: Sequence[Rows]) -> Rows:
     if parts[0].values is None:
         return Rows(offsets, ids)
     return Rows(offsets, ids, np.concatenate([p.values for p in parts]))
+
+
+@dataclass(frozen=True, eq=False)
+class Codes:
+    """n users' codes (recsys.fold_in), each of one length or none: row j's code is
+    values[offsets[j]:offsets[j + 1]], empty when the row has none (an inline user, a
+    version whose kind keeps no codes). offsets: (n + 1,) int64; values: float32."""
+
+    offsets: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def from_lists(cls, codes: Sequence[np.ndarray | None]) -> Codes:
+        """Codes from one array (or None: no code) per row."""
+        parts = [np.empty(0, FLOAT32) if c is None else np.asarray(c, FLOAT32) for c in codes]
+        offsets = np.zeros(len(parts) + 1, np.int64)
+        np.cumsum([len(p) for p in parts], out=offsets[1:])
+        values = np.concatenate(parts).astype(FLOAT32) if parts else np.empty(0, FLOAT32)
+        return cls(offsets, values)
+
+    @classmethod
+    def none(cls, n: int) -> Codes:
+        return cls(np.zeros(n + 1, np.int64), np.empty(0, FLOAT32))
+
+    @classmethod
+    def from_bytes(cls, offsets: bytes, values: bytes, n: int, field: str) -> Codes:
+        """Codes from the wire for n rows, checked: empty offsets mean no row has a code;
+        InvalidArgument naming `field` for lists of the wrong size or offsets out of order.
+        The length of each code is the model's to check."""
+        if not offsets and not values:
+            return cls.none(n)
+        for name, raw in (("offsets", offsets), ("values", values)):
+            if len(raw) % 4:
+                raise InvalidArgument(
+                    f"{len(raw)} bytes is not a whole number of 4-byte entries",
+                    field=f"{field}.{name}",
+                )
+        starts = np.frombuffer(offsets, INT32).astype(np.int64)
+        vals = np.frombuffer(values, FLOAT32)
+        if len(starts) != n + 1 or starts[0] != 0 or starts[-1] != len(vals):
+            raise InvalidArgument(
+                f"offsets must be {n + 1} numbers from 0 to the number of values ({len(vals)})",
+                field=f"{field}.offsets",
+            )
+        if (np.diff(starts) < 0).any():
+            raise InvalidArgument("offsets must never decrease", field=f"{field}.offsets")
+        return cls(starts, vals)
+
+    def to_bytes(self) -> tuple[bytes, bytes]:
+        """(offsets, values) as the wire's little-endian bytes; (b"", b"") when no row has a
+        code."""
+        if not len(self.values):
+            return b"", b""
+        return self.offsets.astype(INT32).tobytes(), self.values.astype(FLOAT32).tobytes()
+
+    def code(self, row: int) -> np.ndarray | None:
+        start, end = self.offsets[row], self.offsets[row + 1]
+        return self.values[start:end] if end > start else None

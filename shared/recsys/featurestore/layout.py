@@ -11,11 +11,16 @@ U = MovieLens user id in decimal):
                                          (the one being loaded, the active one, the previous)
     P:ver:V:meta             hash        global_mean (μ, stars), rating_min, rating_max,
                                          item_count (model columns), user_count (users loaded),
-                                         loaded_at (RFC 3339 UTC), status ("loading" | "ready")
+                                         loaded_at (RFC 3339 UTC), status ("loading" | "ready");
+                                         fold_in_l2 (λ, Python repr of a float) and code_size
+                                         (k) only for a version whose users have codes
     P:ver:V:items            string      movie ids in model column order: little-endian int64,
                                          8 bytes per column
     P:ver:V:item_means       string      b_i per column (stars): little-endian float64, 8 bytes
                                          per column, same order as items
+    P:ver:V:item_codes       string      only for a version whose users have codes (the item
+                                         kind): each column's item code h, little-endian
+                                         float32, code_size per column, column order
     P:ver:V:catalog          hash        movie id (decimal) → UTF-8 JSON
                                          {"title": "Star Wars (1977)", "genres": ["Action"]}
     P:ver:V:catalog_ids      sorted set  movie ids, score = movie id (pagination by id)
@@ -25,7 +30,10 @@ U = MovieLens user id in decimal):
                                          model item, ascending movie id; ratings: every rating
                                          of the user packed the same way (int32 movie id +
                                          float32 stars), a copy of P:ratings:{U} written in the
-                                         same atomic step, so a read needs no HGETALL
+                                         same atomic step, so a read needs no HGETALL;
+                                         code (versions with item codes only): the user's code w
+                                         folded in from prefs, code_size + 1 little-endian
+                                         float32, written in the same step as prefs
     P:ratings:{U}            hash        movie id (decimal) → rating (shortest decimal, "4.5");
                                          every rating of the user, version-independent: the
                                          source of truth the versioned user hashes derive from
@@ -68,10 +76,13 @@ META_FIELDS = (
     "user_count",
     "loaded_at",
     "status",
+    "fold_in_l2",
+    "code_size",
 )
 USER_MEAN = b"mean"
 USER_PREFS = b"prefs"
 USER_RATINGS = b"ratings"
+USER_CODE = b"code"
 STAMP_USER_DELETED = b"deleted"  # P:stamps:{U} field: the stamp of the last DeleteUser
 
 ITEM_ID_DTYPE = np.dtype("<i8")
@@ -115,6 +126,9 @@ class KeyLayout:
 
     def item_means(self, version: str) -> bytes:
         return self._versioned(version, "item_means")
+
+    def item_codes(self, version: str) -> bytes:
+        return self._versioned(version, "item_codes")
 
     def catalog(self, version: str) -> bytes:
         return self._versioned(version, "catalog")
@@ -199,6 +213,33 @@ def encode_item_means(item_means: Sequence[float] | np.ndarray) -> bytes:
 def decode_item_means(raw: bytes) -> np.ndarray:
     """The inverse of encode_item_means: (n_items,) float64."""
     return np.frombuffer(raw, dtype=ITEM_MEAN_DTYPE).astype(np.float64)
+
+
+CODE_DTYPE = np.dtype("<f4")  # item codes and user codes
+
+
+def encode_item_codes(item_codes: np.ndarray) -> bytes:
+    """(n_items, k) item codes in column order → 4·n·k bytes, little-endian float32."""
+    return np.asarray(item_codes, dtype=np.float32).astype(CODE_DTYPE).tobytes()
+
+
+def decode_item_codes(raw: bytes, code_size: int) -> np.ndarray:
+    """The inverse of encode_item_codes: (n_items, code_size) float32."""
+    if code_size <= 0 or len(raw) % (CODE_DTYPE.itemsize * code_size):
+        raise ValueError(f"item codes of {len(raw)} bytes do not hold codes of {code_size}")
+    return np.frombuffer(raw, dtype=CODE_DTYPE).astype(np.float32).reshape(-1, code_size)
+
+
+def encode_user_code(code: np.ndarray) -> bytes:
+    """A user's code w, (k + 1,) → 4·(k + 1) bytes, little-endian float32."""
+    return np.asarray(code, dtype=np.float64).astype(CODE_DTYPE).tobytes()
+
+
+def decode_user_code(raw: bytes) -> np.ndarray:
+    """The inverse of encode_user_code: (k + 1,) float32."""
+    if len(raw) % CODE_DTYPE.itemsize:
+        raise ValueError(f"a user code of {len(raw)} bytes: not a multiple of 4")
+    return np.frombuffer(raw, dtype=CODE_DTYPE).astype(np.float32)
 
 
 # --- a user's preference vector, mean and ratings -------------------------------------------

@@ -150,13 +150,17 @@ def load_features(
 
 def _loading_meta(spec: FeatureSpec) -> dict[str, str]:
     """The meta hash of a version while it loads, as Redis stores it."""
-    return {
+    meta = {
         "status": layout.STATUS_LOADING,
         "global_mean": repr(float(spec.normalization.global_mean)),
         "rating_min": repr(float(spec.rating_scale[0])),
         "rating_max": repr(float(spec.rating_scale[1])),
         "item_count": str(len(spec.index)),
     }
+    if spec.fold_in is not None:
+        meta["fold_in_l2"] = repr(spec.fold_in.l2)
+        meta["code_size"] = str(spec.fold_in.item_codes.shape[1])
+    return meta
 
 
 def redis_used_memory(client: SyncClient) -> int | None:
@@ -281,7 +285,8 @@ def _resume_or_clear(client: SyncClient, keys: KeyLayout, spec: FeatureSpec) -> 
     pipe.hget(keys.versions(), version)
     pipe.get(keys.items(version))
     pipe.get(keys.item_means(version))
-    meta, registered, item_ids, item_means = pipe.execute()
+    pipe.get(keys.item_codes(version))
+    meta, registered, item_ids, item_means, item_codes = pipe.execute()
     status = meta.get(b"status")
     if status is None:
         return False
@@ -294,6 +299,7 @@ def _resume_or_clear(client: SyncClient, keys: KeyLayout, spec: FeatureSpec) -> 
     same_artifact = (
         item_ids == layout.encode_item_ids(spec.index.item_ids)
         and item_means == layout.encode_item_means(spec.normalization.item_means)
+        and item_codes == _encoded_item_codes(spec)
         and all(meta.get(k.encode()) == v.encode() for k, v in expected.items() if k != "status")
     )
     if registered_loading and same_artifact:
@@ -303,6 +309,13 @@ def _resume_or_clear(client: SyncClient, keys: KeyLayout, spec: FeatureSpec) -> 
     client.hdel(keys.versions(), version)
     _unlink_matching(client, keys.version_pattern(version))
     return False
+
+
+def _encoded_item_codes(spec: FeatureSpec) -> bytes | None:
+    """P:ver:V:item_codes of a version that folds users in; None for one that does not."""
+    if spec.fold_in is None:
+        return None
+    return layout.encode_item_codes(spec.fold_in.item_codes)
 
 
 def _catalog(spec: FeatureSpec, items: pd.DataFrame) -> dict[int, bytes]:
@@ -328,6 +341,8 @@ def _write_items_and_catalog(
     pipe = client.pipeline(transaction=False)
     pipe.set(keys.items(version), layout.encode_item_ids(spec.index.item_ids))
     pipe.set(keys.item_means(version), layout.encode_item_means(spec.normalization.item_means))
+    if spec.fold_in is not None:
+        pipe.set(keys.item_codes(version), _encoded_item_codes(spec))
     movie_ids = sorted(catalog)
     for start in range(0, len(movie_ids), CATALOG_BATCH):
         chunk = movie_ids[start : start + CATALOG_BATCH]
@@ -563,7 +578,7 @@ def _write_user_batch(
             to_set = []
         else:
             continue  # deleted online since (revision > 0, no ratings): not resurrected
-        features = features_of(movies, stars, spec.index, spec.normalization)
+        features = features_of(movies, stars, spec.index, spec.normalization, spec.fold_in)
         stale = [keys.user(v, user_id) for v in others] if (to_set or to_delete) else []
         args = script_args(
             revision,

@@ -24,6 +24,7 @@ import numpy as np
 from recsys.errors import NotFound
 from recsys.features import ItemIndex, Normalization
 from recsys.featurestore import layout
+from recsys.fold_in import FoldIn
 
 # KEYS: ratings hash, revision, stamps hash, one user hash per version to write, then
 #       `n_stale` user hashes to delete (versions whose features the caller does not
@@ -31,8 +32,9 @@ from recsys.featurestore import layout
 # ARGV: expected revision ("0": the user was never written), deadline (µs since the Unix
 #       epoch by Redis's clock, "0": none), n pairs to set, the pairs, n fields to delete,
 #       the fields, n stamp pairs to set, the pairs, n stamp fields to delete, the fields,
-#       the packed copy of all ratings after the change, n_stale, then (mean, prefs) per
-#       user hash to write.
+#       the packed copy of all ratings after the change, n_stale, then (mean, prefs, code)
+#       per user hash to write (code empty: the version keeps no user codes, and the hash
+#       then has no code field).
 # Returns the new revision; -1 when the revision moved (the caller reads again); -2 when
 # the deadline has passed (nothing applied: the caller has given up). TIME before writes
 # is fine: scripts are replicated by their effects (the default since Redis 5).
@@ -74,8 +76,13 @@ for k = 4, #KEYS - n_stale do
     redis.call('DEL', KEYS[k])
   else
     redis.call('HSET', KEYS[k], 'mean', ARGV[i], 'prefs', ARGV[i + 1], 'ratings', packed)
+    if ARGV[i + 2] == '' then
+      redis.call('HDEL', KEYS[k], 'code')
+    else
+      redis.call('HSET', KEYS[k], 'code', ARGV[i + 2])
+    end
   end
-  i = i + 2
+  i = i + 3
 end
 for k = #KEYS - n_stale + 1, #KEYS do
   redis.call('DEL', KEYS[k])
@@ -91,41 +98,54 @@ MAX_ATTEMPTS = 50  # lost compare-and-sets (to other replicas, bulk loads) befor
 
 @dataclass(frozen=True)
 class VersionFeatures:
-    """A user's features under one version: b_u and the packed preference vector."""
+    """A user's features under one version: b_u, the packed preference vector and, for a
+    version whose kind folds users in, their code (recsys.fold_in)."""
 
     user_mean: float
     movie_ids: np.ndarray  # (n,) int64, rated items the version's model covers
     preferences: np.ndarray  # (n,) float32
+    code: np.ndarray | None = None  # (k + 1,) float64, or None
 
-    def encoded(self) -> tuple[bytes, bytes]:
+    def encoded(self) -> tuple[bytes, bytes, bytes]:
+        """(mean, prefs, code) as the user hash stores them; code b"" when there is none."""
         return (
             layout.encode_user_mean(self.user_mean),
             layout.encode_preferences(self.movie_ids, self.preferences),
+            layout.encode_user_code(self.code) if self.code is not None else b"",
         )
 
 
 def compute_features(
-    ratings: dict[int, float], index: ItemIndex, normalization: Normalization
+    ratings: dict[int, float],
+    index: ItemIndex,
+    normalization: Normalization,
+    fold_in: FoldIn | None = None,
 ) -> VersionFeatures:
     """b_u and preferences of `ratings` ({movie id: stars}) under one version: the same
-    arithmetic as training."""
+    arithmetic as training; with `fold_in`, the user's code too."""
     movie_ids = np.array(sorted(ratings), dtype=np.int64)
     stars = np.array([ratings[m] for m in movie_ids.tolist()], dtype=np.float64)
-    return features_of(movie_ids, stars, index, normalization)
+    return features_of(movie_ids, stars, index, normalization, fold_in)
 
 
 def features_of(
-    movie_ids: np.ndarray, stars: np.ndarray, index: ItemIndex, normalization: Normalization
+    movie_ids: np.ndarray,
+    stars: np.ndarray,
+    index: ItemIndex,
+    normalization: Normalization,
+    fold_in: FoldIn | None = None,
 ) -> VersionFeatures:
     """compute_features of ratings given as arrays: movie_ids (n,) ints, ascending and unique;
     stars (n,) float64. The arithmetic of recsys.features.user_preferences on the same
-    values, bit for bit (what the bulk loader uses: no dict per user)."""
+    values, bit for bit (what the bulk loader uses: no dict per user). The code, with
+    `fold_in`, is folded in from the float32 preferences the hash stores, as the model
+    service would fold in that vector."""
     columns = index.columns(movie_ids)
     known = columns >= 0
     preferences, user_mean = normalization.preferences(columns[known], stars[known])
-    return VersionFeatures(
-        user_mean, np.asarray(movie_ids, np.int64)[known], preferences.astype(np.float32)
-    )
+    preferences = preferences.astype(np.float32)
+    code = fold_in.code(columns[known], preferences) if fold_in is not None else None
+    return VersionFeatures(user_mean, np.asarray(movie_ids, np.int64)[known], preferences, code)
 
 
 def apply_args(
@@ -168,7 +188,7 @@ def script_args(
     set_pairs: list[bytes],
     delete_fields: list[bytes],
     packed_ratings: bytes,
-    encoded_features: list[tuple[bytes, bytes]],
+    encoded_features: list[tuple[bytes, bytes, bytes]],
     stale: int = 0,
     *,
     stamp_pairs: Sequence[bytes] = (),
@@ -178,7 +198,7 @@ def script_args(
     """ARGV of APPLY_SCRIPT from parts already encoded: set_pairs is field, value, field,
     value… of the ratings hash (movie id in decimal, layout.encode_rating), delete_fields its
     fields to delete, packed_ratings every rating after the change
-    (layout.encode_packed_ratings), encoded_features (mean, prefs) per user hash to write
+    (layout.encode_packed_ratings), encoded_features (mean, prefs, code) per user hash to write
     (VersionFeatures.encoded), stamp_pairs / stamp_deletes the same for the stamps hash."""
     return [
         str(expected_revision).encode(),

@@ -16,6 +16,7 @@ from recsys.network import Network
 if TYPE_CHECKING:
     import pandas as pd
 
+    from recsys.fold_in import FoldIn
     from recsys.model.config import TrainConfig
     from recsys.model.training import TrainedModel
 
@@ -55,6 +56,12 @@ class ModelKind(ABC):
     def load(self, directory: Path) -> Network:
         """The serving form saved in `directory`; ArtifactError naming the file when one is
         damaged. Needs only this kind's `files`."""
+
+    def fold_in(self, directory: Path) -> FoldIn | None:
+        """The fold-in of a kind that folds each user in on item codes: the feature store
+        keeps every stored user's code with their features (recsys.fold_in), so serving them
+        needs no solve. None (the default) for a kind that predicts from the preferences."""
+        return None
 
     def report_lines(self, metadata: dict[str, Any]) -> list[str]:
         """Markdown of this kind's own section of the evaluation report (from the entries its

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from recsys.errors import ArtifactError, InvalidArgument
+from recsys.fold_in import FoldIn
 from recsys.model.files import MODEL_FILE, read_json, write_array, write_json
 from recsys.model.item.network import ItemAutoencoder
 from recsys.model.kind import ModelKind
@@ -67,13 +68,18 @@ class ItemKind(ModelKind):
 
     def load(self, directory: Path) -> ItemAutoencoder:
         """item_codes.npy and the λ in fold_in.json (no Keras)."""
+        codes, l2 = _read_codes(directory)
         try:
-            codes = np.load(directory / ITEM_CODES_FILE, allow_pickle=False)
-            return ItemAutoencoder(
-                np.asarray(codes, dtype=np.float32),
-                float(read_json(directory / FOLD_IN_FILE)["l2"]),
-            )
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+            return ItemAutoencoder(codes, l2)
+        except ValueError as exc:
+            raise ArtifactError(f"cannot read the item model in {directory}: {exc}") from exc
+
+    def fold_in(self, directory: Path) -> FoldIn:
+        """The item codes and λ, without the item Gram matrix serving keeps."""
+        codes, l2 = _read_codes(directory)
+        try:
+            return FoldIn(codes, l2)
+        except ValueError as exc:
             raise ArtifactError(f"cannot read the item model in {directory}: {exc}") from exc
 
     def report_lines(self, metadata: dict[str, Any]) -> list[str]:
@@ -95,3 +101,12 @@ class ItemKind(ModelKind):
             ),
             "",
         ]
+
+
+def _read_codes(directory: Path) -> tuple[np.ndarray, float]:
+    """(item codes (n_items, k) float32, the fold-in λ) of a version directory."""
+    try:
+        codes = np.load(directory / ITEM_CODES_FILE, allow_pickle=False)
+        return np.asarray(codes, dtype=np.float32), float(read_json(directory / FOLD_IN_FILE)["l2"])
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"cannot read the item model in {directory}: {exc}") from exc

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.fold_in import FoldIn
+
 GRAM_MAX_ITEMS = 12_000  # the item kind keeps an item Gram matrix up to this many items
 
 
@@ -32,13 +34,11 @@ class ItemAutoencoder:
     fold_in_l2: float
 
     def __post_init__(self):
-        if self.item_codes.ndim != 2 or not np.isfinite(self.item_codes).all():
-            raise ValueError("item codes must be a finite (n_items, k) matrix")
-        if not self.fold_in_l2 > 0:
-            raise ValueError("the fold-in λ must be positive")
-        codes = np.asarray(self.item_codes, dtype=np.float64)
-        features = np.hstack([codes, np.ones((len(codes), 1))])
-        object.__setattr__(self, "_features", features)  # h̃, (n_items, k + 1) float64
+        # the ridge regression and the product with the codes (ValueError for bad codes)
+        fold_in = FoldIn(self.item_codes, self.fold_in_l2)
+        object.__setattr__(self, "fold_in", fold_in)
+        features = fold_in.features  # h̃, (n_items, k + 1) float64
+        object.__setattr__(self, "_features", features)
         # h̃_i · h̃_j for every pair, (n_items, n_items) float64 (109 MB for 3,687 items),
         # made once: a user with at most k + 1 ratings is then folded in and predicted
         # without a product with the codes. Float64 because the fold-in solve amplifies the
@@ -69,21 +69,6 @@ class ItemAutoencoder:
                 columns = np.flatnonzero(row)
                 yield columns, row[columns].astype(np.float64)
 
-    def _solve_dual(self, features: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """(A Aᵀ + λI)⁻¹ target for A = `features` (|R|, k + 1), so that the user weights are
-        w = Aᵀ (A Aᵀ + λI)⁻¹ p. Solved as it stands when |R| ≤ k + 1; otherwise through the
-        (k + 1)-sized system of the Woodbury identity, (target − A (AᵀA + λI)⁻¹ Aᵀ target) / λ,
-        so no system is ever larger than k + 1."""
-        n, width = features.shape
-        if n <= width:
-            gram = features @ features.T
-            gram[np.diag_indices_from(gram)] += self.fold_in_l2
-            return np.linalg.solve(gram, target)
-        gram = features.T @ features
-        gram[np.diag_indices_from(gram)] += self.fold_in_l2
-        inner = np.linalg.solve(gram, features.T @ target)
-        return (target - features @ inner) / self.fold_in_l2
-
     def encode(self, preferences) -> np.ndarray:
         """(batch, n_items) dense or CSR preferences → (batch, k + 1) user weights w."""
         weights = []
@@ -92,7 +77,7 @@ class ItemAutoencoder:
                 weights.append(np.zeros(self._features.shape[1]))
                 continue
             rated = self._features[columns]
-            weights.append(rated.T @ self._solve_dual(rated, values))
+            weights.append(rated.T @ self.fold_in.solve_dual(rated, values))
         return np.array(weights, dtype=np.float64).reshape(-1, self._features.shape[1])
 
     def predict(self, preferences) -> np.ndarray:
@@ -107,7 +92,7 @@ class ItemAutoencoder:
             return np.zeros(self.n_items)
         if len(columns) > self._features.shape[1] or self._gram is None:
             rated = self._features[columns]
-            return self._features @ (rated.T @ self._solve_dual(rated, values))
+            return self._features @ (rated.T @ self.fold_in.solve_dual(rated, values))
         rated_rows = self._gram[columns]  # K is symmetric: rows gather fast, columns do not
         gram = rated_rows[:, columns]
         gram[np.diag_indices_from(gram)] += self.fold_in_l2
@@ -145,6 +130,6 @@ class ItemAutoencoder:
         rated = values != 0
         if rated.any():
             features = self._features[np.asarray(columns)[rated]]
-            weights = self._solve_dual(features, features @ self._features[target])
+            weights = self.fold_in.solve_dual(features, features @ self._features[target])
             parts[rated] = values[rated] * weights
         return parts

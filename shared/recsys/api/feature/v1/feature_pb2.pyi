@@ -90,6 +90,7 @@ class UserFeatures(_message.Message):
     USER_MEAN_FIELD_NUMBER: _builtins.int
     RATINGS_FIELD_NUMBER: _builtins.int
     PREFERENCES_FIELD_NUMBER: _builtins.int
+    USER_CODE_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     """MovieLens user id, > 0."""
     model_version: _builtins.str
@@ -106,6 +107,13 @@ class UserFeatures(_message.Message):
     def preferences(self) -> Global___SparseVector:
         """The preference vector: one entry per rated item the model covers."""
 
+    @_builtins.property
+    def user_code(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The user's code under a version whose model folds users in on item codes (the item
+        kind): k + 1 numbers, folded in from `preferences` by the write that stored them; pass
+        it to ModelService.Predict as `user_code` to skip the fold-in. Empty for other versions.
+        """
+
     def __init__(
         self,
         *,
@@ -114,10 +122,11 @@ class UserFeatures(_message.Message):
         user_mean: _builtins.float = ...,
         ratings: Global___SparseVector | None = ...,
         preferences: Global___SparseVector | None = ...,
+        user_code: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences", "ratings", b"ratings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "preferences", b"preferences", "ratings", b"ratings", "user_id", b"user_id", "user_mean", b"user_mean"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "preferences", b"preferences", "ratings", b"ratings", "user_code", b"user_code", "user_id", b"user_id", "user_mean", b"user_mean"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -253,6 +262,8 @@ class PackedUserFeatures(_message.Message):
     PREFERENCE_VALUES_FIELD_NUMBER: _builtins.int
     UNUSED_OFFSETS_FIELD_NUMBER: _builtins.int
     UNUSED_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    CODE_OFFSETS_FIELD_NUMBER: _builtins.int
+    CODE_VALUES_FIELD_NUMBER: _builtins.int
     user_ids: _builtins.bytes
     """int64 per user: MovieLens user ids."""
     user_means: _builtins.bytes
@@ -267,6 +278,12 @@ class PackedUserFeatures(_message.Message):
     """int32, users + 1: where each user's unused movie ids start in the next list."""
     unused_movie_ids: _builtins.bytes
     """int32 per entry: rated movies the version's model does not cover, ascending."""
+    code_offsets: _builtins.bytes
+    """int32, users + 1: where each user's code starts in code_values (UserFeatures.user_code;
+    a user without one has none). Both lists are empty when no user has a code.
+    """
+    code_values: _builtins.bytes
+    """float32 per entry: the users' codes, k + 1 numbers each."""
     def __init__(
         self,
         *,
@@ -277,10 +294,12 @@ class PackedUserFeatures(_message.Message):
         preference_values: _builtins.bytes = ...,
         unused_offsets: _builtins.bytes = ...,
         unused_movie_ids: _builtins.bytes = ...,
+        code_offsets: _builtins.bytes = ...,
+        code_values: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["preference_movie_ids", b"preference_movie_ids", "preference_offsets", b"preference_offsets", "preference_values", b"preference_values", "unused_movie_ids", b"unused_movie_ids", "unused_offsets", b"unused_offsets", "user_ids", b"user_ids", "user_means", b"user_means"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_offsets", b"code_offsets", "code_values", b"code_values", "preference_movie_ids", b"preference_movie_ids", "preference_offsets", b"preference_offsets", "preference_values", b"preference_values", "unused_movie_ids", b"unused_movie_ids", "unused_offsets", b"unused_offsets", "user_ids", b"user_ids", "user_means", b"user_means"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -218,6 +218,7 @@ class PredictRequest(_message.Message):
     ALL_ITEMS_FIELD_NUMBER: _builtins.int
     GIVEN_ITEMS_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
+    USER_CODE_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """The version the caller's features belong to; empty: the current one. The service
     answers with its current version or, for a while after a hot swap, the one that
@@ -235,6 +236,15 @@ class PredictRequest(_message.Message):
     def given_items(self) -> Global___GivenItems: ...
     @_builtins.property
     def top_k(self) -> Global___TopK: ...
+    @_builtins.property
+    def user_code(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The user's code under this version, for a model that folds users in on item codes (the
+        item kind): k + 1 numbers, as the feature service stores them (UserFeatures.user_code).
+        Given, predictions are the item codes' product with it (no fold-in solve); the
+        preferences still rank by relevance and say which items the user rated. Empty: folded
+        in from the preferences. INVALID_ARGUMENT for a model without codes or the wrong length.
+        """
+
     def __init__(
         self,
         *,
@@ -243,10 +253,11 @@ class PredictRequest(_message.Message):
         all_items: Global___AllItems | None = ...,
         given_items: Global___GivenItems | None = ...,
         top_k: Global___TopK | None = ...,
+        user_code: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["all_items", b"all_items", "given_items", b"given_items", "output", b"output", "preferences", b"preferences", "top_k", b"top_k"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_items", b"all_items", "given_items", b"given_items", "model_version", b"model_version", "output", b"output", "preferences", b"preferences", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_items", b"all_items", "given_items", b"given_items", "model_version", b"model_version", "output", b"output", "preferences", b"preferences", "top_k", b"top_k", "user_code", b"user_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_output: _TypeAlias = _typing.Literal["all_items", "given_items", "top_k"]  # noqa: Y015
     _WhichOneofArgType_output: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
@@ -393,6 +404,8 @@ class PackedPredictRequest(_message.Message):
     RANK_BY_FIELD_NUMBER: _builtins.int
     EXCLUDE_MOVIE_IDS_FIELD_NUMBER: _builtins.int
     GIVEN_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    CODE_OFFSETS_FIELD_NUMBER: _builtins.int
+    CODE_VALUES_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """The version the rows' features belong to, as in PredictRequest.model_version."""
     k: _builtins.bytes
@@ -401,6 +414,12 @@ class PackedPredictRequest(_message.Message):
     """
     rank_by: _builtins.bytes
     """int32 per row: a RankBy value; read for rows with k > 0."""
+    code_offsets: _builtins.bytes
+    """int32, rows + 1: where each row's user code starts in code_values (as
+    PredictRequest.user_code; a row without one is folded in). Both empty: no row has one.
+    """
+    code_values: _builtins.bytes
+    """float32 per entry: the rows' user codes."""
     @_builtins.property
     def preferences(self) -> Global___PackedRows:
         """Each row's preference vector (values as in SparseVector)."""
@@ -422,10 +441,12 @@ class PackedPredictRequest(_message.Message):
         rank_by: _builtins.bytes = ...,
         exclude_movie_ids: Global___PackedRows | None = ...,
         given_movie_ids: Global___PackedRows | None = ...,
+        code_offsets: _builtins.bytes = ...,
+        code_values: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["exclude_movie_ids", b"exclude_movie_ids", "given_movie_ids", b"given_movie_ids", "preferences", b"preferences"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_movie_ids", b"exclude_movie_ids", "given_movie_ids", b"given_movie_ids", "k", b"k", "model_version", b"model_version", "preferences", b"preferences", "rank_by", b"rank_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_offsets", b"code_offsets", "code_values", b"code_values", "exclude_movie_ids", b"exclude_movie_ids", "given_movie_ids", b"given_movie_ids", "k", b"k", "model_version", b"model_version", "preferences", b"preferences", "rank_by", b"rank_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
