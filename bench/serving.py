@@ -12,7 +12,13 @@ server process spent, per request. Prints a table and writes JSON (machine, comm
 settings, figures).
 
     python bench/serving.py [--data ../shared/data/ml-1m] [--model-dir DIR] [--duration 10]
+                            [--compare-model-dir DIR ...] [--compare-preset NAME ...]
     python bench/serving.py --smoke      # seconds, synthetic data (what CI runs)
+
+--compare-model-dir / --compare-preset serve further model versions (trained beforehand, or
+trained in the run from a preset), each on a stack and a Redis of its own after the main
+runs, and measure stored-user Recommend on them at c = 1 and 32: server CPU per request and
+RPS beside the main version's runs of the same workload, the side-by-side cost of a model.
 """
 
 from __future__ import annotations
@@ -35,7 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from recsys.data.movielens import RatingData  # noqa: E402
-from recsys.launcher import LocalStack, bench_inputs, wait_serving  # noqa: E402
+from recsys.launcher import (  # noqa: E402
+    SMOKE_MODEL,
+    LocalStack,
+    bench_inputs,
+    train_version,
+    wait_serving,
+)
 from recsys.loadtest import (  # noqa: E402
     LoadReport,
     LoadSettings,
@@ -108,6 +120,8 @@ TARGET_PROCESSES = {
     "model-batched": ["model-batched"],
 }
 ARTICLE_USERS = 20
+# the concurrencies at which a compared version's stored-user Recommend is measured
+COMPARE_CONCURRENCY = (1, 32)
 
 
 def article_predict_ms(model_dir: Path, data: RatingData, user_ids: list[int]) -> float | None:
@@ -273,6 +287,84 @@ def http_vs_grpc(grpc_run: dict, http_run: dict) -> dict[str, float | None]:
     }
 
 
+def start_loaded_stack(
+    model_dir: Path, data: RatingData, redis_dir: Path, **settings
+) -> tuple[LocalStack, dict[str, psutil.Process]]:
+    """A LocalStack serving `model_dir` on a Redis of its own, the version's features loaded,
+    and its server processes by name (as TARGET_PROCESSES names them)."""
+    from recsys.artifacts import resolve_version
+    from recsys.featurestore.loader import load_features
+
+    stack = LocalStack(model_dir=model_dir, redis_dir=redis_dir, log_level="WARNING", **settings)
+    try:
+        with sync_client(stack.start_redis()) as client:
+            load_features(client, resolve_version(model_dir), data.ratings, data.items)
+        stack.start_services()
+    except BaseException:
+        stack.stop()
+        raise
+    processes = {
+        name: psutil.Process(process.pid)
+        for name, process in [*stack.processes.items(), ("redis", stack.redis.process)]
+    }
+    return stack, processes
+
+
+def version_label(model_dir: Path) -> str:
+    """ "<kind> <version>" of the newest version in `model_dir`."""
+    from recsys.artifacts import load_artifact, resolve_version
+
+    path = resolve_version(model_dir)
+    return f"{load_artifact(path).kind} {path.name}"
+
+
+def compare_versions(
+    work: Path, data: RatingData, model_dirs: list[Path], duration: float, warmup: float
+) -> list[dict]:
+    """Stored-user Recommend at COMPARE_CONCURRENCY on each of `model_dirs`, one stack at a
+    time: the runs of `measure`, each with its version's label."""
+    compared = []
+    for n, model_dir in enumerate(model_dirs):
+        label = version_label(model_dir)
+        print(f"compared version {label} ...", flush=True)
+        stack, processes = start_loaded_stack(model_dir, data, work / f"redis-compare-{n}")
+        try:
+            targets = {"gateway": stack.address("gateway"), "feature": stack.address("feature")}
+            runs = [
+                (f"compare: {label}", "recommend-stored", "gateway", c) for c in COMPARE_CONCURRENCY
+            ]
+            for run in asyncio.run(measure(targets, processes, data, duration, warmup, runs)):
+                compared.append({**run, "model_dir": str(model_dir), "version": label})
+        finally:
+            stack.stop()
+    return compared
+
+
+def comparison_rows(main_label: str, main_runs: list[dict], compared: list[dict]) -> list[list]:
+    """One row per version and concurrency: RPS, latency, server CPU per request by process
+    and in all, and the CPU and RPS over the main version's run at the same concurrency."""
+    main = {r["concurrency"]: r for r in main_runs}
+    rows = []
+    for label, run in [(main_label, r) for r in main_runs] + [(r["version"], r) for r in compared]:
+        cpu, base = run["cpu_ms_per_request"], main.get(run["concurrency"])
+        total, base_total = total_cpu_ms(run), base and total_cpu_ms(base)
+        rows.append(
+            [
+                label,
+                run["concurrency"],
+                round(run["rps"]),
+                run["p50_ms"],
+                run["p99_ms"],
+                *(cpu.get(name) for name in ("gateway", "feature", "model", "redis")),
+                total,
+                total / base_total if total is not None and base_total else None,
+                run["rps"] / base["rps"] if base and base["rps"] else None,
+                f"{run['ok']}/{run['count']}",
+            ]
+        )
+    return rows
+
+
 def plot_sweep(sweep: list[dict], path: Path) -> None:
     """RPS and p99 of stored-user Recommend against concurrency, as a PNG."""
     import matplotlib
@@ -303,6 +395,19 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
+    parser.add_argument(
+        "--compare-model-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="a further model directory whose stored-user Recommend is measured beside the main",
+    )
+    parser.add_argument(
+        "--compare-preset",
+        action="append",
+        default=[],
+        help="a preset trained in the run (smoke settings with --smoke) and compared likewise",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serving.json")
     args = parser.parse_args(argv)
 
@@ -311,6 +416,11 @@ def main(argv=None) -> int:
         if args.smoke:
             args.duration, args.warmup = 1.0, 0.5
         data_dir, data, model_dir = bench_inputs(work, args.data, args.model_dir, smoke=args.smoke)
+        compare_dirs = list(args.compare_model_dir)
+        for preset in args.compare_preset:
+            print(f"training the {preset} preset ...", flush=True)
+            compare_dirs.append(work / f"models-{preset}")
+            train_version(data_dir, compare_dirs[-1], SMOKE_MODEL if args.smoke else {}, preset)
         echo_ports = {name: free_port() for name in ECHO_UPSTREAMS}
         echoes = {
             name: subprocess.Popen(
@@ -333,22 +443,14 @@ def main(argv=None) -> int:
             },
         )
         http_port = free_port()  # the gateway's HTTP/JSON side
-        stack = LocalStack(
-            model_dir=model_dir,
-            redis_dir=work / "redis",
-            log_level="WARNING",
-            environment={"HTTP_PORT": str(http_port)},
-        )
+        stack = None
         try:
             for name, process in echoes.items():
                 wait_serving(f"127.0.0.1:{echo_ports[name]}", 30, process)
             wait_serving(f"127.0.0.1:{batched_port}", 120, batched)
-            from recsys.artifacts import resolve_version
-            from recsys.featurestore.loader import load_features
-
-            with sync_client(stack.start_redis()) as client:
-                load_features(client, resolve_version(model_dir), data.ratings, data.items)
-            stack.start_services()
+            stack, stack_processes = start_loaded_stack(
+                model_dir, data, work / "redis", environment={"HTTP_PORT": str(http_port)}
+            )
             targets = {
                 **{name: f"127.0.0.1:{port}" for name, port in echo_ports.items()},
                 "gateway": stack.address("gateway"),
@@ -358,13 +460,11 @@ def main(argv=None) -> int:
                 "feature": stack.address("feature"),
             }
             processes = {
-                name: psutil.Process(process.pid)
-                for name, process in [
-                    *echoes.items(),
-                    ("model-batched", batched),
-                    *stack.processes.items(),
-                    ("redis", stack.redis.process),
-                ]
+                **{
+                    name: psutil.Process(process.pid)
+                    for name, process in [*echoes.items(), ("model-batched", batched)]
+                },
+                **stack_processes,
             }
             print("load runs ...", flush=True)
             results = asyncio.run(measure(targets, processes, data, args.duration, args.warmup))
@@ -377,10 +477,13 @@ def main(argv=None) -> int:
                 measure(targets, processes, data, args.duration, args.warmup, sweep_runs)
             )
         finally:
-            stack.stop()
+            if stack is not None:
+                stack.stop()
             for process in (*echoes.values(), batched):
                 process.terminate()
                 process.wait(10)
+        compared = compare_versions(work, data, compare_dirs, args.duration, args.warmup)
+        main_label = version_label(model_dir)
         users = sorted(data.ratings["user_id"].unique())[: 2 if args.smoke else ARTICLE_USERS]
         article_ms = article_predict_ms(model_dir, data, [int(u) for u in users])
 
@@ -440,6 +543,23 @@ def main(argv=None) -> int:
     ]
     print(format_table(["c", "RPS", "p50 ms", "p99 ms", "CPU ms/req"], sweep_rows))
     plot_sweep(sweep, args.out.with_suffix(".sweep.png"))
+    main_stored = [
+        r
+        for r in results
+        if r["target"] == "gateway"
+        and r["workload"] == "recommend-stored"
+        and r["concurrency"] in COMPARE_CONCURRENCY
+    ]
+    if compared:
+        header = [
+            "version", "c", "RPS", "p50 ms", "p99 ms", "gateway", "feature", "model", "Redis",
+            "CPU ms/req", "CPU of main", "RPS of main", "OK",
+        ]  # fmt: skip
+        print(format_table(header, comparison_rows(main_label, main_stored, compared)))
+        print(
+            "stored-user Recommend per served version (gateway ... Redis: server CPU ms per"
+            f" request; of main: over {main_label}'s run at the same concurrency)"
+        )
     http_cost = http_vs_grpc(grpc_c32, http_c32)
     if http_cost["rps_ratio"] is not None:
         print(
@@ -467,6 +587,8 @@ def main(argv=None) -> int:
         "runs": results,
         "http_vs_grpc": http_cost,
         "sweep": sweep,
+        "main_version": main_label,
+        "compared": compared,
         "article_predict_ms": article_ms,
         "speedup_vs_article": speedup,
         "model_predict_speedup_vs_article": model_speedup,

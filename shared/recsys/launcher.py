@@ -25,14 +25,17 @@ log = logging.getLogger(__name__)
 SERVICES = ("feature", "model", "gateway")
 
 
-def train_version(data_dir: Path, model_dir: Path, settings: dict[str, object]) -> None:
-    """`recsys train` of the default preset with `--set NAME=VALUE` for each setting, in a
-    child process (TensorFlow stays out of the caller), writing a version to `model_dir`;
-    raises CalledProcessError when training fails."""
+def train_version(
+    data_dir: Path, model_dir: Path, settings: dict[str, object], preset: str | None = None
+) -> None:
+    """`recsys train` of `preset` (None: the default one) with `--set NAME=VALUE` for each
+    setting, in a child process (TensorFlow stays out of the caller), writing a version to
+    `model_dir`; raises CalledProcessError when training fails."""
     overrides = [arg for name, value in settings.items() for arg in ("--set", f"{name}={value}")]
+    presets = [] if preset is None else ["--preset", preset]
     subprocess.run(
         [sys.executable, "-m", "recsys.cli", "train", "--data", str(data_dir)]
-        + ["--model-dir", str(model_dir), *overrides],
+        + ["--model-dir", str(model_dir), *presets, *overrides],
         check=True,
         stdout=subprocess.DEVNULL,
     )
