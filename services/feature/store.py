@@ -55,6 +55,9 @@ from services.feature.serial import PendingWrite, SerialWrites
 log = logging.getLogger(__name__)
 
 _NO_IDS = np.empty(0, np.int64)
+# a version's item codes (tens of MB at large catalogs) are read in GETRANGE pieces of this
+# many bytes, one round trip each: read whole, they would not arrive within REDIS_TIMEOUT_S
+ITEM_CODES_CHUNK = 1 << 20
 READY_TTL_S = 2.0  # how long a version seen "ready" is trusted before it is checked again
 
 
@@ -188,6 +191,7 @@ class FeatureStore:
         self.keys = KeyLayout(prefix)
         self._ready_versions: dict[str, float] = {}  # version → when it was last seen ready
         self._normalizations: dict[str, VersionModel] = {}
+        self._version_reads: dict[tuple[str, bool], asyncio.Future] = {}
 
     @_redis_errors
     async def ping(self) -> bool:
@@ -345,6 +349,22 @@ class FeatureStore:
         cached = self._normalizations.get(version)
         if cached is not None and (not require_ready or version in self._ready_versions):
             return cached  # callers resolve() first, which re-checks a version every few s
+        # one read per version for all callers (its item codes can be tens of MB), each
+        # caller getting its result or its error; a caller that gives up does not cancel it
+        key = (version, require_ready)
+        reading = self._version_reads.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_version_model(version, require_ready))
+            self._version_reads[key] = reading
+            reading.add_done_callback(lambda done: self._read_done(key, done))
+        return await asyncio.shield(reading)
+
+    def _read_done(self, key: tuple[str, bool], done: asyncio.Future) -> None:
+        self._version_reads.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every caller may have given up
+
+    async def _read_version_model(self, version: str, require_ready: bool) -> VersionModel:
         pipe = self._redis.pipeline(transaction=False)
         pipe.hmget(
             self.keys.meta(version),
@@ -352,8 +372,8 @@ class FeatureStore:
         )  # fmt: skip
         pipe.get(self.keys.items(version))
         pipe.get(self.keys.item_means(version))
-        pipe.get(self.keys.item_codes(version))
-        meta, items, item_means, item_codes = await pipe.execute()
+        pipe.strlen(self.keys.item_codes(version))
+        meta, items, item_means, codes_length = await pipe.execute()
         global_mean, low, high, status, fold_in_l2, code_size = meta
         if status is None or items is None or item_means is None:
             raise NotFound(f"model version {version} is not loaded")
@@ -370,9 +390,10 @@ class FeatureStore:
         )
         fold_in = None
         if fold_in_l2 is not None:
-            if code_size is None or item_codes is None:  # its codes are not written yet
+            if code_size is None or not codes_length:  # its codes are not written yet
                 raise NotFound(f"model version {version} is not loaded")
-            codes = layout.decode_item_codes(item_codes, int(code_size))
+            raw = await self._read_item_codes(version, codes_length)
+            codes = layout.decode_item_codes(raw, int(code_size))
             fold_in = FoldIn(codes, float(fold_in_l2))
         cached = VersionModel(
             values,
@@ -382,6 +403,19 @@ class FeatureStore:
         )
         self._normalizations[version] = cached
         return cached
+
+    async def _read_item_codes(self, version: str, length: int) -> bytes:
+        """P:ver:V:item_codes (`length` bytes) in ITEM_CODES_CHUNK pieces, one GETRANGE each;
+        the value never changes once its version is registered, so the pieces agree."""
+        key = self.keys.item_codes(version)
+        pieces = []
+        for start in range(0, length, ITEM_CODES_CHUNK):
+            end = min(start + ITEM_CODES_CHUNK, length) - 1
+            pieces.append(await self._redis.getrange(key, start, end))
+        raw = b"".join(pieces)
+        if len(raw) != length:
+            raise NotFound(f"model version {version} is not loaded: its item codes changed")
+        return raw
 
     # --- writes --------------------------------------------------------------------------------
     # Last writer wins per movie by acceptance stamp (recsys.featurestore.writes); one user's

@@ -105,6 +105,11 @@ class Predictor:
         first = np.array([self.index.item_ids[0]])
         one_rating = Rows.from_lists([first], [np.ones(1, np.float32)])
         self.predict_rows(one_rating, Outputs.single(1))
+        fold_in = fold_in_of(self.network)
+        if fold_in is not None:  # and a stored user's code
+            self.predict_rows(
+                one_rating, Outputs.single(1), Codes.from_lists([np.zeros(fold_in.code_size)])
+            )
         self.similar(int(self.index.item_ids[0]), 1)
 
     def predict_rows(

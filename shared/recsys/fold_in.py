@@ -8,6 +8,8 @@ product alone (docs/architecture.md, "Stored user codes"). NumPy only.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 
@@ -26,7 +28,12 @@ class FoldIn:
         # h̃, (n_items, k + 1) float64: the solve amplifies rounding (float32 h̃ moved
         # predictions by up to 3e-4 stars at λ = 3)
         self.features = np.hstack([codes64, np.ones((len(codes64), 1))])
-        self._features32 = self.features.astype(np.float32)  # for the serving product
+
+    @cached_property
+    def _features32(self) -> np.ndarray:
+        """h̃ in float32 for the serving product, made on first use: the feature service,
+        which only folds users in, never holds it."""
+        return self.features.astype(np.float32)
 
     @property
     def n_items(self) -> int:

@@ -121,6 +121,40 @@ def test_a_version_of_the_user_kind_stores_no_codes(trained_run, redis_url):
         assert len(reply.features.user_code) == 0
 
 
+def test_the_store_reads_large_item_codes_in_pieces_once_for_all_callers(item_stack, monkeypatch):
+    """Item codes of a large catalog are tens of MB: read whole they would not arrive
+    within the feature service's read timeout, so they come in GETRANGE pieces (here of 1 kB,
+    so the small model's codes take several), once for callers who ask together."""
+    import asyncio
+
+    import redis.asyncio
+
+    from services.feature import store as store_module
+    from tests.support.feature_data import with_store
+
+    monkeypatch.setattr(store_module, "ITEM_CODES_CHUNK", 1000)
+    spec = load_features_spec(item_stack.artifact.path)
+    version = item_stack.artifact.version
+    assert spec.fold_in.item_codes.nbytes > 3 * 1000
+    calls = []
+
+    async def body(store):
+        getrange = store._redis.getrange
+
+        async def counted(*args):
+            calls.append(args)
+            return await getrange(*args)
+
+        store._redis.getrange = counted
+        await asyncio.gather(*(store.normalization(version) for _ in range(8)))
+        return await store._version_normalization(version)
+
+    model = with_store(item_stack.redis_url, body, redis.asyncio.Connection)
+    assert len(calls) == -(-spec.fold_in.item_codes.nbytes // 1000)  # one read, in pieces
+    np.testing.assert_array_equal(model.fold_in.item_codes, spec.fold_in.item_codes)
+    assert model.fold_in.l2 == spec.fold_in.l2
+
+
 def test_every_write_recomputes_the_code_with_the_preferences(item_stack):
     spec = load_features_spec(item_stack.artifact.path)
     version = item_stack.artifact.version
