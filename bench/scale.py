@@ -975,8 +975,12 @@ def targets(results: dict[str, dict], args) -> list[dict]:
     item_run = find_run(item.get("serve", {}).get("runs", []), 32)
     add(
         "item kind: trains, serves, figures in the table", None,
-        f"trained in {item['train'].get('wall_s', 0):.0f} s, c=32 {item_run['rps']:.0f} RPS,"
-        f" p99 {item_run['p99_ms']:.0f} ms"
+        (
+            f"trained in {item['train']['wall_s']:.0f} s"
+            if "wall_s" in item.get("train", {})
+            else "model given"
+        )
+        + f", c=32 {item_run['rps']:.0f} RPS, p99 {item_run['p99_ms']:.0f} ms"
         + "".join(
             f", {name} {item_run[key]:.2f}× ML-1M's"
             for key, name in (("cpu_ratio", "CPU"), ("p99_ratio", "p99"))
