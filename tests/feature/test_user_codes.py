@@ -287,3 +287,45 @@ def test_the_gateway_serves_a_stored_user_from_their_code(item_stack):
     assert not np.allclose(
         [p.predicted_rating for p in after], [p.predicted_rating for p in before]
     )
+
+
+def test_a_write_during_a_rollout_keeps_each_live_versions_own_features(
+    trained_run, trained_item_run, redis_url
+):
+    """A default version active and an item version loaded beside it (then the other way
+    round): one online write maintains both, the item version's hash with a code folded in
+    from its own preferences, the default's with none."""
+    import redis.asyncio
+
+    from recsys.featurestore.loader import load_features
+    from tests.support.feature_data import with_store
+
+    (source, user_run), (_, item_run) = trained_run, trained_item_run
+    data = source.data
+    user_version, item_version = user_run.artifact_path.name, item_run.artifact_path.name
+    item_spec = load_features_spec(item_run.artifact_path)
+    movies = item_spec.index.item_ids[:4].tolist()
+    for order in ((user_run, item_run), (item_run, user_run)):
+        with redis.Redis.from_url(redis_url) as client:
+            client.flushall()
+            for run in order:
+                load_features(client, run.artifact_path, data.ratings, data.items, "recsys")
+            assert set(client.hkeys(KEYS.versions())) == {
+                user_version.encode(),
+                item_version.encode(),
+            }
+
+        async def write(store, active=order[-1].artifact_path.name):
+            ratings = dict(zip(movies, (5.0, 2.0, 4.0, 1.0), strict=True))
+            await store.upsert_ratings(NEW_USER, ratings, active)
+
+        with_store(redis_url, write, redis.asyncio.Connection)
+        with redis.Redis.from_url(redis_url) as client:
+            assert stored_code(client, user_version, NEW_USER) is None
+            assert client.hget(KEYS.user(user_version, NEW_USER), layout.USER_PREFS)
+            np.testing.assert_allclose(
+                stored_code(client, item_version, NEW_USER),
+                expected_code(item_spec.fold_in, item_spec, client, item_version, NEW_USER),
+                rtol=1e-6,
+                atol=1e-6,
+            )
