@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -447,7 +447,7 @@ class FeatureStore:
         (None: no limit) has passed."""
         change = Upsert(dict(ratings), accepted_at_us or arrival_stamp())
         outcome = await self._serial.submit(user_id, change, timeout_s)
-        return await self._features_after(user_id, outcome.ratings, version), outcome.created
+        return await self._features_after(user_id, outcome, version), outcome.created
 
     @_redis_errors
     async def delete_ratings(
@@ -465,7 +465,7 @@ class FeatureStore:
         ratings."""
         change = DeleteRatings(tuple(movie_ids), accepted_at_us or arrival_stamp())
         outcome = await self._serial.submit(user_id, change, timeout_s)
-        features = await self._features_after(user_id, outcome.ratings, version)
+        features = await self._features_after(user_id, outcome, version)
         return features, list(outcome.missing)
 
     @_redis_errors
@@ -600,6 +600,13 @@ class FeatureStore:
                 for pending, outcome in zip(writes, outcomes, strict=True):
                     pending.fail(outcome if isinstance(outcome, NotFound) else unconfirmed)
                 return
+            computed = dict(zip(live, features, strict=True))
+            outcomes = [
+                replace(o, features=computed)
+                if not isinstance(o, NotFound) and o.ratings == after.ratings
+                else o
+                for o in outcomes
+            ]
         for pending, outcome in zip(writes, outcomes, strict=True):
             if isinstance(outcome, NotFound):
                 pending.fail(outcome)
@@ -633,13 +640,25 @@ class FeatureStore:
             pipe.execute_command("WAIT", self._wait_replicas, max(1, int(timeout_s * 1000)))
         return await pipe.execute(raise_on_error=False)
 
-    async def _features_after(
-        self, user_id: int, ratings: dict[int, float], version: str
-    ) -> UserFeatures:
+    async def _features_after(self, user_id: int, outcome: Outcome, version: str) -> UserFeatures:
+        """The user's features under `version` after a write: those its round computed and
+        wrote, else (a superseded write, a version the round did not maintain, an earlier
+        change of the round) computed from the ratings right after it."""
+        ratings = outcome.ratings
         if not ratings:
             empty = (np.empty(0, np.int64), np.empty(0, np.float32))
             return UserFeatures(user_id, version, 0.0, {}, empty)
-        return await self._derive_user(version, user_id, ratings)
+        features = (outcome.features or {}).get(version)
+        if features is None:
+            return await self._derive_user(version, user_id, ratings)
+        return UserFeatures(
+            user_id=user_id,
+            model_version=version,
+            user_mean=features.user_mean,
+            ratings=ratings,
+            preferences=(features.movie_ids, features.preferences),
+            code=None if features.code is None else features.code.astype(np.float32),
+        )
 
     @_redis_errors
     async def get_items(self, version: str, movie_ids: Iterable[int]) -> dict[int, CatalogItem]:

@@ -329,3 +329,37 @@ def test_a_write_during_a_rollout_keeps_each_live_versions_own_features(
                 rtol=1e-6,
                 atol=1e-6,
             )
+
+
+def test_a_write_folds_the_user_in_once_and_answers_what_it_stored(item_stack, monkeypatch):
+    """The round that writes a user's code also answers with it: one solve per write and
+    live version, not one more for the answer."""
+    import redis.asyncio
+
+    from tests.support.feature_data import with_store
+
+    spec = load_features_spec(item_stack.artifact.path)
+    version = item_stack.artifact.version
+    movies = spec.index.item_ids[:3].tolist()
+    solves = []
+    code = FoldIn.code
+
+    def counted(self, columns, values):
+        solves.append(len(columns))
+        return code(self, columns, values)
+
+    async def write(store):
+        await store.normalization(version)  # the version's model read before counting
+        monkeypatch.setattr(FoldIn, "code", counted)
+        ratings = dict(zip(movies, (4.0, 2.0, 5.0), strict=True))
+        return await store.upsert_ratings(NEW_USER + 1, ratings, version)
+
+    features, created = with_store(item_stack.redis_url, write, redis.asyncio.Connection)
+    assert created and solves == [3]
+    with redis.Redis.from_url(item_stack.redis_url) as client:
+        np.testing.assert_array_equal(features.code, stored_code(client, version, NEW_USER + 1))
+        movie_ids, values = layout.decode_preferences(
+            client.hget(KEYS.user(version, NEW_USER + 1), layout.USER_PREFS)
+        )
+    np.testing.assert_array_equal(features.preferences[0], movie_ids)
+    np.testing.assert_array_equal(features.preferences[1], values)

@@ -272,13 +272,16 @@ class Outcome:
     had no ratings before it and has some after; missing: requested ids the user had not
     rated (DeleteRatings); removed: ratings it removed (DeleteUser); applied: movies whose
     stored state it changed (0: every movie lost to a newer stamp, the change was
-    superseded — not an error)."""
+    superseded — not an error); features: each live version's features of `ratings` when
+    the round that wrote it computed them (it was the round's last change), so its answer
+    needs no second computation."""
 
     ratings: dict[int, float]
     created: bool = False
     missing: tuple[int, ...] = ()
     removed: int = 0
     applied: int = 0
+    features: dict[str, VersionFeatures] | None = None
 
 
 def apply_change(state: UserState, user_id: int, change: Change) -> Outcome:
