@@ -39,6 +39,7 @@ from recsys.featurestore.writes import (
     Outcome,
     Upsert,
     UserState,
+    VersionFeatures,
     apply_args,
     apply_change,
     arrival_stamp,
@@ -113,6 +114,20 @@ class PackedUsers:
     preferences: Rows
     unused: Rows
     codes: Codes
+
+
+def _user_features(
+    user_id: int, version: str, ratings: dict[int, float], features: VersionFeatures
+) -> UserFeatures:
+    """UserFeatures of features computed from `ratings` (recsys.featurestore.writes)."""
+    return UserFeatures(
+        user_id=user_id,
+        model_version=version,
+        user_mean=features.user_mean,
+        ratings=ratings,
+        preferences=(features.movie_ids, features.preferences),
+        code=None if features.code is None else features.code.astype(np.float32),
+    )
 
 
 def _unused_ids(packed_ratings: bytes, prefs: bytes) -> np.ndarray:
@@ -326,14 +341,7 @@ class FeatureStore:
     ) -> UserFeatures:
         model = await self._version_normalization(version)
         features = compute_features(ratings, model.index, model.normalization, model.fold_in)
-        return UserFeatures(
-            user_id=user_id,
-            model_version=version,
-            user_mean=features.user_mean,
-            ratings=ratings,
-            preferences=(features.movie_ids, features.preferences),
-            code=None if features.code is None else features.code.astype(np.float32),
-        )
+        return _user_features(user_id, version, ratings, features)
 
     @_redis_errors
     async def normalization(self, version: str) -> VersionNormalization:
@@ -651,14 +659,7 @@ class FeatureStore:
         features = (outcome.features or {}).get(version)
         if features is None:
             return await self._derive_user(version, user_id, ratings)
-        return UserFeatures(
-            user_id=user_id,
-            model_version=version,
-            user_mean=features.user_mean,
-            ratings=ratings,
-            preferences=(features.movie_ids, features.preferences),
-            code=None if features.code is None else features.code.astype(np.float32),
-        )
+        return _user_features(user_id, version, ratings, features)
 
     @_redis_errors
     async def get_items(self, version: str, movie_ids: Iterable[int]) -> dict[int, CatalogItem]:
