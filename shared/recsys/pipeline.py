@@ -4,6 +4,7 @@ version again."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -69,6 +70,12 @@ def split_for(config: TrainConfig, split: Split) -> tuple[pd.DataFrame, pd.DataF
     return split.train, None
 
 
+def served_ratings(config: TrainConfig, split: Split) -> pd.DataFrame:
+    """The ratings the served weights were trained on: all of train after a refit, else
+    split_for's training ratings."""
+    return split.train if config.refit else split_for(config, split)[0]
+
+
 @dataclass
 class TrainingRun:
     artifact_path: Path
@@ -89,6 +96,9 @@ class ScoredModel:
     scores: list[Scores]
     leaked_pairs: int
     split: Split
+    # The run trained on the fit part that validation chose with: `trained` itself, unless
+    # `trained` is its refit on train (TrainConfig.refit).
+    chosen: object = None
 
     @property
     def final_loss(self) -> float:
@@ -107,23 +117,35 @@ def train_and_score(
     ease_cache: dict | None = None,
 ) -> ScoredModel:
     """Train `config` on the evaluation split, fit its relevance ranking (EASE + the rating
-    weight chosen on validation) and score it and the baselines on the test ratings."""
-    from recsys.model.registry import train_autoencoder  # deferred: TensorFlow start-up
+    weight chosen on validation) and score it and the baselines on the test ratings. With
+    `config.refit`, what is scored (and saved) is the refit on all of train; the epoch count,
+    the kind's own choices and the ranking weight stay those the validation part chose."""
+    from recsys.model.registry import get_kind, train_autoencoder  # deferred: TensorFlow
 
     split = split or split_ratings(source.data.ratings, seed=SPLIT_SEED)
     fit, validation = split_for(config, split)
     trained = train_autoencoder(
         fit, validation, config, rating_scale=source.data.rating_scale, progress=progress
     )
+    chosen = trained
+    if config.refit:
+        trained = refitted(
+            get_kind(config.kind).refit(
+                split.train, chosen, rating_scale=source.data.rating_scale, progress=progress
+            ),
+            chosen,
+            len(split.train),
+        )
     network = trained.network
     ranking = fit_relevance_ranking(
-        network,
-        trained.index,
-        trained.normalization,
+        chosen.network,
+        chosen.index,
+        chosen.normalization,
         split,
         neighbors=config.relevance_neighbors,
         row_limit=config.relevance_row_limit,
         easier=ease_cache,
+        serving=(trained.index, trained.normalization),
     )
     scores = evaluate_all(
         network,
@@ -140,7 +162,30 @@ def train_and_score(
             ranking.ranking.row_limit,
         ),
     )
-    return ScoredModel(trained, ranking, scores, leaked_pairs(split.train, split.test), split)
+    leaked = leaked_pairs(split.train, split.test)
+    return ScoredModel(trained, ranking, scores, leaked, split, chosen)
+
+
+def refitted(refit, chosen, training_ratings: int):
+    """The refit TrainedModel as the run reports it: the chosen run's history, validation
+    RMSE and kind metadata (what validation decided), the refit's own length and time under
+    "refit"."""
+    return dataclasses.replace(
+        refit,
+        history=chosen.history,
+        best_epoch=chosen.best_epoch,
+        validation_rmse=chosen.validation_rmse,
+        seconds=chosen.seconds + refit.seconds,
+        metadata={
+            **chosen.metadata,
+            "refit": {
+                "epochs": refit.best_epoch,
+                "seconds": round(refit.seconds, 2),
+                "training_ratings": training_ratings,
+                "loss": refit.history.get("loss", []),
+            },
+        },
+    )
 
 
 def train_and_evaluate(
@@ -156,7 +201,7 @@ def train_and_evaluate(
     new version's name), also write the evaluation report and its figures there."""
     scored = train_and_score(source, config, progress=progress)
     trained, scores, split = scored.trained, scored.scores, scored.split
-    fit, _ = split_for(config, split)
+    fit = served_ratings(config, split)
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dataset": {

@@ -45,18 +45,20 @@ def fit_relevance_ranking(
     row_limit: int = DEFAULT_ROW_LIMIT,
     weights: tuple[float, ...] = PREFERENCE_WEIGHTS,
     easier: dict | None = None,
+    serving: tuple[ItemIndex, Normalization] | None = None,
 ) -> RankingFit:
     """Choose the preference weight by NDCG@10 on the validation part (EASE fitted on the fit
     part, users' fit ratings as input), then refit EASE on train for serving. Test ratings
     are never read. `neighbors`, `row_limit`: dense EASE or its sparse form (recsys.ease.Ease.fit).
     `easier` caches EASE fits by (part, items, λ, neighbours, row limit) across calls (the
-    sweep)."""
+    sweep). `serving`: the items and normalization of the network that serves when it is
+    not `network` (a refit on train), which the served EASE weights then cover."""
     cache = easier if easier is not None else {}
 
-    def ease_on(part: str, ratings: pd.DataFrame) -> Ease:
-        key = (part, index.item_ids.tobytes(), l2, neighbors, row_limit)
+    def ease_on(part: str, ratings: pd.DataFrame, items: ItemIndex, norm) -> Ease:
+        key = (part, items.item_ids.tobytes(), l2, neighbors, row_limit)
         if key not in cache:
-            matrix = preference_matrix(ratings, index, normalization).matrix
+            matrix = preference_matrix(ratings, items, norm).matrix
             cache[key] = Ease.fit(matrix, l2, neighbors, row_limit)
         return cache[key]
 
@@ -65,7 +67,7 @@ def fit_relevance_ranking(
     inputs = preference_matrix(
         split.fit, index, normalization, user_ids=np.array(sorted(relevant), dtype=np.int64)
     )
-    on_fit = ease_on("fit", split.fit)
+    on_fit = ease_on("fit", split.fit, index, normalization)
 
     def blends(rated):
         predicted = network.predict(rated)  # once per chunk, for every weight
@@ -75,6 +77,6 @@ def fit_relevance_ranking(
 
     results = ranking_qualities(inputs, relevant, blends)
     best = max(results, key=lambda w: (results[w][1] or 0.0, -w))
-    on_train = ease_on("train", split.train)
+    on_train = ease_on("train", split.train, *(serving or (index, normalization)))
     ranking = ItemItemRanking(on_train.weights, l2, best, on_train.neighbors, on_train.row_limit)
     return RankingFit(ranking, results)

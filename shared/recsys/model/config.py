@@ -44,6 +44,10 @@ class TrainConfig:
     early_stopping: str = "loss"  # "loss" (article) or "validation" (validation RMSE)
     patience: int = 3
     min_delta: float = 1e-5
+    # After stopping on validation: train again on all of train (fit + validation) for the
+    # chosen number of epochs, every setting chosen on validation kept, and serve that. The
+    # validation ratings then inform the served weights too; the test ratings never do.
+    refit: bool = False
     seed: int = 0
     # Neighbours per item kept by the "relevance" ranking's item-item weights: -1 (auto)
     # keeps every other item (dense EASE) up to 12,000 items and the top 300 above
@@ -79,6 +83,12 @@ class TrainConfig:
             (self.max_epochs > 0, "max_epochs", "must be positive"),
             (self.early_stopping in STOPPING, "early_stopping", f"must be one of {STOPPING}"),
             (self.patience >= 0, "patience", "must be ≥ 0"),
+            (isinstance(self.refit, bool), "refit", "must be true or false"),
+            (
+                not self.refit or self.early_stopping == "validation",
+                "refit",
+                "needs early_stopping validation (stopping on the loss trains on all of train)",
+            ),
             (self.relevance_neighbors >= AUTO_NEIGHBORS, "relevance_neighbors", "must be ≥ -1"),
             (self.relevance_row_limit >= 0, "relevance_row_limit", "must be ≥ 0 (0: no limit)"),
         ]

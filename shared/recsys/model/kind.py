@@ -49,6 +49,19 @@ class ModelKind(ABC):
         that form on `validation`, which the sweep ranks configurations by."""
 
     @abstractmethod
+    def refit(
+        self,
+        train: pd.DataFrame,
+        chosen: TrainedModel,
+        *,
+        rating_scale: tuple[float, float],
+        progress: bool,
+    ) -> TrainedModel:
+        """Train `chosen.config` again on all of `train` (fit + validation) for
+        `chosen.best_epoch` epochs, keeping every setting `chosen` picked on validation, and
+        reading no held-out ratings (TrainConfig.refit)."""
+
+    @abstractmethod
     def save(self, trained: TrainedModel, directory: Path) -> None:
         """Write this kind's `files` of `trained` into the (staging) version directory."""
 

@@ -164,7 +164,7 @@ def trained_model(
     model: keras.Model,
     network: Network,
     history: keras.callbacks.History,
-    monitor: str,
+    monitor: str | None,
     index: ItemIndex,
     normalization: Normalization,
     config: TrainConfig,
@@ -175,8 +175,9 @@ def trained_model(
     metadata: dict[str, Any] | None = None,
 ) -> TrainedModel:
     """The TrainedModel of a finished fit: its per-epoch history as floats, the best epoch
-    by `monitor` (1-based) and the seconds since `started` (time.perf_counter()). Without a
-    `validation_rmse` of its own, the lowest per-epoch val_rmse (the restored epoch's)."""
+    by `monitor` (1-based; None: the last, for a refit of fixed length) and the seconds since
+    `started` (time.perf_counter()). Without a `validation_rmse` of its own, the lowest
+    per-epoch val_rmse (the restored epoch's)."""
     floats = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     if validation_rmse is None and floats.get("val_rmse"):
         validation_rmse = min(floats["val_rmse"])
@@ -188,7 +189,11 @@ def trained_model(
         config=config,
         rating_scale=rating_scale,
         history=floats,
-        best_epoch=int(np.argmin(history.history[monitor])) + 1,
+        best_epoch=(
+            int(np.argmin(history.history[monitor])) + 1
+            if monitor is not None
+            else len(history.history["loss"])
+        ),
         seconds=time.perf_counter() - started,
         validation_rmse=validation_rmse,
         metadata=metadata or {},

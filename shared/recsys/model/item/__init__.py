@@ -49,6 +49,19 @@ class ItemKind(ModelKind):
             fit, validation, config, rating_scale=rating_scale, progress=progress
         )
 
+    def refit(self, train, chosen, *, rating_scale, progress):
+        """The chosen epoch count and fold-in λ, on all of train."""
+        from recsys.model.item.training import train_item_autoencoder
+
+        return train_item_autoencoder(
+            train,
+            None,
+            chosen.config,
+            rating_scale=rating_scale,
+            progress=progress,
+            refit=(chosen.best_epoch, chosen.network.fold_in_l2),
+        )
+
     def save(self, trained, directory: Path) -> None:
         """model.keras (an uncompiled copy with the trained weights), the item codes and the
         fold-in λ."""

@@ -94,10 +94,13 @@ def train_item_autoencoder(
     *,
     rating_scale: tuple[float, float],
     progress: bool = False,
+    refit: tuple[int, float] | None = None,
 ) -> TrainedModel:
     """I-AutoRec on the items' columns of the fit preferences. Needs validation ratings (the
-    fold-in λ is chosen on them); its validation RMSE is the chosen fold-in's."""
-    if validation is None or not len(validation):
+    fold-in λ is chosen on them); its validation RMSE is the chosen fold-in's. `refit`
+    (epochs, fold-in λ) trains exactly that many epochs and keeps that λ, reading no
+    validation ratings."""
+    if refit is None and (validation is None or not len(validation)):
         raise ValueError("the item autoencoder needs validation ratings to choose its fold-in λ")
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
@@ -117,6 +120,24 @@ def train_item_autoencoder(
     trainer = ObservedEntryTrainer(model)
     # Not XLA-compiled: batches vary in length, as the user kind's do.
     trainer.compile(optimizer=make_optimizer(config), jit_compile=False)
+    batches = ObservedEntryBatches(columns, config.batch_size, config.seed)
+    if refit is not None:
+        epochs, fold_in_l2 = refit
+        history = trainer.fit(
+            batches, epochs=epochs, callbacks=[EpochLog(epochs)], verbose=1 if progress else 0
+        )
+        folded = ItemAutoencoder(item_codes(model, columns), fold_in_l2)
+        return trained_model(
+            model,
+            folded,
+            history,
+            None,
+            index,
+            normalization,
+            config,
+            rating_scale,
+            started,
+        )
     held_out = ValidationSet.build(fit, validation, index, normalization, rating_scale)
     callbacks = [
         ItemValidationRMSE(model, columns, users.user_ids, held_out, normalization, rating_scale),
@@ -124,10 +145,7 @@ def train_item_autoencoder(
         EpochLog(config.max_epochs),
     ]
     history = trainer.fit(
-        ObservedEntryBatches(columns, config.batch_size, config.seed),
-        epochs=config.max_epochs,
-        callbacks=callbacks,
-        verbose=1 if progress else 0,
+        batches, epochs=config.max_epochs, callbacks=callbacks, verbose=1 if progress else 0
     )
     folded, scores = choose_fold_in(
         item_codes(model, columns), held_out, normalization, rating_scale, config.seed

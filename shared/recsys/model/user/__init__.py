@@ -24,6 +24,18 @@ class UserKind(ModelKind):
             fit, validation, config, rating_scale=rating_scale, progress=progress
         )
 
+    def refit(self, train, chosen, *, rating_scale, progress):
+        from recsys.model.user.training import train_user_autoencoder
+
+        return train_user_autoencoder(
+            train,
+            None,
+            chosen.config,
+            rating_scale=rating_scale,
+            progress=progress,
+            epochs=chosen.best_epoch,
+        )
+
     def save(self, trained, directory: Path) -> None:
         """model.keras: an uncompiled copy with the trained weights (no loss, no optimizer
         state, so loading needs no custom objects)."""

@@ -60,8 +60,10 @@ def train_user_autoencoder(
     *,
     rating_scale: tuple[float, float],
     progress: bool = False,
+    epochs: int | None = None,
 ) -> TrainedModel:
-    """Train on `fit`; `validation` (may be None with loss-based stopping) feeds val_rmse."""
+    """Train on `fit`; `validation` (may be None with loss-based stopping) feeds val_rmse.
+    With `epochs` (a refit): exactly that many epochs, no validation, no early stopping."""
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     index, normalization = items_and_normalization(fit, config)
@@ -85,16 +87,19 @@ def train_user_autoencoder(
     )
 
     callbacks: list[keras.callbacks.Callback] = []
-    if validation is not None and len(validation):
-        held_out = ValidationSet.build(fit, validation, index, normalization, rating_scale)
-        callbacks.append(ValidationRMSE(recommender, held_out, normalization, rating_scale))
-    elif config.early_stopping == "validation":
-        raise ValueError("early stopping on validation RMSE needs validation ratings")
-    monitor = "val_rmse" if config.early_stopping == "validation" else "loss"
-    callbacks.append(early_stopping(config, monitor))
-    callbacks.append(EpochLog(config.max_epochs))
+    monitor: str | None = None
+    if epochs is None:
+        if validation is not None and len(validation):
+            held_out = ValidationSet.build(fit, validation, index, normalization, rating_scale)
+            callbacks.append(ValidationRMSE(recommender, held_out, normalization, rating_scale))
+        elif config.early_stopping == "validation":
+            raise ValueError("early stopping on validation RMSE needs validation ratings")
+        monitor = "val_rmse" if config.early_stopping == "validation" else "loss"
+        callbacks.append(early_stopping(config, monitor))
+    n_epochs = config.max_epochs if epochs is None else epochs
+    callbacks.append(EpochLog(n_epochs))
     history = trainer.fit(
-        batches, epochs=config.max_epochs, callbacks=callbacks, verbose=1 if progress else 0
+        batches, epochs=n_epochs, callbacks=callbacks, verbose=1 if progress else 0
     )
     return trained_model(
         recommender,
