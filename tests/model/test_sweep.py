@@ -83,3 +83,65 @@ def test_the_sweep_ranks_by_what_serves():
     assert trained_model(*run, validation_rmse=0.85).validation_rmse == 0.85
     no_validation = SimpleNamespace(history={"loss": [1.0, 0.9]})
     assert trained_model(None, None, no_validation, "loss", *run[4:]).validation_rmse is None
+
+
+def test_a_config_may_start_from_another_preset():
+    from recsys.model.config import PRESETS
+
+    base = PRESETS["default"]
+    (_, item) = configurations(base, {}, [parse_config("preset=item encoding_size=16")])
+    assert item == PRESETS["item"].replace(encoding_size=16)
+    with pytest.raises(InvalidArgument) as caught:
+        configurations(base, {}, [parse_config("preset=nonesuch")])
+    assert caught.value.field == "config"
+
+
+def test_the_blend_is_least_squares_on_validation_and_scored_on_test():
+    import numpy as np
+
+    from recsys.sweep import Blend
+
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(1, 5, 400), rng.uniform(1, 5, 400)
+    truth = np.clip(0.3 * a + 0.6 * b + 0.4, 1, 5)
+    validation = np.column_stack([a, b])
+    validation[0, 1] = np.nan  # not covered by one configuration: left out
+    test = np.column_stack([a[::-1], b[::-1]])
+    blend = Blend.fit(["a", "b"], validation, truth, test, truth[::-1], (1.0, 5.0))
+    np.testing.assert_allclose(blend.weights, [0.3, 0.6], atol=1e-9)
+    assert blend.intercept == pytest.approx(0.4)
+    assert blend.validation_rmse == pytest.approx(0.0, abs=1e-9)
+    assert blend.test_rmse == pytest.approx(0.0, abs=1e-9) and blend.test_pairs == 400
+    single = min(np.sqrt(np.mean((test[:, j] - truth[::-1]) ** 2)) for j in range(2))
+    assert blend.best_single_test_rmse == pytest.approx(single)
+    assert "| b | 0.6000 |" in blend.markdown()
+
+
+@pytest.mark.slow
+def test_sweep_blends_a_user_and_an_item_configuration(synthetic_dir, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--data", str(synthetic_dir), "--no-download", "--out", str(out)]
+    args += ["--set", "encoding_size=8", "--set", "max_epochs=6", "--blend"]
+    args += ["--config", "preset=item encoding_size=8 max_epochs=6 batch_size=32 refit=true"]
+    assert main(args) == 0
+    result = json.loads((out / "sweep.json").read_text())
+    blend, rows = result["blend"], result["rows"]
+    assert blend["labels"] == [r["label"] for r in rows] and len(blend["weights"]) == 2
+    # least squares with an intercept on the validation pairs does no worse there than
+    # either configuration alone (every one of them covers the same catalog here)
+    assert blend["validation_rmse"] <= min(r["validation_rmse"] for r in rows) + 1e-6
+    assert blend["test_pairs"] > 0 and blend["test_rmse"] > 0
+    assert "Blend: validation RMSE" in (out / "sweep.md").read_text()
+
+
+def test_a_blend_needs_two_configurations_that_stop_on_validation(synthetic_dir):
+    # refused before anything trains
+    from recsys.model.config import PRESETS
+    from recsys.pipeline import find_data
+    from recsys.sweep import run_sweep
+
+    source = find_data(synthetic_dir, download=None)
+    for configs in ([PRESETS["default"]], [PRESETS["default"], PRESETS["article"]]):
+        with pytest.raises(InvalidArgument) as caught:
+            run_sweep(source, configs, PRESETS["default"], blend=True)
+        assert caught.value.field == "blend"
