@@ -172,6 +172,22 @@ def trained_item_run(synthetic_dir, tmp_path_factory):
     return source, train_and_evaluate(source, config, tmp_path_factory.mktemp("item_models"))
 
 
+@pytest.fixture(scope="session")
+def trained_blend_run(synthetic_dir, tmp_path_factory):
+    """(DataSource, TrainingRun) of the blend preset, its parts (the default and item presets)
+    shrunk as above, on the synthetic data."""
+    from recsys.model.config import PRESETS
+    from recsys.pipeline import find_data, train_and_evaluate
+
+    source = find_data(synthetic_dir, download=None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(PRESETS, "default", PRESETS["default"].replace(**TINY_TRAINING))
+        patch.setitem(PRESETS, "item", PRESETS["item"].replace(**TINY_ITEM))
+        models = tmp_path_factory.mktemp("blend_models")
+        run = train_and_evaluate(source, PRESETS["blend"], models, report_dir=models / "report")
+    return source, run
+
+
 def team_data(name: str) -> Path:
     """A dataset of ../shared/data; CI always has it, so its absence is a failure."""
     path = TEAM_DATA / name

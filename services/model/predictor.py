@@ -167,15 +167,15 @@ class Predictor:
         )
 
     def _predicted(self, inputs: sp.csr_matrix, codes: Codes | None) -> np.ndarray:
-        """(n, n_items) float32 predicted preferences: the network's from `inputs`, but the
-        item codes' product with the code of each row that has one."""
+        """(n, n_items) float32 predicted preferences: the network's from `inputs`, but from
+        the code of each row that has one where the network folds users in (predict_coded:
+        the item kind's product with the item codes, a blend's parts summed)."""
         coded = np.flatnonzero(np.diff(codes.offsets) > 0) if codes is not None else _NO_IDS
         if not len(coded):
             return self.network.predict(inputs)
-        fold_in = fold_in_of(self.network)
         predicted = np.empty(inputs.shape, np.float32)
         stacked = np.stack([codes.code(j) for j in coded.tolist()])
-        predicted[coded] = fold_in.predict_codes(stacked)
+        predicted[coded] = self.network.predict_coded(inputs[coded], stacked)
         plain = np.setdiff1d(np.arange(inputs.shape[0]), coded)
         if len(plain):
             predicted[plain] = self.network.predict(inputs[plain])

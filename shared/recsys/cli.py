@@ -79,10 +79,7 @@ def cmd_train(args) -> int:
         command=command_line(),
     )
     print(f"model version {run.artifact_path.name} saved in {run.artifact_path.parent}")
-    print(
-        f"preset {args.preset}: {run.epochs} epochs (best {run.best_epoch}), "
-        f"loss {run.final_loss:.4f}, {run.seconds:.1f}s"
-    )
+    print(f"preset {args.preset}: {run.summary}")
     print(scores_table(run.scores))
     if run.report_path:
         print(f"report and figures: {run.report_path}")

@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== training preset '{preset}' ==", flush=True)
         run = train_and_evaluate(source, PRESETS[preset], args.model_dir)
         runs[preset] = run
-        print(
-            f"version {run.artifact_path.name}: {run.epochs} epochs (best {run.best_epoch}), "
-            f"loss {run.final_loss:.4f}, {run.seconds:.1f}s"
-        )
+        print(f"version {run.artifact_path.name}: {run.summary}")
         print(scores_table(run.scores), "\n", flush=True)
         report[preset] = {
             "version": run.artifact_path.name,

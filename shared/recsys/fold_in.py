@@ -86,5 +86,6 @@ class FoldIn:
 
 
 def fold_in_of(network) -> FoldIn | None:
-    """The fold-in a network predicts with (the item kind's), else None."""
+    """The fold-in a network predicts with (the item kind's, or a blend's with an item-kind
+    part), else None. A network that has one also has predict_coded(preferences, codes)."""
     return getattr(network, "fold_in", None)

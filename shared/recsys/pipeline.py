@@ -82,9 +82,25 @@ class TrainingRun:
     scores: list[Scores]
     best_epoch: int
     epochs: int
-    final_loss: float
+    final_loss: float | None  # None for a blend
     seconds: float
     report_path: Path | None = None
+    summary: str = ""  # one line on how it trained (run_summary)
+
+
+def run_summary(trained, final_loss: float | None) -> str:
+    """'19 epochs (best 16), loss 0.7212, refit on train, 96.9s'; a blend names its parts and
+    their weights instead of epochs."""
+    refit = ", refit on train" if trained.config.refit else ""
+    blend = trained.metadata.get("blend")
+    if blend:
+        parts = " + ".join(f"{p['weight']:.4f} × {p['preset']}" for p in blend["parts"])
+        return f"blend {parts}{refit}, {trained.seconds:.1f}s"
+    epochs = len(trained.history.get("loss", []))
+    return (
+        f"{epochs} epochs (best {trained.best_epoch}), loss {final_loss:.4f}{refit}, "
+        f"{trained.seconds:.1f}s"
+    )
 
 
 @dataclass
@@ -101,8 +117,10 @@ class ScoredModel:
     chosen: object = None
 
     @property
-    def final_loss(self) -> float:
+    def final_loss(self) -> float | None:
         history, config = self.trained.history, self.trained.config
+        if not history.get("loss"):  # a blend: its parts trained, each with its own loss
+            return None
         if config.early_stopping == "loss":
             return history["loss"][self.trained.best_epoch - 1]
         return history["loss"][-1]
@@ -179,7 +197,7 @@ def refitted(refit, chosen, training_ratings: int):
         metadata={
             **chosen.metadata,
             "refit": {
-                "epochs": refit.best_epoch,
+                "epochs": refit.best_epoch if refit.history.get("loss") else None,  # blend: parts
                 "seconds": round(refit.seconds, 2),
                 "training_ratings": training_ratings,
                 "loss": refit.history.get("loss", []),
@@ -254,6 +272,7 @@ def train_and_evaluate(
         final_loss=scored.final_loss,
         seconds=trained.seconds,
         report_path=report_path,
+        summary=run_summary(trained, scored.final_loss),
     )
 
 
@@ -341,6 +360,7 @@ def write_model_report(
             test_ratings=len(split.test),
             history=training.get("history", {}),
             best_epoch=training.get("best_epoch"),
+            refit=metadata.get("refit", {}),
             ranking=metadata.get("ranking", {}),
             model_section=kind_of_version(config).report_lines(metadata),
             command=command,

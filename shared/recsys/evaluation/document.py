@@ -26,9 +26,26 @@ class ReportInput:
     test_ratings: int
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int | None = None
+    refit: dict = field(default_factory=dict)  # metadata.json's "refit", after a refit
     ranking: dict = field(default_factory=dict)  # RankingFit.to_dict(), when recorded
     model_section: list[str] = field(default_factory=list)  # ModelKind.report_lines
     command: str = ""  # the command that produced the report
+
+
+def training_line(report: ReportInput) -> str:
+    """How the served weights were trained, in a sentence."""
+    epochs = len(report.history.get("loss", []))
+    refit = report.refit
+    if not epochs:  # a blend: each part's epochs are in its section
+        line = "Training: each part of the blend as its preset trains it (the blend above)."
+        return line + (" Each part was then refit on all of train." if refit else "")
+    line = f"Training: {epochs} epochs, weights of epoch {report.best_epoch} kept."
+    if refit:
+        line += (
+            f" Then trained again on all {refit['training_ratings']:,} train ratings (fit + "
+            f"validation) for {refit['epochs']} epochs: those are the weights served."
+        )
+    return line
 
 
 def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
@@ -101,11 +118,10 @@ def write_report(
             "",
         ]
     lines += report.model_section
-    epochs = len(report.history.get("loss", []))
     lines += [
         "## Figures",
         "",
-        f"Training: {epochs} epochs, weights of epoch {report.best_epoch} kept.",
+        training_line(report),
         "",
         f"![training curves]({TRAINING_CURVES})",
         "",

@@ -23,6 +23,10 @@ class TrainConfig:
     # preference vector (and its deeper option); "item", I-AutoRec over an item's column of
     # preferences (recsys.model.item says which settings apply to it).
     kind: str = DEFAULT_KIND
+    # The presets a "blend" combines (recsys.model.blend), e.g. ("default", "item"); each
+    # part trains with its own preset's settings, and the settings below the kind's other
+    # than early_stopping and refit do not apply to the blend itself. Empty for other kinds.
+    components: tuple[str, ...] = ()
     top_n: int | None = None  # keep the N most-rated items (article: 500) ...
     min_ratings: int | None = None  # ... or every item with at least M ratings; neither: all
     encoding_size: int = 25  # k, the width of the code layer (article: 25)
@@ -68,6 +72,15 @@ class TrainConfig:
         ):
             raise InvalidArgument("hidden_layers must be a list of widths", field="hidden_layers")
         object.__setattr__(self, "hidden_layers", tuple(self.hidden_layers))
+        if isinstance(self.components, str):  # --set components=default
+            object.__setattr__(self, "components", (self.components,))
+        if not isinstance(self.components, list | tuple) or not all(
+            isinstance(name, str) for name in self.components
+        ):
+            raise InvalidArgument("components must be a list of preset names", field="components")
+        object.__setattr__(self, "components", tuple(self.components))
+        if self.components and self.kind != "blend":
+            raise InvalidArgument("components are the parts of a blend only", field="components")
         get_kind(self.kind).check_config(self)  # an unknown kind, then the kind's own checks
         checks = [
             (self.encoding_size > 0, "encoding_size", "must be positive"),
@@ -107,6 +120,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["hidden_layers"] = list(self.hidden_layers)  # JSON has lists, not tuples
+        values["components"] = list(self.components)
         return values
 
     @classmethod
@@ -162,4 +176,11 @@ PRESETS["item"] = TrainConfig(
     early_stopping="validation",
     patience=5,
     min_delta=0.0,
+)
+
+# The user autoencoder and the item kind blended (recsys.model.blend): both trained on the fit
+# part as their presets say, weights fitted on validation, each part then refit on all of
+# train.
+PRESETS["blend"] = TrainConfig(
+    kind="blend", components=("default", "item"), early_stopping="validation", refit=True
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from recsys.errors import ArtifactError, InvalidArgument
+from recsys.model.blend import BlendKind
 from recsys.model.item import ItemKind
 from recsys.model.kind import ModelKind
 from recsys.model.user import UserKind
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from recsys.model.config import TrainConfig
     from recsys.model.training import TrainedModel
 
-KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (UserKind(), ItemKind())}
+KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (UserKind(), ItemKind(), BlendKind())}
 KIND_NAMES = tuple(KINDS)
 DEFAULT_KIND = "user"  # TrainConfig's default, and the kind of a version saved without one
 

@@ -98,6 +98,11 @@ class ItemAutoencoder:
         gram[np.diag_indices_from(gram)] += self.fold_in_l2
         return np.linalg.solve(gram, values) @ rated_rows
 
+    def predict_coded(self, preferences, codes: np.ndarray) -> np.ndarray:
+        """Rows of users whose code is stored (recsys.fold_in): the product with the item
+        codes alone, no solve; `preferences` are not needed."""
+        return self.fold_in.predict_codes(codes)
+
     def predict_pairs(self, preferences, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """Predicted preference of row `rows[j]` at column `columns[j]`: h̃_column · w_row for
         the pairs only, each user folded in once, never a full (batch, n_items) row (choosing
