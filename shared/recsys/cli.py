@@ -214,7 +214,7 @@ def cmd_sweep(args) -> int:
     )
     source = find_data(args.data, download=None if args.no_download else "ml-1m")
     log.info("sweep of %d configurations on %s (%s)", len(configs), source.path, source.how)
-    result = run_sweep(source, configs, base, progress=True, blend=args.blend)
+    result = run_sweep(source, configs, base, progress=True)
     out = args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     markdown, data = write_sweep(result, out)
     print(result.markdown())
@@ -529,8 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of the --vary values (or each value alone with --one-at-a-time), then each "
         "--config ('preset=item ...' starts from another preset). Every run trains, fits "
         "its relevance ranking and is scored on the evaluation split beside EASE; the best is "
-        "the lowest validation RMSE. --blend adds a least-squares blend of their predicted "
-        "ratings. Writes sweep.md and sweep.json to --out.",
+        "the lowest validation RMSE. Writes sweep.md and sweep.json to --out.",
     )
     p.add_argument("--data", type=Path, help="MovieLens directory (default: download ML-1M)")
     p.add_argument("--no-download", action="store_true", help="never try the network")
@@ -548,11 +547,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="'NAME=V NAME=V'",
         help="one more configuration, e.g. 'hidden_layers=[256] activation=selu'",
-    )
-    p.add_argument(
-        "--blend",
-        action="store_true",
-        help="also blend the configurations' predicted ratings, weights fitted on validation",
     )
     p.add_argument("--out", type=Path, help="output directory (default: runs/sweep-<time>)")
     p.set_defaults(run=cmd_sweep)

@@ -112,9 +112,6 @@ class ScoredModel:
     scores: list[Scores]
     leaked_pairs: int
     split: Split
-    # The run trained on the fit part that validation chose with: `trained` itself, unless
-    # `trained` is its refit on train (TrainConfig.refit).
-    chosen: object = None
 
     @property
     def final_loss(self) -> float | None:
@@ -180,8 +177,7 @@ def train_and_score(
             ranking.ranking.row_limit,
         ),
     )
-    leaked = leaked_pairs(split.train, split.test)
-    return ScoredModel(trained, ranking, scores, leaked, split, chosen)
+    return ScoredModel(trained, ranking, scores, leaked_pairs(split.train, split.test), split)
 
 
 def refitted(refit, chosen, training_ratings: int):

@@ -15,8 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from recsys.errors import InvalidArgument
 from recsys.model.config import TrainConfig
 
@@ -143,81 +141,12 @@ class SweepRow:
 
 
 @dataclass
-class Blend:
-    """The configurations' predicted ratings combined: Σ weight × rating + intercept, fitted
-    by least squares on the validation ratings (each configuration's network trained on the
-    fit part, so validation is held out of it), then applied to the served networks'
-    predictions of the test ratings, clipped to the rating scale. Only configurations that
-    stop on validation take part (one stopping on the loss trained on validation)."""
-
-    labels: list[str]
-    weights: list[float]
-    intercept: float
-    validation_rmse: float
-    test_rmse: float
-    test_pairs: int  # test ratings every blended configuration covers
-    best_single_test_rmse: float  # the best blended configuration alone, on those pairs
-
-    @classmethod
-    def fit(cls, labels, validation, validation_ratings, test, test_ratings, scale) -> Blend:
-        """`validation`, `test`: (pairs, configurations) predicted ratings, NaN where a
-        configuration does not cover the item; rows with a NaN are left out."""
-        from recsys.evaluation.metrics import rmse
-
-        def complete(predictions, ratings):
-            rows = np.isfinite(predictions).all(axis=1)
-            return predictions[rows], ratings[rows]
-
-        x, y = complete(validation, validation_ratings)
-        design = np.column_stack([x, np.ones(len(x))])
-        solution, *_ = np.linalg.lstsq(design, y, rcond=None)
-        weights, intercept = solution[:-1], float(solution[-1])
-
-        def blended(predictions):
-            return np.clip(predictions @ weights + intercept, *scale)
-
-        tx, ty = complete(test, test_ratings)
-        return cls(
-            labels=list(labels),
-            weights=[float(w) for w in weights],
-            intercept=intercept,
-            validation_rmse=rmse(blended(x), y),
-            test_rmse=rmse(blended(tx), ty),
-            test_pairs=len(ty),
-            best_single_test_rmse=min(rmse(tx[:, j], ty) for j in range(tx.shape[1])),
-        )
-
-    def markdown(self) -> str:
-        from recsys.evaluation.document import markdown_table
-
-        table = markdown_table(
-            ["configuration", "weight"],
-            [[name, f"{w:.4f}"] for name, w in zip(self.labels, self.weights, strict=True)]
-            + [["(intercept)", f"{self.intercept:.4f}"]],
-        )
-        return "\n".join(
-            [
-                "Blend of the configurations' predicted ratings, weights fitted by least "
-                "squares on the validation ratings:",
-                "",
-                table,
-                "",
-                f"Blend: validation RMSE {self.validation_rmse:.4f}, test RMSE "
-                f"{self.test_rmse:.4f} on {self.test_pairs:,} test ratings (the best of them "
-                f"alone: {self.best_single_test_rmse:.4f} on the same ratings).",
-                "",
-            ]
-        )
-
-
-@dataclass
 class SweepResult:
     data: str
     base: dict
     rows: list[SweepRow]
     baselines: list[dict]  # global mean, bias baseline and EASE, from the first run
     seconds: float
-    blend: Blend | None = None
 
     @property
     def best(self) -> SweepRow:
@@ -234,7 +163,6 @@ class SweepResult:
             "rows": [asdict(r) for r in self.rows],
             "baselines": self.baselines,
             "seconds": self.seconds,
-            "blend": asdict(self.blend) if self.blend else None,
         }
 
     def markdown(self) -> str:
@@ -288,33 +216,18 @@ class SweepResult:
                 "",
                 f"Leakage check: {leaked} test ratings were training ratings (inputs) in any run.",
                 "",
-                *([self.blend.markdown()] if self.blend else []),
             ]
         )
 
 
 def run_sweep(
-    source,
-    configs: list[TrainConfig],
-    base: TrainConfig,
-    *,
-    progress: bool = False,
-    blend: bool = False,
+    source, configs: list[TrainConfig], base: TrainConfig, *, progress: bool = False
 ) -> SweepResult:
     """Train and score every configuration on one split; EASE fits are shared. `progress`
-    shows the configurations done on stderr (recsys.progress). `blend`: also fit and score
-    the Blend of the configurations that stop on validation (at least two)."""
+    shows the configurations done on stderr (recsys.progress)."""
     from recsys.data.split import split_ratings
-    from recsys.evaluation.report import predicted_ratings
     from recsys.pipeline import SPLIT_SEED, train_and_score
     from recsys.progress import bar
-
-    if blend and sum(c.early_stopping == "validation" for c in configs) < 2:
-        raise InvalidArgument(
-            "--blend needs at least two configurations that stop on validation", field="blend"
-        )
-    scale = source.data.rating_scale
-    blended: list[tuple[str, np.ndarray, np.ndarray]] = []
 
     started = time.perf_counter()
     split = split_ratings(source.data.ratings, seed=SPLIT_SEED)
@@ -326,29 +239,6 @@ def run_sweep(
             name = label(config, base)
             log.info("sweep %d/%d: %s", n, len(configs), name)
             scored = train_and_score(source, config, split=split, ease_cache=ease_cache)
-            if blend and config.early_stopping == "validation":
-                chosen, served = scored.chosen, scored.trained
-                blended.append(
-                    (
-                        name,
-                        predicted_ratings(
-                            chosen.network,
-                            chosen.index,
-                            chosen.normalization,
-                            split.fit,
-                            split.validation,
-                            scale,
-                        ),
-                        predicted_ratings(
-                            served.network,
-                            served.index,
-                            served.normalization,
-                            split.train,
-                            split.test,
-                            scale,
-                        ),
-                    )
-                )
             by_name = {s.name: s for s in scored.scores}
             model = by_name["autoencoder"]
             by_rating = by_name.get("autoencoder by rating")
@@ -384,24 +274,12 @@ def run_sweep(
             )
             shown.set_postfix_str(name, refresh=False)
             shown.update(1)
-    combined = None
-    if blend:
-        names, on_validation, on_test = zip(*blended, strict=True)
-        combined = Blend.fit(
-            names,
-            np.column_stack(on_validation),
-            split.validation["rating"].to_numpy(np.float64),
-            np.column_stack(on_test),
-            split.test["rating"].to_numpy(np.float64),
-            scale,
-        )
     return SweepResult(
         data=str(source.path),
         base=base.to_dict(),
         rows=rows,
         baselines=baselines,
         seconds=time.perf_counter() - started,
-        blend=combined,
     )
 
 

@@ -132,30 +132,6 @@ def evaluate_all(
     return scores
 
 
-def predicted_ratings(
-    network: Network,
-    index: ItemIndex,
-    normalization: Normalization,
-    inputs: pd.DataFrame,
-    pairs: pd.DataFrame,
-    rating_scale: tuple[float, float] = DEFAULT_RATING_SCALE,
-) -> np.ndarray:
-    """The predicted rating of each of `pairs` (user_id, item_id) from its user's `inputs`
-    ratings, de-normalized and clipped; NaN where the model does not cover the item.
-    (len(pairs),) float64, in the order of `pairs`."""
-    columns = index.columns(pairs["item_id"].to_numpy())
-    covered = columns >= 0
-    pair_users = pairs["user_id"].to_numpy()[covered]
-    users = np.unique(pair_users)
-    matrix = preference_matrix(inputs, index, normalization, user_ids=users)
-    rows = pd.Index(users).get_indexer(pair_users)
-    prefs = network.predict_pairs(matrix.matrix, rows, columns[covered]).astype(np.float64)
-    ratings = normalization.denormalize(prefs, matrix.user_means[rows], columns[covered])
-    out = np.full(len(pairs), np.nan)
-    out[covered] = np.clip(ratings, *rating_scale)
-    return out
-
-
 def leaked_pairs(train: pd.DataFrame, test: pd.DataFrame) -> int:
     """How many (user, item) pairs of `test` are also in `train` (the inputs): must be 0."""
     pairs = pd.MultiIndex.from_frame(train[["user_id", "item_id"]])
