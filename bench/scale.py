@@ -7,7 +7,7 @@ Stages (`--stages`, default all, always in this order):
   data   the ratings: `--data DIR`, or the ML-25M shape synthesized into `--synth-dir`
          (reused when a complete set is there); read once in a child (counts, the user ids
          of the load runs); any later stage runs it
-  train  `recsys train` (default preset) in a child: wall time, peak RSS, epochs, seconds
+  train  `recsys train` (user preset) in a child: wall time, peak RSS, epochs, seconds
          per epoch, test metrics
   load   `recsys load-features` in a child into a fresh local Redis (no persistence):
          wall time, the loader's peak RSS, Redis INFO used_memory after the load, per
@@ -564,7 +564,7 @@ def serve(model_dir: Path, redis: LocalRedis, data: DataSet, args) -> dict:
 
 
 def ml1m_baseline(args, work: Path) -> tuple[dict, DataSet | None, Path | None]:
-    """The ML-1M data set (smoke: the synthetic groups set) and its default-preset model:
+    """The ML-1M data set (smoke: the synthetic groups set) and its user-preset model:
     `--ml1m-model-dir`, or trained here."""
     figures: dict = {}
     data_dir = args.ml1m_data
@@ -584,7 +584,7 @@ def ml1m_baseline(args, work: Path) -> tuple[dict, DataSet | None, Path | None]:
             (args.ml1m_model_dir),
         )
     settings = [f"{k}={v}" for k, v in SMOKE_MODEL.items()] if args.smoke else []
-    trained = train(data_dir, "default", settings, work, "ml1m", args.timeout)
+    trained = train(data_dir, "user", settings, work, "ml1m", args.timeout)
     figures["train"] = trained
     if "version" not in trained:
         return {**figures, "status": f"training failed: {trained['status']}"}, None, None
@@ -659,7 +659,7 @@ class Bench:
         if self.data is None:
             return {"status": "skipped: no data"}
         result = train(
-            self.data.path, "default", train_settings(self.args), self.work, "scale",
+            self.data.path, "user", train_settings(self.args), self.work, "scale",
             self.args.timeout,
         )  # fmt: skip
         if "version" in result:

@@ -137,7 +137,7 @@ def trained_run(synthetic_dir, tmp_path_factory):
     from recsys.pipeline import find_data, train_and_evaluate
 
     source = find_data(synthetic_dir, download=None)
-    config = PRESETS["default"].replace(**TINY_TRAINING)
+    config = PRESETS["user"].replace(**TINY_TRAINING)
     model_dir = tmp_path_factory.mktemp("models")
     return source, train_and_evaluate(source, config, model_dir)
 
@@ -153,7 +153,7 @@ def trained_deep_run(synthetic_dir, tmp_path_factory):
     from recsys.pipeline import find_data, train_and_evaluate
 
     source = find_data(synthetic_dir, download=None)
-    config = PRESETS["default"].replace(**TINY_DEEP)
+    config = PRESETS["user"].replace(**TINY_DEEP)
     return source, train_and_evaluate(source, config, tmp_path_factory.mktemp("deep_models"))
 
 
@@ -181,7 +181,7 @@ def trained_blend_run(synthetic_dir, tmp_path_factory):
 
     source = find_data(synthetic_dir, download=None)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(PRESETS, "default", PRESETS["default"].replace(**TINY_TRAINING))
+        patch.setitem(PRESETS, "user", PRESETS["user"].replace(**TINY_TRAINING))
         patch.setitem(PRESETS, "item", PRESETS["item"].replace(**TINY_ITEM))
         models = tmp_path_factory.mktemp("blend_models")
         run = train_and_evaluate(source, PRESETS["blend"], models, report_dir=models / "report")

@@ -173,7 +173,7 @@ def test_switching_versions_while_requests_flow_never_mixes(stack, trained_run, 
     from recsys.pipeline import train_and_evaluate
 
     source, _ = trained_run
-    config = PRESETS["default"].replace(**TINY_TRAINING).replace(seed=11, max_epochs=6)
+    config = PRESETS["user"].replace(**TINY_TRAINING).replace(seed=11, max_epochs=6)
     second = train_and_evaluate(source, config, tmp_path / "models")
     artifacts = {
         stack.artifact.version: stack.artifact,

@@ -45,7 +45,7 @@ def ml100k_run(tmp_path_factory):
     from recsys.pipeline import find_data, train_and_evaluate
 
     source = find_data(team_data("ml-100k"), download=None)
-    return source, train_and_evaluate(source, PRESETS["default"], tmp_path_factory.mktemp("m"))
+    return source, train_and_evaluate(source, PRESETS["user"], tmp_path_factory.mktemp("m"))
 
 
 @pytest.fixture(scope="module")

@@ -99,18 +99,20 @@ def test_bad_blends_are_refused():
         with pytest.raises(ValueError, match=problem):
             BlendNetwork(bad_parts, weights)
     for change, field in [
-        ({"components": ("default",)}, "components"),
-        ({"components": ("default", "nonesuch")}, "components"),
-        ({"components": ("default", "blend")}, "components"),
+        ({"components": ("user",)}, "components"),
+        ({"components": ("user", "nonesuch")}, "components"),
+        ({"components": ("user", "blend")}, "components"),
         ({"early_stopping": "loss", "refit": False}, "early_stopping"),
     ]:
-        settings = {"kind": "blend", "components": ("default", "item")}
+        settings = {"kind": "blend", "components": ("user", "item")}
         settings.update({"early_stopping": "validation", **change})
         with pytest.raises(InvalidArgument) as caught:
             TrainConfig(**settings)
         assert caught.value.field == field
+    named = TrainConfig(kind="blend", components="user,item", early_stopping="validation")
+    assert named.components == ("user", "item")  # --set components=user,item
     with pytest.raises(InvalidArgument) as caught:
-        TrainConfig(components=("default", "item"))  # the user kind has no parts
+        TrainConfig(components=("user", "item"))  # the user kind has no parts
     assert caught.value.field == "components"
 
 
@@ -125,7 +127,7 @@ def test_a_blend_version_keeps_its_parts_and_the_weights_fitted_on_validation(
     assert isinstance(network.parts[0], LinearAutoencoder)
     assert isinstance(network.parts[1], ItemAutoencoder)
     blend = artifact.metadata["blend"]
-    assert [p["preset"] for p in blend["parts"]] == ["default", "item"]
+    assert [p["preset"] for p in blend["parts"]] == ["user", "item"]
     assert network.weights == tuple(p["weight"] for p in blend["parts"])
     assert sum(network.weights) == pytest.approx(1.0)
     # weights adding up to 1 include each part alone: the blend does no worse on validation

@@ -39,7 +39,7 @@ def test_the_user_kind_refits_on_train_for_the_chosen_epochs(source, monkeypatch
     from recsys.model.training import items_and_normalization
     from recsys.model.user.training import train_user_autoencoder
 
-    config = PRESETS["default"].replace(**TINY_TRAINING, refit=True)
+    config = PRESETS["user"].replace(**TINY_TRAINING, refit=True)
     scored, handed = scored_with_captured_refit(source, config, monkeypatch)
     (train, chosen), split, trained = handed[0], scored.split, scored.trained
     assert len(train) == len(split.train) == len(split.fit) + len(split.validation)
@@ -80,7 +80,7 @@ def test_a_saved_refit_says_what_it_was_trained_on(source, tmp_path):
     from recsys.data.split import split_ratings
     from recsys.pipeline import train_and_evaluate
 
-    config = PRESETS["default"].replace(**{**TINY_TRAINING, "max_epochs": 4}, refit=True)
+    config = PRESETS["user"].replace(**{**TINY_TRAINING, "max_epochs": 4}, refit=True)
     run = train_and_evaluate(source, config, tmp_path)
     metadata = load_artifact(run.artifact_path).metadata
     split = split_ratings(source.data.ratings, seed=0)

@@ -59,7 +59,7 @@ def sparse_run(synthetic_dir, tmp_path_factory):
     from recsys.pipeline import find_data, train_and_evaluate
 
     source = find_data(synthetic_dir, download=None)
-    config = PRESETS["default"].replace(
+    config = PRESETS["user"].replace(
         **TINY_TRAINING, relevance_neighbors=NEIGHBORS, relevance_row_limit=ROW_LIMIT
     )
     return train_and_evaluate(source, config, tmp_path_factory.mktemp("sparse_models"))

@@ -155,7 +155,7 @@ def synthetic_split(synthetic_dir):
 
 def bias_baseline_rmse(split) -> float:
     """RMSE on the validation ratings of μ + b_i + b_u (prediction 0 for every preference)."""
-    index, normalization = items_and_normalization(split.fit, PRESETS["default"])
+    index, normalization = items_and_normalization(split.fit, PRESETS["user"])
     validation = split.validation[index.columns(split.validation["item_id"].to_numpy()) >= 0]
     users = preference_matrix(split.fit, index, normalization, validation["user_id"].unique())
     row = dict(zip(users.user_ids.tolist(), users.user_means, strict=True))
@@ -168,7 +168,7 @@ def bias_baseline_rmse(split) -> float:
 
 @pytest.mark.slow
 def test_training_converges_on_planted_structure(synthetic_split):
-    config = PRESETS["default"].replace(**TINY_TRAINING)
+    config = PRESETS["user"].replace(**TINY_TRAINING)
     trained = train_autoencoder(synthetic_split.fit, synthetic_split.validation, config)
     curve = trained.history["val_rmse"]
     assert curve[-1] < curve[0] - 0.05, curve
@@ -179,7 +179,7 @@ def test_training_converges_on_planted_structure(synthetic_split):
 @pytest.mark.slow
 @pytest.mark.parametrize("settings", [TINY_TRAINING, TINY_DEEP], ids=["linear", "deep"])
 def test_trained_weights_serve_with_the_keras_predictions(settings, synthetic_split, tmp_path):
-    config = PRESETS["default"].replace(**{**settings, "max_epochs": 4})
+    config = PRESETS["user"].replace(**{**settings, "max_epochs": 4})
     trained = train_autoencoder(synthetic_split.fit, synthetic_split.validation, config)
     assert len(trained.history["loss"]) == 4 and np.isfinite(trained.history["loss"]).all()
     rng = np.random.default_rng(0)

@@ -88,7 +88,7 @@ def test_the_sweep_ranks_by_what_serves():
 def test_a_config_may_start_from_another_preset():
     from recsys.model.config import PRESETS
 
-    base = PRESETS["default"]
+    base = PRESETS["user"]
     (_, item) = configurations(base, {}, [parse_config("preset=item encoding_size=16")])
     assert item == PRESETS["item"].replace(encoding_size=16)
     with pytest.raises(InvalidArgument) as caught:

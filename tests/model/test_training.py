@@ -61,14 +61,19 @@ def test_presets():
         article.min_delta,
         article.max_epochs,
     ) == (500, 25, "adadelta", 1.0, 125, 0.2, 0.8, "loss", 3, 1e-5, 100)
-    default = PRESETS["default"]
-    assert default.top_n is None and default.min_ratings is None
-    assert default.early_stopping == "validation"
-    assert TrainConfig.from_dict(default.to_dict()) == default
+    user = PRESETS["user"]
+    assert user.top_n is None and user.min_ratings is None
+    assert user.early_stopping == "validation" and user.refit
+    assert TrainConfig.from_dict(user.to_dict()) == user
     deep = PRESETS["deep"]
     assert (deep.hidden_layers, deep.activation, deep.input_dropout) == ((256,), "selu", 0.2)
-    assert deep.replace(hidden_layers=(), activation="linear", input_dropout=0.0) == default
+    assert deep.replace(hidden_layers=(), activation="linear", input_dropout=0.0) == user
     assert TrainConfig.from_dict(deep.to_dict()) == deep
+    blend = PRESETS["blend"]
+    assert (blend.kind, blend.components, blend.refit) == ("blend", ("user", "item"), True)
+    assert TrainConfig.from_dict(blend.to_dict()) == blend
+    # what trains unless told otherwise is one of the named presets
+    assert any(PRESETS["default"] is PRESETS[name] for name in ("user", "item", "blend"))
 
 
 @pytest.mark.parametrize(

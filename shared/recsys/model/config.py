@@ -23,7 +23,7 @@ class TrainConfig:
     # preference vector (and its deeper option); "item", I-AutoRec over an item's column of
     # preferences (recsys.model.item says which settings apply to it).
     kind: str = DEFAULT_KIND
-    # The presets a "blend" combines (recsys.model.blend), e.g. ("default", "item"); each
+    # The presets a "blend" combines (recsys.model.blend), e.g. ("user", "item"); each
     # part trains with its own preset's settings, and the settings below the kind's other
     # than early_stopping and refit do not apply to the blend itself. Empty for other kinds.
     components: tuple[str, ...] = ()
@@ -72,8 +72,8 @@ class TrainConfig:
         ):
             raise InvalidArgument("hidden_layers must be a list of widths", field="hidden_layers")
         object.__setattr__(self, "hidden_layers", tuple(self.hidden_layers))
-        if isinstance(self.components, str):  # --set components=default
-            object.__setattr__(self, "components", (self.components,))
+        if isinstance(self.components, str):  # --set components=default,item
+            object.__setattr__(self, "components", tuple(self.components.split(",")))
         if not isinstance(self.components, list | tuple) or not all(
             isinstance(name, str) for name in self.components
         ):
@@ -136,9 +136,10 @@ PRESETS: dict[str, TrainConfig] = {
     # The post: 500 most-rated movies, k = 25, Adadelta (Keras 2 defaults, lr 1.0), batch 125,
     # hide 20%, 0.8 of the loss on hidden entries, early stopping on the training loss.
     "article": TrainConfig(top_n=500),
-    # What measured best on ML-1M (docs/model.md, "Model quality"): whole catalog, stopping on
-    # validation RMSE, Adam, an L2 penalty against the overfitting of the whole catalog.
-    "default": TrainConfig(
+    # The user autoencoder as measured best on ML-1M (docs/model.md, "Model quality"): whole
+    # catalog, stopping on validation RMSE, Adam, an L2 penalty against the overfitting of the
+    # whole catalog, then refit on all of train.
+    "user": TrainConfig(
         encoding_size=64,
         hide_fraction=0.3,
         l2=6e-4,
@@ -150,13 +151,15 @@ PRESETS: dict[str, TrainConfig] = {
         early_stopping="validation",
         patience=3,
         min_delta=0.0,
+        refit=True,
     ),
 }
 
 # The deeper option (Kuchaiev & Ginsburg) as measured best by validation RMSE in the ML-1M
 # sweep (docs/model.md, "The sweep"): one SELU hidden layer of 256 each side and 20% input dropout
-# on top of the default's training: 0.003 lower validation RMSE, several times slower to train.
-PRESETS["deep"] = PRESETS["default"].replace(
+# on top of the user preset's training: 0.003 lower validation RMSE, several times slower to
+# train.
+PRESETS["deep"] = PRESETS["user"].replace(
     hidden_layers=(256,), activation="selu", input_dropout=0.2
 )
 
@@ -176,11 +179,15 @@ PRESETS["item"] = TrainConfig(
     early_stopping="validation",
     patience=5,
     min_delta=0.0,
+    refit=True,
 )
 
 # The user autoencoder and the item kind blended (recsys.model.blend): both trained on the fit
 # part as their presets say, weights fitted on validation, each part then refit on all of
 # train.
 PRESETS["blend"] = TrainConfig(
-    kind="blend", components=("default", "item"), early_stopping="validation", refit=True
+    kind="blend", components=("user", "item"), early_stopping="validation", refit=True
 )
+
+# What `recsys train`, `./run demo` and the benchmarks train unless told otherwise.
+PRESETS["default"] = PRESETS["user"]
