@@ -110,6 +110,16 @@ class TrainConfig:
                 raise InvalidArgument(f"{field} {problem}", field=field)
         ItemSelection(top_n=self.top_n, min_ratings=self.min_ratings)  # validates both
 
+    def part_configs(self) -> tuple[TrainConfig, ...]:
+        """A blend's parts: the presets `components` names, each with refit off (the blend
+        refits its parts itself); InvalidArgument (field "components") for an unknown one."""
+        unknown = [name for name in self.components if name not in PRESETS]
+        if unknown:
+            raise InvalidArgument(
+                f"components {unknown} are not presets: {sorted(PRESETS)}", field="components"
+            )
+        return tuple(PRESETS[name].replace(refit=False) for name in self.components)
+
     @property
     def item_selection(self) -> ItemSelection:
         return ItemSelection(top_n=self.top_n, min_ratings=self.min_ratings)

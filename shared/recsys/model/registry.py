@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from recsys.model.config import TrainConfig
     from recsys.model.training import TrainedModel
 
-KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (UserKind(), ItemKind(), BlendKind())}
+KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (UserKind(), ItemKind())}
+KINDS["blend"] = BlendKind(KINDS)  # its parts are of the kinds registered here
 KIND_NAMES = tuple(KINDS)
 DEFAULT_KIND = "user"  # TrainConfig's default, and the kind of a version saved without one
 

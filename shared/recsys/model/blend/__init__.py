@@ -10,6 +10,7 @@ ratings (the user autoencoder, the item kind), and refused, saying which part, w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +25,18 @@ PART_CONFIG = "config.json"  # each part's TrainConfig, as a version's config.js
 
 
 class BlendKind(ModelKind):
+    """`kinds`: the registry's kinds by name, which the parts are of (the registry hands
+    them over: a kind never imports the registry)."""
+
     name = "blend"
     files = (BLEND_FILE,)
 
-    def check_config(self, config) -> None:
-        from recsys.model import config as settings
+    def __init__(self, kinds: Mapping[str, ModelKind]):
+        self.kinds = kinds
 
-        presets = getattr(settings, "PRESETS", {})
-        names = tuple(config.components)
+    def check_config(self, config) -> None:
         checks = [
-            (len(names) >= 2, "components", "a blend needs two or more presets"),
-            (
-                all(n in presets and presets[n].kind != self.name for n in names),
-                "components",
-                f"must name presets of other kinds: {sorted(n for n in presets if n != 'blend')}",
-            ),
+            (len(config.components) >= 2, "components", "a blend needs two or more presets"),
             (
                 config.early_stopping == "validation",
                 "early_stopping",
@@ -48,44 +46,53 @@ class BlendKind(ModelKind):
         for ok, field, problem in checks:
             if not ok:
                 raise InvalidArgument(f"{field} {problem}", field=field)
+        if any(part.kind == self.name for part in config.part_configs()):
+            raise InvalidArgument("components cannot name a blend", field="components")
+
+    def _kind(self, name: str) -> ModelKind:
+        if name not in self.kinds or name == self.name:
+            others = sorted(k for k in self.kinds if k != self.name)
+            raise ArtifactError(f"a blend's part of kind {name!r}: not one of {others}")
+        return self.kinds[name]
 
     def train(self, fit, validation, config, *, rating_scale, progress):
         from recsys.model.blend.training import train_blend
 
-        return train_blend(fit, validation, config, rating_scale=rating_scale, progress=progress)
+        parts = [
+            (name, self._kind(part.kind), part)
+            for name, part in zip(config.components, config.part_configs(), strict=True)
+        ]
+        return train_blend(
+            fit, validation, config, parts, rating_scale=rating_scale, progress=progress
+        )
 
     def refit(self, train, chosen, *, rating_scale, progress):
         from recsys.model.blend.training import refit_blend
 
-        return refit_blend(train, chosen, rating_scale=rating_scale, progress=progress)
+        kinds = [self._kind(part.config.kind) for part in chosen.model]
+        return refit_blend(train, chosen, kinds, rating_scale=rating_scale, progress=progress)
 
     def save(self, trained, directory: Path) -> None:
         """Each part's own files and config.json under parts/<n>/, then blend.json."""
-        from recsys.model.registry import get_kind
-
         entries = []
         for n, (name, part, weight) in enumerate(
             zip(trained.config.components, trained.model, trained.network.weights, strict=True)
         ):
             where = directory / "parts" / str(n)
             where.mkdir(parents=True)
-            get_kind(part.config.kind).save(part, where)
+            self._kind(part.config.kind).save(part, where)
             write_json(where / PART_CONFIG, part.config.to_dict())
             entries.append({"directory": f"parts/{n}", "preset": name, "weight": weight})
         write_json(directory / BLEND_FILE, {"parts": entries})
 
     def _parts(self, directory: Path) -> list[tuple[ModelKind, Path, float]]:
         """(kind, directory, weight) of each part; ArtifactError for a damaged blend.json."""
-        from recsys.model.registry import kind_of_version
-
         try:
             entries = read_json(directory / BLEND_FILE)["parts"]
             parts = []
             for entry in entries:
                 where = directory / entry["directory"]
-                kind = kind_of_version(read_json(where / PART_CONFIG))
-                if kind.name == self.name:
-                    raise ArtifactError(f"{where}: a blend's part cannot be a blend")
+                kind = self._kind(read_json(where / PART_CONFIG)["kind"])
                 parts.append((kind, where, float(entry["weight"])))
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise ArtifactError(f"{directory / BLEND_FILE}: malformed blend ({exc!r})") from exc

@@ -16,6 +16,7 @@ from recsys.model.training import TrainedModel, ValidationSet
 
 if TYPE_CHECKING:
     from recsys.model.config import TrainConfig
+    from recsys.model.kind import ModelKind
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +57,22 @@ def train_blend(
     fit: pd.DataFrame,
     validation: pd.DataFrame | None,
     config: TrainConfig,
+    parts_to_train: list[tuple[str, ModelKind, TrainConfig]],
     *,
     rating_scale: tuple[float, float],
     progress: bool = False,
 ) -> TrainedModel:
-    """Train each preset of `config.components` on `fit` (their own refit setting aside: the
-    blend's applies to all of them), then the weights, adding up to 1, that minimize the
-    squared error of the blended preferences on the `validation` ratings."""
-    from recsys.model.config import PRESETS
-    from recsys.model.registry import get_kind
-
+    """Train each part — (preset name, its kind, its configuration with refit off: the
+    blend's refit applies to all of them) — on `fit`, then the weights, adding up to 1, that
+    minimize the squared error of the blended preferences on the `validation` ratings."""
     if validation is None or not len(validation):
         raise ValueError("a blend needs validation ratings to fit its weights")
     started = time.perf_counter()
     parts = []
-    for name in config.components:
-        part_config = PRESETS[name].replace(refit=False)
+    for name, kind, part_config in parts_to_train:
         log.info("blend: training part %s (%s kind)", name, part_config.kind)
         parts.append(
-            get_kind(part_config.kind).train(
-                fit, validation, part_config, rating_scale=rating_scale, progress=progress
-            )
+            kind.train(fit, validation, part_config, rating_scale=rating_scale, progress=progress)
         )
     same_items(parts)
     first = parts[0]
@@ -120,18 +116,17 @@ def train_blend(
 def refit_blend(
     train: pd.DataFrame,
     chosen: TrainedModel,
+    kinds: list[ModelKind],
     *,
     rating_scale: tuple[float, float],
     progress: bool = False,
 ) -> TrainedModel:
-    """Each part refit on all of `train` as its kind refits; the weights stay those fitted
-    on validation."""
-    from recsys.model.registry import get_kind
-
+    """Each part refit on all of `train` as its kind (`kinds`, in the parts' order) refits;
+    the weights stay those fitted on validation."""
     started = time.perf_counter()
     parts = [
-        get_kind(part.config.kind).refit(train, part, rating_scale=rating_scale, progress=progress)
-        for part in chosen.model
+        kind.refit(train, part, rating_scale=rating_scale, progress=progress)
+        for kind, part in zip(kinds, chosen.model, strict=True)
     ]
     same_items(parts)
     return blended(parts, chosen.network.weights, chosen.config, started, {})
