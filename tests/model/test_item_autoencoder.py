@@ -258,11 +258,15 @@ def test_item_artifact_round_trip(trained_item_run, tmp_path):
     tried = artifact.metadata["fold_in"]["validation"]
     assert network.fold_in_l2 == min(tried, key=lambda t: t["rmse"])["l2"]
     # the codes served are the saved network's code layer applied to the items' columns of
-    # the fit preferences it was trained on
+    # the preferences it was trained on: all of train, the preset refitting on it
+    assert (
+        artifact.metadata["refit"]["training_ratings"]
+        == artifact.metadata["dataset"]["training_ratings"]
+    )
     model = keras.saving.load_model(path / "model.keras", safe_mode=True)
     split = split_ratings(source.data.ratings, seed=SPLIT_SEED)
     fit = preference_matrix(
-        split.fit, artifact.recommender.index, artifact.recommender.normalization
+        split.train, artifact.recommender.index, artifact.recommender.normalization
     )
     assert model.input_shape[-1] == len(fit.user_ids)
     assert network.item_codes.shape == (len(artifact.recommender.index), 16)

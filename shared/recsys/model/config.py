@@ -24,8 +24,8 @@ class TrainConfig:
     # preferences (recsys.model.item says which settings apply to it).
     kind: str = DEFAULT_KIND
     # The presets a "blend" combines (recsys.model.blend), e.g. ("user", "item"); each
-    # part trains with its own preset's settings, and the settings below the kind's other
-    # than early_stopping and refit do not apply to the blend itself. Empty for other kinds.
+    # part trains with its own preset's settings, and of the settings below only
+    # early_stopping, refit and relevance_* apply to the blend itself. Empty for other kinds.
     components: tuple[str, ...] = ()
     top_n: int | None = None  # keep the N most-rated items (article: 500) ...
     min_ratings: int | None = None  # ... or every item with at least M ratings; neither: all
