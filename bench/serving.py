@@ -16,9 +16,13 @@ settings, figures).
     python bench/serving.py --smoke      # seconds, synthetic data (what CI runs)
 
 --compare-model-dir / --compare-preset serve further model versions (trained beforehand, or
-trained in the run from a preset), each on a stack and a Redis of its own after the main
-runs, and measure stored-user Recommend on them at c = 1 and 32: server CPU per request and
-RPS beside the main version's runs of the same workload, the side-by-side cost of a model.
+trained in the run from a preset) and measure stored-user Recommend at c = 1 and 32 on them
+and on the main version, every version on a stack and a Redis of its own, all up at once
+after the main runs: `--rounds N` rounds, each measuring every version in turn, the order
+rotated from round to round, so that a slow spell of the machine falls on all of them.
+Reported: server CPU per request and RPS per version and round, each over the main
+version's in the same round, and per version the median of those ratios with their range:
+the side-by-side cost of a model.
 """
 
 from __future__ import annotations
@@ -319,46 +323,92 @@ def version_label(model_dir: Path) -> str:
 
 
 def compare_versions(
-    work: Path, data: RatingData, model_dirs: list[Path], duration: float, warmup: float
+    work: Path,
+    data: RatingData,
+    model_dirs: list[Path],
+    duration: float,
+    warmup: float,
+    rounds: int = 1,
 ) -> list[dict]:
-    """Stored-user Recommend at COMPARE_CONCURRENCY on each of `model_dirs`, one stack at a
-    time: the runs of `measure`, each with its version's label."""
+    """Stored-user Recommend at COMPARE_CONCURRENCY on each of `model_dirs` (the main
+    version's first), all served at once, each on its own stack: `rounds` rounds, each
+    measuring every version, the order rotated by one each round. The runs of `measure`,
+    each with its version's label and round."""
+    stacks = []
     compared = []
-    for n, model_dir in enumerate(model_dirs):
-        label = version_label(model_dir)
-        print(f"compared version {label} ...", flush=True)
-        stack, processes = start_loaded_stack(model_dir, data, work / f"redis-compare-{n}")
-        try:
-            targets = {"gateway": stack.address("gateway"), "feature": stack.address("feature")}
-            runs = [
-                (f"compare: {label}", "recommend-stored", "gateway", c) for c in COMPARE_CONCURRENCY
-            ]
-            for run in asyncio.run(measure(targets, processes, data, duration, warmup, runs)):
-                compared.append({**run, "model_dir": str(model_dir), "version": label})
-        finally:
+    try:
+        for n, model_dir in enumerate(model_dirs):
+            label = version_label(model_dir)
+            print(f"starting the stack of {label} ...", flush=True)
+            stack, processes = start_loaded_stack(model_dir, data, work / f"redis-compare-{n}")
+            stacks.append((label, model_dir, stack, processes))
+        for round_ in range(rounds):
+            shift = round_ % len(stacks)
+            for label, model_dir, stack, processes in stacks[shift:] + stacks[:shift]:
+                targets = {"gateway": stack.address("gateway"), "feature": stack.address("feature")}
+                runs = [
+                    (f"compare {round_ + 1}/{rounds}: {label}", "recommend-stored", "gateway", c)
+                    for c in COMPARE_CONCURRENCY
+                ]
+                for run in asyncio.run(measure(targets, processes, data, duration, warmup, runs)):
+                    compared.append(
+                        {**run, "model_dir": str(model_dir), "version": label, "round": round_}
+                    )
+    finally:
+        for *_, stack, _ in stacks:
             stack.stop()
     return compared
 
 
-def comparison_rows(main_label: str, main_runs: list[dict], compared: list[dict]) -> list[list]:
-    """One row per version and concurrency: RPS, latency, server CPU per request by process
-    and in all, and the CPU and RPS over the main version's run at the same concurrency."""
-    main = {r["concurrency"]: r for r in main_runs}
+def comparison_summary(compared: list[dict]) -> list[dict]:
+    """Per version and concurrency: the server CPU per request over the main version's (the
+    first label) in the same round, median and range over the rounds, and the median RPS
+    ratio."""
+    main = compared[0]["version"]
+    base = {(r["round"], r["concurrency"]): r for r in compared if r["version"] == main}
+    summary = []
+    for label in dict.fromkeys(r["version"] for r in compared):
+        for c in COMPARE_CONCURRENCY:
+            runs = [r for r in compared if r["version"] == label and r["concurrency"] == c]
+            cpu = [total_cpu_ms(r) / total_cpu_ms(base[r["round"], c]) for r in runs]
+            rps = [r["rps"] / base[r["round"], c]["rps"] for r in runs]
+            summary.append(
+                {
+                    "version": label,
+                    "concurrency": c,
+                    "rounds": len(runs),
+                    "cpu_ms_per_request_median": float(np.median([total_cpu_ms(r) for r in runs])),
+                    "cpu_of_main_median": float(np.median(cpu)),
+                    "cpu_of_main_min": min(cpu),
+                    "cpu_of_main_max": max(cpu),
+                    "rps_of_main_median": float(np.median(rps)),
+                }
+            )
+    return summary
+
+
+def comparison_rows(compared: list[dict]) -> list[list]:
+    """One row per version, round and concurrency: RPS, latency, server CPU per request by
+    process and in all, and the CPU and RPS over the main version's (the first label) run of
+    the same round and concurrency."""
+    main = compared[0]["version"]
+    base = {(r["round"], r["concurrency"]): r for r in compared if r["version"] == main}
     rows = []
-    for label, run in [(main_label, r) for r in main_runs] + [(r["version"], r) for r in compared]:
-        cpu, base = run["cpu_ms_per_request"], main.get(run["concurrency"])
-        total, base_total = total_cpu_ms(run), base and total_cpu_ms(base)
+    for run in sorted(compared, key=lambda r: (r["round"], r["concurrency"])):
+        cpu, first = run["cpu_ms_per_request"], base[run["round"], run["concurrency"]]
+        total = total_cpu_ms(run)
         rows.append(
             [
-                label,
+                run["version"],
+                run["round"] + 1,
                 run["concurrency"],
                 round(run["rps"]),
                 run["p50_ms"],
                 run["p99_ms"],
                 *(cpu.get(name) for name in ("gateway", "feature", "model", "redis")),
                 total,
-                total / base_total if total is not None and base_total else None,
-                run["rps"] / base["rps"] if base and base["rps"] else None,
+                total / total_cpu_ms(first),
+                run["rps"] / first["rps"] if first["rps"] else None,
                 f"{run['ok']}/{run['count']}",
             ]
         )
@@ -408,8 +458,16 @@ def main(argv=None) -> int:
         default=[],
         help="a preset trained in the run (smoke settings with --smoke) and compared likewise",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of the comparison, each measuring every version, the order rotated",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serving.json")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -482,7 +540,13 @@ def main(argv=None) -> int:
             for process in (*echoes.values(), batched):
                 process.terminate()
                 process.wait(10)
-        compared = compare_versions(work, data, compare_dirs, args.duration, args.warmup)
+        compared = (
+            compare_versions(
+                work, data, [model_dir, *compare_dirs], args.duration, args.warmup, args.rounds
+            )
+            if compare_dirs
+            else []
+        )
         main_label = version_label(model_dir)
         users = sorted(data.ratings["user_id"].unique())[: 2 if args.smoke else ARTICLE_USERS]
         article_ms = article_predict_ms(model_dir, data, [int(u) for u in users])
@@ -543,23 +607,37 @@ def main(argv=None) -> int:
     ]
     print(format_table(["c", "RPS", "p50 ms", "p99 ms", "CPU ms/req"], sweep_rows))
     plot_sweep(sweep, args.out.with_suffix(".sweep.png"))
-    main_stored = [
-        r
-        for r in results
-        if r["target"] == "gateway"
-        and r["workload"] == "recommend-stored"
-        and r["concurrency"] in COMPARE_CONCURRENCY
-    ]
+    summary = comparison_summary(compared) if compared else []
     if compared:
         header = [
-            "version", "c", "RPS", "p50 ms", "p99 ms", "gateway", "feature", "model", "Redis",
-            "CPU ms/req", "CPU of main", "RPS of main", "OK",
+            "version", "round", "c", "RPS", "p50 ms", "p99 ms", "gateway", "feature", "model",
+            "Redis", "CPU ms/req", "CPU of main", "RPS of main", "OK",
         ]  # fmt: skip
-        print(format_table(header, comparison_rows(main_label, main_stored, compared)))
+        print(format_table(header, comparison_rows(compared)))
         print(
-            "stored-user Recommend per served version (gateway ... Redis: server CPU ms per"
-            f" request; of main: over {main_label}'s run at the same concurrency)"
+            "stored-user Recommend per served version and round (gateway ... Redis: server CPU"
+            f" ms per request; of main: over {main_label}'s run of the same round and"
+            " concurrency)"
         )
+        header = ["version", "c", "rounds", "CPU ms/req", "CPU of main", "range", "RPS of main"]
+        print(
+            format_table(
+                header,
+                [
+                    [
+                        r["version"],
+                        r["concurrency"],
+                        r["rounds"],
+                        r["cpu_ms_per_request_median"],
+                        r["cpu_of_main_median"],
+                        f"{r['cpu_of_main_min']:.2f}-{r['cpu_of_main_max']:.2f}",
+                        r["rps_of_main_median"],
+                    ]
+                    for r in summary
+                ],
+            )
+        )
+        print("medians over the rounds; range: of the per-round CPU ratio")
     http_cost = http_vs_grpc(grpc_c32, http_c32)
     if http_cost["rps_ratio"] is not None:
         print(
@@ -589,6 +667,7 @@ def main(argv=None) -> int:
         "sweep": sweep,
         "main_version": main_label,
         "compared": compared,
+        "comparison": summary,
         "article_predict_ms": article_ms,
         "speedup_vs_article": speedup,
         "model_predict_speedup_vs_article": model_speedup,

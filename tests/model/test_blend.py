@@ -116,6 +116,34 @@ def test_bad_blends_are_refused():
     assert caught.value.field == "components"
 
 
+def test_settings_a_blend_does_not_use_itself_reach_its_parts():
+    from recsys.model.config import PRESETS
+
+    blend = PRESETS["blend"].replace(encoding_size=8, max_epochs=2, refit=False)
+    assert blend.refit is False and blend.encoding_size == PRESETS["blend"].encoding_size
+    assert blend.part_settings == (("encoding_size", 8), ("max_epochs", 2))
+    user, item = blend.part_configs()
+    assert (user.kind, user.encoding_size, user.max_epochs, user.l2) == ("user", 8, 2, 6e-4)
+    assert (item.kind, item.encoding_size, item.max_epochs, item.l2) == ("item", 8, 2, 0.04)
+    assert not user.refit and not item.refit  # the blend refits its parts itself
+    again = blend.replace(max_epochs=3)
+    assert dict(again.part_settings) == {"encoding_size": 8, "max_epochs": 3}
+    assert TrainConfig.from_dict(again.to_dict()) == again
+    assert again.to_dict()["part_settings"] == {"encoding_size": 8, "max_epochs": 3}
+    # refused with the field named: a setting no part has, one a part cannot take, and
+    # part settings on another kind
+    for change, field in [
+        ({"no_such_setting": 1}, "config"),
+        ({"hidden_layers": [8]}, "hidden_layers"),  # the item part has no hidden layers
+    ]:
+        with pytest.raises(InvalidArgument) as caught:
+            PRESETS["blend"].replace(**change)
+        assert caught.value.field == field
+    with pytest.raises(InvalidArgument) as caught:
+        TrainConfig(part_settings={"max_epochs": 2})
+    assert caught.value.field == "part_settings"
+
+
 @pytest.mark.slow
 def test_a_blend_version_keeps_its_parts_and_the_weights_fitted_on_validation(
     trained_blend_run, tmp_path

@@ -15,6 +15,17 @@ from recsys.model.registry import DEFAULT_KIND, get_kind
 
 OPTIMIZERS = ("adadelta", "adam", "sgd")
 STOPPING = ("loss", "validation")
+# What a blend itself uses of TrainConfig; a change of any other setting to a blend goes to
+# every one of its parts (part_settings): `--set max_epochs=2` shortens both parts' training.
+BLEND_SETTINGS = (
+    "kind",
+    "components",
+    "part_settings",
+    "early_stopping",
+    "refit",
+    "relevance_neighbors",
+    "relevance_row_limit",
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,9 @@ class TrainConfig:
     # part trains with its own preset's settings, and of the settings below only
     # early_stopping, refit and relevance_* apply to the blend itself. Empty for other kinds.
     components: tuple[str, ...] = ()
+    # Settings every part of a blend trains with on top of its preset's, as sorted (name,
+    # value) pairs; `replace` puts there what a blend does not use itself. Blend kind only.
+    part_settings: tuple[tuple[str, Any], ...] = ()
     top_n: int | None = None  # keep the N most-rated items (article: 500) ...
     min_ratings: int | None = None  # ... or every item with at least M ratings; neither: all
     encoding_size: int = 25  # k, the width of the code layer (article: 25)
@@ -72,7 +86,7 @@ class TrainConfig:
         ):
             raise InvalidArgument("hidden_layers must be a list of widths", field="hidden_layers")
         object.__setattr__(self, "hidden_layers", tuple(self.hidden_layers))
-        if isinstance(self.components, str):  # --set components=default,item
+        if isinstance(self.components, str):  # --set components=user,item
             object.__setattr__(self, "components", tuple(self.components.split(",")))
         if not isinstance(self.components, list | tuple) or not all(
             isinstance(name, str) for name in self.components
@@ -81,6 +95,7 @@ class TrainConfig:
         object.__setattr__(self, "components", tuple(self.components))
         if self.components and self.kind != "blend":
             raise InvalidArgument("components are the parts of a blend only", field="components")
+        self._normalize_part_settings()
         get_kind(self.kind).check_config(self)  # an unknown kind, then the kind's own checks
         checks = [
             (self.encoding_size > 0, "encoding_size", "must be positive"),
@@ -110,27 +125,63 @@ class TrainConfig:
                 raise InvalidArgument(f"{field} {problem}", field=field)
         ItemSelection(top_n=self.top_n, min_ratings=self.min_ratings)  # validates both
 
+    def _normalize_part_settings(self) -> None:
+        """part_settings as sorted (name, value) pairs (a dict from config.json too), of
+        settings a part can take, on a blend only."""
+        settings = self.part_settings
+        pairs = sorted(settings.items() if isinstance(settings, dict) else settings)
+        parts_take = {f.name for f in dataclasses.fields(self)} - set(BLEND_SETTINGS)
+        unknown = sorted(name for name, _ in pairs if name not in parts_take)
+        if unknown:
+            raise InvalidArgument(
+                f"part settings {unknown} are not settings of a part", field="part_settings"
+            )
+        if pairs and self.kind != "blend":
+            raise InvalidArgument(
+                "part_settings are for a blend's parts only", field="part_settings"
+            )
+        frozen = tuple((name, tuple(v) if isinstance(v, list) else v) for name, v in pairs)
+        object.__setattr__(self, "part_settings", frozen)
+
     def part_configs(self) -> tuple[TrainConfig, ...]:
-        """A blend's parts: the presets `components` names, each with refit off (the blend
-        refits its parts itself); InvalidArgument (field "components") for an unknown one."""
+        """A blend's parts: the presets `components` names with `part_settings` applied, each
+        with refit off (the blend refits its parts itself); InvalidArgument (field
+        "components") for an unknown preset, or naming a setting a part cannot take."""
         unknown = [name for name in self.components if name not in PRESETS]
         if unknown:
             raise InvalidArgument(
                 f"components {unknown} are not presets: {sorted(PRESETS)}", field="components"
             )
-        return tuple(PRESETS[name].replace(refit=False) for name in self.components)
+        extra = dict(self.part_settings)
+        return tuple(PRESETS[name].replace(**extra, refit=False) for name in self.components)
 
     @property
     def item_selection(self) -> ItemSelection:
         return ItemSelection(top_n=self.top_n, min_ratings=self.min_ratings)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`; on a blend, those of settings it does not use itself
+        (BLEND_SETTINGS) go to its parts (part_settings)."""
+        if changes.get("kind", self.kind) != "blend":
+            return dataclasses.replace(self, **changes)
+        own = {name: v for name, v in changes.items() if name in BLEND_SETTINGS}
+        for_parts = {name: v for name, v in changes.items() if name not in BLEND_SETTINGS}
+        if for_parts:
+            known = {f.name for f in dataclasses.fields(self)}
+            unknown = sorted(set(for_parts) - known)
+            if unknown:
+                raise InvalidArgument(f"unknown training settings: {unknown}", field="config")
+            merged = {**dict(own.get("part_settings", self.part_settings)), **for_parts}
+            own["part_settings"] = tuple(sorted(merged.items()))
+        return dataclasses.replace(self, **own)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["hidden_layers"] = list(self.hidden_layers)  # JSON has lists, not tuples
         values["components"] = list(self.components)
+        values["part_settings"] = {
+            name: list(v) if isinstance(v, tuple) else v for name, v in self.part_settings
+        }
         return values
 
     @classmethod
