@@ -131,15 +131,16 @@ COMPARE_CONCURRENCY = (1, 32)
 def article_predict_ms(model_dir: Path, data: RatingData, user_ids: list[int]) -> float | None:
     """Median latency per user of the article's predict(): normalize the user's ratings,
     pivot them into a (1, n_items) frame with pandas, `model.predict`, de-normalize, rank.
-    None for an item-kind version: its Keras network takes an item's column over the
-    training users, so the article's function has nothing to call."""
+    None unless the version is of the user kind: the item kind's Keras network takes an
+    item's column over the training users and a blend has no one Keras network, so the
+    article's function has nothing to call."""
     import keras
     import pandas as pd
 
     from recsys.artifacts import load_artifact, resolve_version
 
     artifact = load_artifact(resolve_version(model_dir))
-    if artifact.kind == "item":
+    if artifact.kind != "user":
         return None
     model = keras.saving.load_model(artifact.path / "model.keras", safe_mode=True)
     item_ids = artifact.recommender.index.item_ids
@@ -649,7 +650,7 @@ def main(argv=None) -> int:
         article_ms / predict_c1["p50_ms"] if article_ms and predict_c1["p50_ms"] else None
     )
     if article_ms is None:
-        print("article predict(): not applicable to this model version (the item kind)")
+        print("article predict(): not applicable to this model version (not the user kind)")
     elif speedup is not None and model_speedup is not None:
         print(
             f"gateway Recommend (stored user, c=1) vs article predict(): {speedup:.1f}x lower p50;"
