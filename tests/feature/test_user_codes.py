@@ -16,7 +16,7 @@ from recsys.featurestore import layout
 from recsys.featurestore.layout import KeyLayout
 from recsys.fold_in import FoldIn, fold_in_of
 from recsys.model.item.network import ItemAutoencoder
-from tests.support.stack import running_stack
+from tests.support.stack import assert_stored_user_served_as_inline, running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -256,21 +256,7 @@ def test_a_code_for_a_model_without_codes_is_refused(trained_run, redis_url):
 def test_the_gateway_serves_a_stored_user_from_their_code(item_stack):
     ratings = item_stack.data.ratings
     user_id = int(ratings["user_id"].iloc[0])
-    theirs = ratings[ratings["user_id"] == user_id]
-    inline = pb.InlineRatings(
-        ratings=[
-            pb.Rating(movie_id=int(m), rating=float(r))
-            for m, r in zip(theirs["item_id"], theirs["rating"], strict=True)
-        ]  # fmt: skip
-    )
-    stored = item_stack.stub.Recommend(pb.RecommendRequest(user_id=user_id, k=5), timeout=10)
-    given = item_stack.stub.Recommend(pb.RecommendRequest(inline_ratings=inline, k=5), timeout=10)
-    assert [i.movie_id for i in stored.items] == [i.movie_id for i in given.items]
-    np.testing.assert_allclose(
-        [i.predicted_rating for i in stored.items],
-        [i.predicted_rating for i in given.items],
-        rtol=1e-4,
-    )
+    given = assert_stored_user_served_as_inline(item_stack, user_id)
     # the stored code is what the gateway served with: another user's code in this user's
     # hash (a test's doing; writes never do it) changes the predictions, the ratings unchanged
     version = item_stack.artifact.version

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import redis
 
-from recsys.api.gateway.v1 import gateway_pb2 as pb
 from recsys.api.model.v1 import model_pb2, model_pb2_grpc
 from recsys.artifacts import load_artifact, load_features_spec
 from recsys.errors import ArtifactError, FailedPrecondition, InvalidArgument
@@ -19,7 +18,7 @@ from recsys.model.blend.network import BlendNetwork, blend_weights
 from recsys.model.config import TrainConfig
 from recsys.model.item.network import ItemAutoencoder
 from recsys.model.user.network import DeepAutoencoder, DenseLayer, LinearAutoencoder
-from tests.support.stack import running_stack
+from tests.support.stack import assert_stored_user_served_as_inline, running_stack
 
 N_ITEMS = 30
 
@@ -198,20 +197,7 @@ def test_a_blend_is_served_to_stored_users_from_the_item_parts_code(blend_stack)
     with redis.Redis.from_url(blend_stack.redis_url) as client:
         raw = client.hget(KeyLayout("recsys").user(version, user_id), layout.USER_CODE)
     assert raw is not None and len(layout.decode_user_code(raw)) == spec.fold_in.code_size
-    inline = pb.InlineRatings(
-        ratings=[
-            pb.Rating(movie_id=int(m), rating=float(r))
-            for m, r in zip(theirs["item_id"], theirs["rating"], strict=True)
-        ]  # fmt: skip
-    )
-    stored = blend_stack.stub.Recommend(pb.RecommendRequest(user_id=user_id, k=5), timeout=10)
-    given = blend_stack.stub.Recommend(pb.RecommendRequest(inline_ratings=inline, k=5), timeout=10)
-    assert [i.movie_id for i in stored.items] == [i.movie_id for i in given.items]
-    np.testing.assert_allclose(
-        [i.predicted_rating for i in stored.items],
-        [i.predicted_rating for i in given.items],
-        rtol=1e-4,
-    )
+    assert_stored_user_served_as_inline(blend_stack, user_id)
     # through the model service: the blend's prediction, and an explanation adding up to it
     model = artifact.recommender
     user = model.user_vector(

@@ -8,8 +8,10 @@ import contextlib
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 import redis
 
+from recsys.api.gateway.v1 import gateway_pb2 as gateway_pb
 from recsys.api.gateway.v1 import gateway_pb2_grpc
 from recsys.artifacts import Artifact, load_artifact
 from recsys.data.movielens import RatingData
@@ -112,3 +114,27 @@ def running_stack(
                 model=model,
                 holder=holder,
             )
+
+
+def assert_stored_user_served_as_inline(stack, user_id: int, k: int = 5):
+    """A stored user's Recommend through `stack`'s gateway names the same movies, with the
+    same predicted ratings (to 1e-4), as their ratings sent inline; the inline answer."""
+    ratings = stack.data.ratings
+    theirs = ratings[ratings["user_id"] == user_id]
+    inline = gateway_pb.InlineRatings(
+        ratings=[
+            gateway_pb.Rating(movie_id=int(m), rating=float(r))
+            for m, r in zip(theirs["item_id"], theirs["rating"], strict=True)
+        ]  # fmt: skip
+    )
+    stored = stack.stub.Recommend(gateway_pb.RecommendRequest(user_id=user_id, k=k), timeout=10)
+    given = stack.stub.Recommend(
+        gateway_pb.RecommendRequest(inline_ratings=inline, k=k), timeout=10
+    )
+    assert [i.movie_id for i in stored.items] == [i.movie_id for i in given.items]
+    np.testing.assert_allclose(
+        [i.predicted_rating for i in stored.items],
+        [i.predicted_rating for i in given.items],
+        rtol=1e-4,
+    )
+    return given
