@@ -23,6 +23,14 @@ class InvalidArgument(RecsysError):
         self.field = field
 
 
+def check_fields(checks) -> None:
+    """InvalidArgument "<field> <problem>", naming the field, for the first (ok, field,
+    problem) of `checks` that is not ok."""
+    for ok, field, problem in checks:
+        if not ok:
+            raise InvalidArgument(f"{field} {problem}", field=field)
+
+
 class NotFound(RecsysError):
     status = "NOT_FOUND"
 

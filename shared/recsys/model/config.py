@@ -9,7 +9,7 @@ from typing import Any
 
 from recsys.activations import ACTIVATIONS
 from recsys.ease import AUTO_NEIGHBORS, DEFAULT_ROW_LIMIT
-from recsys.errors import InvalidArgument
+from recsys.errors import InvalidArgument, check_fields
 from recsys.features import ItemSelection
 from recsys.model.registry import DEFAULT_KIND, get_kind
 
@@ -120,9 +120,7 @@ class TrainConfig:
             (self.relevance_neighbors >= AUTO_NEIGHBORS, "relevance_neighbors", "must be ≥ -1"),
             (self.relevance_row_limit >= 0, "relevance_row_limit", "must be ≥ 0 (0: no limit)"),
         ]
-        for ok, field, problem in checks:
-            if not ok:
-                raise InvalidArgument(f"{field} {problem}", field=field)
+        check_fields(checks)
         ItemSelection(top_n=self.top_n, min_ratings=self.min_ratings)  # validates both
 
     def _normalize_part_settings(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from recsys.errors import ArtifactError, InvalidArgument
+from recsys.errors import ArtifactError, InvalidArgument, check_fields
 from recsys.fold_in import FoldIn
 from recsys.model.files import read_json, write_json
 from recsys.model.kind import ModelKind
@@ -43,9 +43,7 @@ class BlendKind(ModelKind):
                 "must be validation for a blend (its weights are fitted on validation)",
             ),
         ]
-        for ok, field, problem in checks:
-            if not ok:
-                raise InvalidArgument(f"{field} {problem}", field=field)
+        check_fields(checks)
         if any(part.kind == self.name for part in config.part_configs()):
             raise InvalidArgument("components cannot name a blend", field="components")
 

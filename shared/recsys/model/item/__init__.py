@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.errors import ArtifactError, InvalidArgument
+from recsys.errors import ArtifactError, check_fields
 from recsys.fold_in import FoldIn
 from recsys.model.files import MODEL_FILE, read_json, write_array, write_json
 from recsys.model.item.network import ItemAutoencoder
@@ -38,9 +38,7 @@ class ItemKind(ModelKind):
                 "must be validation for the item kind (its fold-in λ is chosen on validation)",
             ),
         ]
-        for ok, field, problem in checks:
-            if not ok:
-                raise InvalidArgument(f"{field} {problem}", field=field)
+        check_fields(checks)
 
     def train(self, fit, validation, config, *, rating_scale, progress):
         from recsys.model.item.training import train_item_autoencoder
